@@ -1,0 +1,254 @@
+//! The image file on the host: positional I/O only, never a seek cursor (STYLE.md habit 1).
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::sys;
+
+/// Chunk size for copies and zero fills done in user space.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// The image file on the host, addressed by byte offset.
+///
+/// Implementations are shared between threads (`&self` everywhere): reads may run in parallel;
+/// callers serialise writes that must be ordered.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "an empty image file is never valid; callers ask for the length"
+)]
+pub trait HostFile: Send + Sync + fmt::Debug {
+    /// Reads exactly `buf.len()` bytes at `offset`. A read that would cross the end of the file
+    /// fails with [`ErrorKind::OutOfRange`] (nothing useful is in `buf` then).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+
+    /// Writes all of `buf` at `offset`, growing the file if needed. Not durable until
+    /// [`HostFile::sync`] returns.
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()>;
+
+    /// The current length of the file in bytes.
+    fn len(&self) -> Result<u64>;
+
+    /// Truncates or extends (with zeros) the file to `len` bytes.
+    fn set_len(&self, len: u64) -> Result<()>;
+
+    /// Makes every completed write and length change durable (a write barrier).
+    fn sync(&self) -> Result<()>;
+
+    /// Makes `len` bytes at `offset` read as zeros and frees their host storage, without
+    /// changing the file length. [`ErrorKind::Unsupported`] where the host cannot free storage
+    /// (callers that only need zeros write them instead).
+    fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+        let _ = (offset, len);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "punching holes is not supported by this host file",
+        ))
+    }
+
+    /// Copies `len` bytes from `from` to `to` inside this file. The ranges must not overlap.
+    /// The default copies through a bounded buffer; files on a real file system use an
+    /// in-kernel copy.
+    fn copy_within(&self, from: u64, to: u64, len: u64) -> Result<()> {
+        copy_through_buffer(self, from, to, len)
+    }
+
+    /// The path the file was opened from, for messages and for resolving relative names.
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+
+    /// Whether the file was opened for writing.
+    fn is_writable(&self) -> bool;
+}
+
+/// Copies `len` bytes from `from` to `to` through a buffer of at most 1 MiB.
+pub fn copy_through_buffer<F: HostFile + ?Sized>(
+    file: &F,
+    from: u64,
+    to: u64,
+    len: u64,
+) -> Result<()> {
+    if from.max(to) < from.min(to) + len {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "overlapping copy ranges",
+        ));
+    }
+    let chunk = usize::try_from(len).map_or(COPY_CHUNK, |l| l.min(COPY_CHUNK));
+    let mut buf = vec![0u8; chunk];
+    let mut done = 0u64;
+    while done < len {
+        let n = usize::try_from(len - done).map_or(chunk, |r| r.min(chunk));
+        file.read_at(&mut buf[..n], from + done)?;
+        file.write_at(&buf[..n], to + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// How to open a host file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read only, with a shared lock: fails with [`ErrorKind::InUse`] if a writer holds the file.
+    ReadOnly,
+    /// Read and write, with an exclusive lock: fails with [`ErrorKind::InUse`] if anyone holds it.
+    ReadWrite,
+}
+
+/// A [`HostFile`] over a file on the host's file system, locked while open.
+#[derive(Debug)]
+pub struct StdFile {
+    file: File,
+    path: PathBuf,
+    writable: bool,
+}
+
+impl StdFile {
+    /// Opens an existing file and takes the lock that matches `access`.
+    ///
+    /// Errors: [`ErrorKind::NotFound`], [`ErrorKind::ReadOnly`] (permission denied or read-only
+    /// file system when asking for writing), [`ErrorKind::InUse`] (another program holds a
+    /// conflicting lock), [`ErrorKind::WrongType`] (not a regular file).
+    pub fn open(path: impl AsRef<Path>, access: Access) -> Result<StdFile> {
+        let path = path.as_ref();
+        let writable = access == Access::ReadWrite;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|e| {
+                let what = match (ErrorKind::of_io(&e), writable) {
+                    (ErrorKind::ReadOnly, true) => {
+                        "cannot open for writing (permission denied or read-only file system)"
+                    }
+                    (ErrorKind::ReadOnly, false) => "cannot open for reading (permission denied)",
+                    (ErrorKind::NotFound, _) => "no such file",
+                    _ => "cannot open",
+                };
+                Error::io(e, what).with_path(path)
+            })?;
+        Self::lock_and_wrap(file, path, writable)
+    }
+
+    /// Creates a new file (failing if it exists) opened for reading and writing, locked.
+    pub fn create_new(path: impl AsRef<Path>) -> Result<StdFile> {
+        let path = path.as_ref();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| {
+                let what = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    "already exists (vdisk never overwrites a file)"
+                } else {
+                    "cannot create"
+                };
+                Error::io(e, what).with_path(path)
+            })?;
+        Self::lock_and_wrap(file, path, true)
+    }
+
+    fn lock_and_wrap(file: File, path: &Path, writable: bool) -> Result<StdFile> {
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(e, "cannot read file metadata").with_path(path))?;
+        if !meta.is_file() {
+            return Err(Error::new(ErrorKind::WrongType, "not a regular file").with_path(path));
+        }
+        let locked = sys::try_lock(&file, writable)
+            .map_err(|e| Error::io(e, "cannot lock the file").with_path(path))?;
+        if !locked {
+            let how = if writable { "open" } else { "open for writing" };
+            return Err(Error::new(
+                ErrorKind::InUse,
+                format!("in use: another program has it {how} (close it or shut the VM down first); nothing was changed"),
+            )
+            .with_path(path));
+        }
+        Ok(StdFile {
+            file,
+            path: path.to_path_buf(),
+            writable,
+        })
+    }
+
+    fn ctx(&self, err: std::io::Error, what: &str, offset: u64) -> Error {
+        Error::io(err, what.to_string())
+            .with_path(&self.path)
+            .with_offset(offset)
+    }
+}
+
+#[cfg(unix)]
+impl HostFile for StdFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::new(ErrorKind::OutOfRange, "read past the end of the file")
+                    .with_path(&self.path)
+                    .with_offset(offset)
+            } else {
+                self.ctx(e, "read failed", offset)
+            }
+        })
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| self.ctx(e, "write failed", offset))
+    }
+
+    fn len(&self) -> Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|e| self.ctx(e, "cannot read file length", 0))?
+            .len())
+    }
+
+    fn set_len(&self, len: u64) -> Result<()> {
+        self.file
+            .set_len(len)
+            .map_err(|e| self.ctx(e, "cannot change file length", len))
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| self.ctx(e, "flush to stable storage failed", 0))
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+        sys::punch_hole(&self.file, offset, len)
+            .map_err(|e| self.ctx(e, "cannot punch a hole", offset))
+    }
+
+    fn copy_within(&self, from: u64, to: u64, len: u64) -> Result<()> {
+        if from.max(to) < from.min(to) + len {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "overlapping copy ranges",
+            ));
+        }
+        let done = sys::copy_in_kernel(&self.file, from, to, len)
+            .map_err(|e| self.ctx(e, "in-kernel copy failed", to))?;
+        if done < len {
+            copy_through_buffer(self, from + done, to + done, len - done)?;
+        }
+        Ok(())
+    }
+
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
+    fn is_writable(&self) -> bool {
+        self.writable
+    }
+}

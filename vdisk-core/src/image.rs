@@ -1,0 +1,225 @@
+//! An opened disk image: the allocation map every format exposes, and the compaction
+//! primitives of formats whose blocks can be freed and moved.
+
+use std::ops::Range;
+
+use crate::block::BlockDevice;
+use crate::check::Problem;
+use crate::error::{Error, ErrorKind, Result};
+use crate::host_file::HostFile;
+use crate::units::{BlockIndex, HostOffset, align_up};
+
+/// The broad type of an image, as users know it from Hyper-V.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImageKind {
+    /// Every virtual byte has a fixed place in the file; nothing to move.
+    Fixed,
+    /// Blocks are allocated on first write; unallocated blocks read as zeros.
+    Dynamic,
+    /// Like dynamic, but unallocated blocks read from a parent image.
+    Differencing,
+}
+
+impl ImageKind {
+    /// Lowercase name, as used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageKind::Fixed => "fixed",
+            ImageKind::Dynamic => "dynamic",
+            ImageKind::Differencing => "differencing",
+        }
+    }
+}
+
+/// What backs one allocation unit (block) of the virtual disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockState {
+    /// Backed by the image file: the block's host footprint (for VHD the sector bitmap followed
+    /// by the data) starts at `host`.
+    Allocated {
+        /// First byte of the block's footprint in the host file.
+        host: HostOffset,
+    },
+    /// Explicitly zero (VHDX `PAYLOAD_BLOCK_ZERO`): reads zeros, even in a child; no host space.
+    Zero,
+    /// Not present in this image: reads zeros in a base image, the parent's data in a child.
+    Unallocated,
+    /// Trimmed by the guest (VHDX `UNMAPPED`/`UNDEFINED`): its content may be discarded. It may
+    /// still hold host space at `host`.
+    Trimmed {
+        /// Host space the block still occupies, if any.
+        host: Option<HostOffset>,
+    },
+}
+
+impl BlockState {
+    /// The start of the host space this block occupies, if any.
+    pub fn host(self) -> Option<HostOffset> {
+        match self {
+            BlockState::Allocated { host } => Some(host),
+            BlockState::Trimmed { host } => host,
+            BlockState::Zero | BlockState::Unallocated => None,
+        }
+    }
+}
+
+/// Where blocks may live in the host file, as the generic compactor needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLayout {
+    /// Bytes before this offset hold metadata; blocks are never placed below it.
+    pub data_start: u64,
+    /// Host bytes one block occupies (VHD: sector bitmap + block data).
+    pub block_footprint: u64,
+    /// Placement alignment of a block's footprint (VHD: 512, VHDX: 1 MiB).
+    pub alignment: u64,
+    /// Metadata ranges at or after `data_start` that blocks must not overlap (VHD parent
+    /// locator data, VHDX regions and log). Sorted, disjoint.
+    pub reserved: Vec<Range<u64>>,
+    /// Bytes written after the last block when the file is finished (VHD: the 512-byte footer).
+    pub trailer_len: u64,
+    /// The end of the block area is rounded up to this before the trailer (VHDX: 1 MiB).
+    pub end_alignment: u64,
+}
+
+impl HostLayout {
+    /// The file length a finished image has when its last block or metadata ends at
+    /// `data_end`. `None` on overflow.
+    pub fn file_len_for(&self, data_end: u64) -> Option<u64> {
+        align_up(data_end, self.end_alignment.max(1))?.checked_add(self.trailer_len)
+    }
+
+    /// The end of the metadata: `data_start` or the end of the last reserved range.
+    pub fn metadata_end(&self) -> u64 {
+        self.reserved
+            .iter()
+            .map(|r| r.end)
+            .fold(self.data_start, u64::max)
+    }
+}
+
+/// One block move: its footprint goes from `from` to `to` (to < from, never overlapping
+/// another live block or metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relocation {
+    /// The block being moved.
+    pub block: BlockIndex,
+    /// Where its footprint starts now.
+    pub from: HostOffset,
+    /// Where its footprint will start.
+    pub to: HostOffset,
+}
+
+/// General facts about an opened image, for `vdisk info`.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    /// Registry id of the format (`"vhd"`).
+    pub format: &'static str,
+    /// Fixed, dynamic or differencing.
+    pub kind: ImageKind,
+    /// Virtual size in bytes.
+    pub virtual_size: u64,
+    /// Allocation unit in bytes.
+    pub block_size: u64,
+    /// Number of blocks of the virtual disk.
+    pub block_count: u64,
+    /// Blocks that occupy host space.
+    pub allocated_blocks: u64,
+    /// Size of the image file in bytes.
+    pub file_size: u64,
+    /// Format-specific facts as (name, value) pairs, e.g. ("creator", "qemu").
+    pub details: Vec<(String, String)>,
+}
+
+/// An opened disk image in some format.
+///
+/// The [`BlockDevice`] methods give the guest view (through the whole parent chain for
+/// differencing images); the rest describes how the image stores it.
+pub trait DiskImage: BlockDevice {
+    /// Registry id of the format, e.g. `"vhd"`.
+    fn format(&self) -> &'static str;
+
+    /// Fixed, dynamic or differencing.
+    fn kind(&self) -> ImageKind;
+
+    /// Allocation unit in bytes (VHD/VHDX block size; a nominal unit for fixed disks).
+    /// Compaction never splits a unit.
+    fn block_size(&self) -> u64;
+
+    /// Number of allocation units: `size()` divided by `block_size()`, rounded up.
+    fn block_count(&self) -> u64 {
+        self.size().div_ceil(self.block_size().max(1))
+    }
+
+    /// What backs `block`. Cheap: answered from tables loaded at open, no I/O.
+    /// [`ErrorKind::OutOfRange`] if `block >= block_count()`.
+    fn block_state(&self, block: BlockIndex) -> Result<BlockState>;
+
+    /// The image file on the host.
+    fn host_file(&self) -> &dyn HostFile;
+
+    /// Format-specific facts for `vdisk info`.
+    fn details(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// Deep structural checks on the opened image (the checks done at open time have already
+    /// passed). Returns every problem found, not just the first.
+    fn check(&self) -> Result<Vec<Problem>> {
+        Ok(Vec::new())
+    }
+
+    /// The compaction primitives, for images whose blocks can be freed and moved. Fixed images
+    /// answer [`ErrorKind::WrongType`]; formats without support [`ErrorKind::Unsupported`].
+    fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("compaction of {} images is not supported", self.format()),
+        ))
+    }
+}
+
+/// Collects [`ImageInfo`] for any image.
+pub fn image_info(image: &dyn DiskImage) -> Result<ImageInfo> {
+    let mut allocated_blocks = 0;
+    for i in 0..image.block_count() {
+        if image.block_state(BlockIndex(i))?.host().is_some() {
+            allocated_blocks += 1;
+        }
+    }
+    Ok(ImageInfo {
+        format: image.format(),
+        kind: image.kind(),
+        virtual_size: image.size(),
+        block_size: image.block_size(),
+        block_count: image.block_count(),
+        allocated_blocks,
+        file_size: image.host_file().len()?,
+        details: image.details(),
+    })
+}
+
+/// Format-level primitives the generic compactor drives.
+///
+/// Every call leaves the image valid and reading the same as before (except where the caller
+/// deallocates blocks whose content it has decided to drop), even if the process dies in the
+/// middle of it: implementations order their writes and syncs so that every intermediate state
+/// on disk is a valid image (DESIGN.md section 6).
+pub trait Compactable: DiskImage {
+    /// Where blocks may be placed in the host file.
+    fn host_layout(&self) -> Result<HostLayout>;
+
+    /// Marks `blocks` so they read as zeros and occupy no host space. Their old host space is
+    /// not touched (the compactor moves other blocks into it, or truncates it away). Durable on
+    /// return. A block that is already free is left as it is.
+    fn deallocate(&mut self, blocks: &[BlockIndex]) -> Result<()>;
+
+    /// Moves blocks: copies each footprint to its new place, makes the copies durable, then
+    /// points the tables at them and makes that durable. The targets must be free host space.
+    fn relocate(&mut self, moves: &[Relocation]) -> Result<()>;
+
+    /// Finishes the image so its last block or metadata ends at `data_end` (writing trailing
+    /// structures such as the VHD footer) and shortens the file to
+    /// `host_layout().file_len_for(data_end)`. Fails, changing nothing, if any block or
+    /// metadata lies past `data_end`. Returns the new file length.
+    fn truncate(&mut self, data_end: u64) -> Result<u64>;
+}

@@ -1,0 +1,61 @@
+//! # vdisk-core
+//!
+//! The format-independent half of vdisk: the traits a disk-image format implements, the host
+//! file abstraction, and the engine that compacts any image whose format offers the
+//! compaction primitives.
+//!
+//! ```text
+//!   CLI / library user
+//!        │  Registry::open_path(path)      (locks the file, detects the format)
+//!        ▼
+//!   FormatDriver (vdisk-vhd, vdisk-vhdx, ...; an open list, no enum here)
+//!        │  open / create / check
+//!        ▼
+//!   Box<dyn DiskImage> ── BlockDevice: the guest view (read_at/write_at)
+//!        │               block_state(i): Allocated{host} | Zero | Unallocated | Trimmed
+//!        │  as_compactable()
+//!        ▼
+//!   Compactable: host_layout / deallocate / relocate / truncate  (each step crash-safe)
+//!        ▲
+//!        │  GenericCompactor::plan (reads only; rayon zero scan) then ::apply
+//!        │
+//!   HostFile: positional read_at/write_at/len/set_len/sync/punch_hole/copy_within
+//!             StdFile (locked real file) · MemFile · testing::FaultyFile (crash injection)
+//! ```
+//!
+//! Lifecycle of a compaction: open writable (exclusive lock) → [`GenericCompactor::plan`]
+//! (allocation map, trimmed blocks, file-system free ranges, parallel zero scan, move plan) →
+//! optionally stop for a dry run → [`GenericCompactor::apply`] (deallocate, relocate, truncate).
+//! The invariant: every virtual byte reads the same afterwards, except inside ranges the guest
+//! file system reported free (which may read as zeros).
+
+mod block;
+mod check;
+pub mod compact;
+mod error;
+mod format;
+mod host_file;
+mod image;
+mod mem_file;
+mod progress;
+mod sys;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod units;
+mod zero;
+
+pub use block::{BlockDevice, check_range};
+pub use check::{CheckReport, Problem, Severity};
+pub use compact::{
+    CompactOptions, CompactPlan, CompactReport, Compactor, GenericCompactor, Mode, Reason,
+};
+pub use error::{Error, ErrorKind, Result};
+pub use format::{Confidence, CreateSpec, FormatDriver, OpenOptions, Registry};
+pub use host_file::{Access, HostFile, StdFile, copy_through_buffer};
+pub use image::{
+    BlockState, Compactable, DiskImage, HostLayout, ImageInfo, ImageKind, Relocation, image_info,
+};
+pub use mem_file::MemFile;
+pub use progress::{CancelToken, NoProgress, Phase, Progress};
+pub use units::{BlockIndex, HostOffset, MIB, SECTOR, VirtOffset, align_up};
+pub use zero::is_zero;

@@ -1,0 +1,2 @@
+//! VHDX backend (MS-VHDX). Filled by the VHDX issue.
+#![forbid(unsafe_code)]
