@@ -145,7 +145,10 @@ pub trait DiskImage: BlockDevice {
     /// Compaction never splits a unit.
     fn block_size(&self) -> u64;
 
-    /// Number of allocation units: `size()` divided by `block_size()`, rounded up.
+    /// Number of entries in the allocation map: at least `size()` divided by `block_size()`,
+    /// rounded up (the default). A format whose table has allocated entries past the virtual
+    /// size must count them too, so compaction keeps their host space; such blocks are never
+    /// read or reclaimed.
     fn block_count(&self) -> u64 {
         self.size().div_ceil(self.block_size().max(1))
     }

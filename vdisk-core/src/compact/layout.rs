@@ -117,7 +117,10 @@ pub fn plan_moves(layout: &HostLayout, survivors: &[(BlockIndex, HostOffset)]) -
 }
 
 #[cfg(test)]
-#[allow(clippy::single_range_in_vec_init, reason = "one reserved range is the case under test")]
+#[allow(
+    clippy::single_range_in_vec_init,
+    reason = "one reserved range is the case under test"
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -281,7 +281,13 @@ impl Compactor for GenericCompactor {
         let mut scan = Vec::new();
         for (i, state) in states.iter().enumerate() {
             let block = BlockIndex(i as u64);
-            let virt = block.0 * block_size..(block.0 * block_size + block_size).min(size);
+            let start = block.0.saturating_mul(block_size);
+            if start >= size {
+                // A table entry past the virtual size (qemu's MaxTableEntries + 1, CHS-sized
+                // images): no reader sees it, so it is kept as it is and never read.
+                continue;
+            }
+            let virt = start..start.saturating_add(block_size).min(size);
             match state {
                 BlockState::Trimmed { .. } => reclaim.push((block, Reason::Trimmed)),
                 BlockState::Allocated { .. } if fs_free.is_some_and(|f| covered(f, &virt)) => {

@@ -1,0 +1,2 @@
+//! The vdisk command.
+fn main() {}

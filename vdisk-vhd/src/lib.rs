@@ -1,0 +1,2 @@
+//! VHD 1.0 backend.
+#![forbid(unsafe_code)]
