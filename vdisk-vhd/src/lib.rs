@@ -1,2 +1,106 @@
-//! VHD 1.0 backend.
+//! # vdisk-vhd
+//!
+//! The VHD 1.0 backend of vdisk: fixed and dynamic images (differencing images are refused
+//! with [`vdisk_core::ErrorKind::Unsupported`] for now).
+//!
+//! ```text
+//!   DRIVER.probe   "conectix" at 0 or at EOF-512
+//!   DRIVER.open ─► check::inspect (footer, dynamic header, whole BAT, block placement; reads
+//!        │         only) ─► VhdImage
+//!        ▼
+//!   VhdImage: BlockDevice   read_at  → block data area (sector bitmap not consulted, as qemu)
+//!                           write_at → in place, or a new block where the footer was:
+//!                                      footer at new EOF, sync; block, sync; BAT sector, sync
+//!             DiskImage     block_state from the BAT loaded at open (no I/O)
+//!             Compactable   deallocate (BAT sectors, sync) · relocate (copy, sync, BAT, sync)
+//!                           · truncate (footer at the new end, sync, shorten, sync)
+//!   DRIVER.create  footer copy at 0, header at 512, BAT at 1536, footer at EOF
+//!   DRIVER.check   every structural problem, not only the first
+//! ```
+//!
+//! Sizes: the virtual size is the footer's current size (the Hyper-V and Disk2VHD
+//! convention) unless the table cannot cover it and the CHS size fits (old Virtual PC images).
+//! Blocks are counted by the table, which may have more entries than the size needs (qemu
+//! wrote one extra); such blocks are kept but never read.
+//!
+//! Compaction never changes the footer or header bytes (the unique id children point at in
+//! particular); it only rewrites BAT sectors, moves blocks and rewrites the footer at the new
+//! end of the file.
 #![forbid(unsafe_code)]
+
+mod bat;
+mod check;
+mod compact;
+mod create;
+mod footer;
+mod format;
+mod image;
+
+use vdisk_core::{
+    CheckReport, Confidence, CreateSpec, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions,
+    Problem, Result,
+};
+
+pub use image::VhdImage;
+
+use crate::format::{FOOTER_COOKIE, FOOTER_LEN};
+
+/// The VHD format driver.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VhdDriver;
+
+/// The driver to register: `Registry::new(&[&vdisk_vhd::DRIVER, ...])`.
+pub static DRIVER: VhdDriver = VhdDriver;
+
+impl FormatDriver for VhdDriver {
+    fn id(&self) -> &'static str {
+        "vhd"
+    }
+
+    fn extensions(&self) -> &'static [&'static str] {
+        &["vhd"]
+    }
+
+    fn probe(&self, file: &dyn HostFile) -> Result<Confidence> {
+        let len = file.len()?;
+        let mut cookie = [0u8; 8];
+        if len >= FOOTER_LEN {
+            file.read_at(&mut cookie, len - FOOTER_LEN)?;
+            if cookie == FOOTER_COOKIE {
+                return Ok(Confidence::Yes);
+            }
+        }
+        if len >= 8 {
+            file.read_at(&mut cookie, 0)?;
+            if cookie == FOOTER_COOKIE {
+                return Ok(Confidence::Yes);
+            }
+        }
+        Ok(Confidence::No)
+    }
+
+    fn open(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {
+        Ok(Box::new(VhdImage::open(file, opts.writable)?))
+    }
+
+    fn create(&self, file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Box<dyn DiskImage>> {
+        Ok(Box::new(create::create(file, spec)?))
+    }
+
+    fn check(&self, file: Box<dyn HostFile>) -> Result<CheckReport> {
+        let mut problems = Vec::new();
+        match check::inspect(&*file, &mut problems) {
+            Ok(_) => {
+                if check::first_error(&problems).is_none() {
+                    let image = VhdImage::open(file, false)?;
+                    problems = image.check()?;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::InvalidImage => {
+                problems.push(Problem::error(e.message(), e.offset()));
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(CheckReport { problems })
+    }
+}

@@ -1,0 +1,16 @@
+//! Integration tests of vdisk-vhd: one binary, one module per concern.
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test images are small and tests run on 64-bit hosts"
+)]
+
+mod main {
+    mod bad_input;
+    mod compaction;
+    mod crash;
+    mod fixtures;
+    mod parse;
+    mod qemu;
+    mod roundtrip;
+    pub mod util;
+}
