@@ -11,6 +11,7 @@ mod main {
     mod fixtures;
     mod parse;
     mod qemu;
+    mod retrim;
     mod roundtrip;
     pub mod util;
 }

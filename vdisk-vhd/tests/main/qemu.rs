@@ -1,5 +1,5 @@
 //! Oracle: images vdisk creates and compacts must pass `qemu-img check` and read back the same
-//! through qemu. Skipped (with a note) where qemu-img is not installed.
+//! through qemu. Fails (never skips) where qemu-img is not installed: CI installs qemu-utils.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,11 +11,19 @@ use vdisk_vhd::DRIVER;
 
 use super::util::{compact, content};
 
-fn have_qemu() -> bool {
-    Command::new("qemu-img")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+/// Panics with the package to install if qemu's tools are missing: an oracle test must fail,
+/// not pass silently, on a machine without its oracle.
+pub fn require_qemu() {
+    for tool in ["qemu-img", "qemu-io"] {
+        let ok = Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "{tool} is missing: install the qemu-utils package (apt-get install qemu-utils)"
+        );
+    }
 }
 
 /// `qemu-img check` (qemu's vpc driver has no checker: it says so, which is accepted) and
@@ -48,7 +56,7 @@ fn qemu_check(path: &Path, size: u64) {
     );
 }
 
-fn qemu_raw(path: &Path, dir: &Path) -> Vec<u8> {
+pub fn qemu_raw(path: &Path, dir: &Path) -> Vec<u8> {
     let raw = dir.join("out.raw");
     let _ = std::fs::remove_file(&raw);
     let out = Command::new("qemu-img")
@@ -94,10 +102,7 @@ fn write_patterns(img: &dyn DiskImage) {
 
 #[test]
 fn created_images_pass_qemu_check_and_read_back_identically() {
-    if !have_qemu() {
-        eprintln!("qemu-img not installed; skipping the qemu oracle");
-        return;
-    }
+    require_qemu();
     let dir = tempfile::tempdir().unwrap();
     for (i, (kind, size, bs)) in [
         (ImageKind::Dynamic, 10_000_000u64, 1u64 << 20),
@@ -140,10 +145,7 @@ fn created_images_pass_qemu_check_and_read_back_identically() {
 
 #[test]
 fn compacted_disk2vhd_image_reads_the_same_through_qemu() {
-    if !have_qemu() {
-        eprintln!("qemu-img not installed; skipping the qemu oracle");
-        return;
-    }
+    require_qemu();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d2v.vhd");
     std::fs::write(&path, super::util::fixture("d2v-zerofilled.vhd")).unwrap();
