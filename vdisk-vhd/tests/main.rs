@@ -6,6 +6,7 @@
 
 mod main {
     mod bad_input;
+    mod cancel;
     mod compaction;
     mod crash;
     mod fixtures;
