@@ -165,7 +165,7 @@ impl Registry {
             Error::new(
                 ErrorKind::InvalidImage,
                 format!(
-                    "not a disk image this tool knows (tried {}); nothing was changed",
+                    "not a disk image this tool knows (tried {})",
                     ids.join(", ")
                 ),
             )

@@ -164,7 +164,9 @@ impl StdFile {
             let how = if writable { "open" } else { "open for writing" };
             return Err(Error::new(
                 ErrorKind::InUse,
-                format!("in use: another program has it {how} (close it or shut the VM down first); nothing was changed"),
+                format!(
+                    "in use: another program has it {how} (close it or shut the VM down first)"
+                ),
             )
             .with_path(path));
         }

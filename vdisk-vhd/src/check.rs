@@ -382,11 +382,16 @@ fn check_blocks(layout: &DynamicLayout, footer_pos: u64, problems: &mut Vec<Prob
 
 /// The first error-level problem as an open error.
 pub(crate) fn first_error(problems: &[Problem]) -> Option<Error> {
-    let p = problems.iter().find(|p| p.severity == Severity::Error)?;
-    let err = Error::new(
-        ErrorKind::InvalidImage,
-        format!("{}; nothing was changed", p.message),
-    );
+    let mut errors = problems.iter().filter(|p| p.severity == Severity::Error);
+    let p = errors.next()?;
+    let more = match errors.count() {
+        0 => String::new(),
+        n => format!(
+            " (and {n} more problem{}; `vdisk check` lists them)",
+            if n == 1 { "" } else { "s" }
+        ),
+    };
+    let err = Error::new(ErrorKind::InvalidImage, format!("{}{more}", p.message));
     Some(match p.offset {
         Some(o) => err.with_offset(o),
         None => err,

@@ -51,16 +51,7 @@ impl VhdImage {
     /// differencing disks.
     pub fn open(file: Box<dyn HostFile>, writable: bool) -> Result<VhdImage> {
         let mut problems = Vec::new();
-        let parsed = inspect(&*file, &mut problems).map_err(|e| {
-            if e.kind() != ErrorKind::InvalidImage {
-                return e;
-            }
-            let err = Error::new(e.kind(), format!("{}; nothing was changed", e.message()));
-            match e.offset() {
-                Some(o) => err.with_offset(o),
-                None => err,
-            }
-        })?;
+        let parsed = inspect(&*file, &mut problems)?;
         if let Some(err) = first_error(&problems) {
             return Err(err);
         }
