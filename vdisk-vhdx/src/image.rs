@@ -1,0 +1,325 @@
+//! An opened VHDX: the parse pipeline (header, log, regions, metadata, BAT) and the guest view.
+
+use std::cell::Cell;
+
+use uuid::Uuid;
+use vdisk_core::{
+    BlockDevice, BlockIndex, BlockState, DiskImage, Error, ErrorKind, HostFile, HostOffset,
+    ImageKind, Problem, Result, Severity, check_range,
+};
+
+use crate::bat::{Bat, read_bat};
+use crate::format::{
+    PAYLOAD_FULLY_PRESENT, PAYLOAD_NOT_PRESENT, PAYLOAD_UNDEFINED, PAYLOAD_UNMAPPED, PAYLOAD_ZERO,
+    guid,
+};
+use crate::header::{CurrentHeader, read_headers};
+use crate::log::{Log, SCAN_BUDGET_FACTOR, find_active};
+use crate::metadata::{Metadata, read_metadata};
+use crate::overlay::HostView;
+use crate::region::{Regions, read_regions};
+
+/// What the log looked like at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogState {
+    /// LogGuid was zero: nothing to replay.
+    Empty,
+    /// Entries were replayed in memory only; the file still holds the stale metadata.
+    ReplayedInMemory {
+        /// Entries applied.
+        entries: usize,
+        /// Sequence number of the newest.
+        sequence: u64,
+    },
+}
+
+/// Everything parsed from the file.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub view: HostView,
+    pub header: CurrentHeader,
+    pub log: LogState,
+    pub regions: Regions,
+    pub meta: Metadata,
+    pub bat: Bat,
+}
+
+/// Runs the whole parse. Problems that do not stop parsing go to `problems`; the caller
+/// decides whether they are fatal.
+pub(crate) fn inspect(file: Box<dyn HostFile>, problems: &mut Vec<Problem>) -> Result<Parsed> {
+    let header = read_headers(&*file, problems)?;
+    let mut view = HostView::new(file)?;
+    let log_range = header.log_range();
+    let log = if header.log_in_use() {
+        let len = usize::try_from(log_range.end - log_range.start)
+            .map_err(|_| Error::invalid("the log is too large", log_range.start))?;
+        let mut bytes = vec![0u8; len];
+        view.file().read_at(&mut bytes, log_range.start)?;
+        let log = Log {
+            bytes: &bytes,
+            file_offset: log_range.start,
+            guid: header.header.log_guid,
+            budget: Cell::new(SCAN_BUDGET_FACTOR * len as u64),
+        };
+        let sequence = find_active(&log, view.file_len())?;
+        let overlay = sequence.overlay();
+        let head = sequence.head().map_or(0, |h| h.last_file_offset);
+        let state = LogState::ReplayedInMemory {
+            entries: sequence.entries.len(),
+            sequence: sequence.head().map_or(0, |h| h.sequence),
+        };
+        view.set_overlay(overlay, head);
+        problems.push(Problem::warning(
+            "the log holds entries not yet applied to the file (the image was not closed \
+             cleanly); they were applied in memory only",
+            Some(log_range.start),
+        ));
+        state
+    } else {
+        LogState::Empty
+    };
+    let regions = read_regions(&view, &log_range, problems)?;
+    // Misplaced regions make everything read from them meaningless: stop here.
+    if let Some(err) = first_error(problems) {
+        return Err(err);
+    }
+    let meta = read_metadata(&view, &regions.metadata)?;
+    let mut reserved = regions.all.clone();
+    reserved.push(log_range.clone());
+    let bat = read_bat(&view, &meta, &regions.bat, &reserved, problems)?;
+    Ok(Parsed {
+        view,
+        header,
+        log,
+        regions,
+        meta,
+        bat,
+    })
+}
+
+/// The first error-level problem as an open error.
+pub(crate) fn first_error(problems: &[Problem]) -> Option<Error> {
+    let mut errors = problems.iter().filter(|p| p.severity == Severity::Error);
+    let p = errors.next()?;
+    let more = match errors.count() {
+        0 => String::new(),
+        n => format!(
+            " (and {n} more problem{}; `vdisk check` lists them)",
+            if n == 1 { "" } else { "s" }
+        ),
+    };
+    let err = Error::new(ErrorKind::InvalidImage, format!("{}{more}", p.message));
+    Some(match p.offset {
+        Some(o) => err.with_offset(o),
+        None => err,
+    })
+}
+
+/// An opened VHDX image (fixed or dynamic; read-only for now).
+#[derive(Debug)]
+pub struct VhdxImage {
+    view: HostView,
+    header: CurrentHeader,
+    log: LogState,
+    /// Where the BAT, metadata and other regions are (for compaction's host layout later).
+    #[expect(
+        dead_code,
+        reason = "used by write support and compaction, which come next"
+    )]
+    regions: Regions,
+    meta: Metadata,
+    bat: Bat,
+    /// Warnings found at open, reported again by `check`.
+    notes: Vec<Problem>,
+}
+
+impl VhdxImage {
+    /// Opens and validates the image in `file`, replaying a pending log in memory. Never
+    /// writes. Fails with [`ErrorKind::InvalidImage`] on any structural error and with
+    /// [`ErrorKind::Unsupported`] for writable opens, differencing images and unknown required
+    /// regions or metadata.
+    pub fn open(file: Box<dyn HostFile>, writable: bool) -> Result<VhdxImage> {
+        if writable {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "writing vhdx images is not supported yet; open it read-only",
+            ));
+        }
+        let mut problems = Vec::new();
+        let parsed = inspect(file, &mut problems)?;
+        if let Some(err) = first_error(&problems) {
+            return Err(err);
+        }
+        let Parsed {
+            view,
+            header,
+            log,
+            regions,
+            meta,
+            bat,
+        } = parsed;
+        Ok(VhdxImage {
+            view,
+            header,
+            log,
+            regions,
+            meta,
+            bat,
+            notes: problems,
+        })
+    }
+
+    /// The virtual disk id.
+    pub fn disk_id(&self) -> Uuid {
+        self.meta.disk_id
+    }
+
+    /// Whether the file holds a log that was replayed in memory at open.
+    pub fn log_replayed_in_memory(&self) -> bool {
+        matches!(self.log, LogState::ReplayedInMemory { .. })
+    }
+
+    /// Physical sector size in bytes (512 or 4096).
+    pub fn physical_sector_size(&self) -> u32 {
+        self.meta.physical_sector_size
+    }
+}
+
+impl BlockDevice for VhdxImage {
+    fn size(&self) -> u64 {
+        self.meta.disk_size
+    }
+
+    fn sector_size(&self) -> u32 {
+        self.meta.logical_sector_size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        check_range(self.size(), offset, buf.len())?;
+        let bs = self.bat.block_size;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let block = pos / bs;
+            let within = pos % bs;
+            let n = usize::try_from(bs - within)
+                .unwrap_or(usize::MAX)
+                .min(buf.len() - done);
+            let part = &mut buf[done..done + n];
+            let entry = self.bat.payload(block).ok_or_else(|| {
+                Error::new(ErrorKind::OutOfRange, "block outside the bat").with_offset(pos)
+            })?;
+            if entry.state() == PAYLOAD_FULLY_PRESENT {
+                self.view.read_at(part, entry.host_offset() + within)?;
+            } else {
+                // NOT_PRESENT, ZERO, UNMAPPED, UNDEFINED: zeros (no parent yet).
+                part.fill(0);
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl DiskImage for VhdxImage {
+    fn format(&self) -> &'static str {
+        "vhdx"
+    }
+
+    fn kind(&self) -> ImageKind {
+        if self.meta.leave_block_allocated {
+            ImageKind::Fixed
+        } else {
+            ImageKind::Dynamic
+        }
+    }
+
+    fn block_size(&self) -> u64 {
+        self.bat.block_size
+    }
+
+    fn block_count(&self) -> u64 {
+        self.bat.data_blocks
+    }
+
+    fn block_state(&self, block: BlockIndex) -> Result<BlockState> {
+        let entry = self.bat.payload(block.0).ok_or_else(|| {
+            Error::new(
+                ErrorKind::OutOfRange,
+                format!(
+                    "block {} is outside the {}-block disk",
+                    block.0, self.bat.data_blocks
+                ),
+            )
+        })?;
+        let host = entry.host_offset();
+        Ok(match entry.state() {
+            PAYLOAD_FULLY_PRESENT => BlockState::Allocated {
+                host: HostOffset(host),
+            },
+            PAYLOAD_ZERO => BlockState::Zero,
+            PAYLOAD_NOT_PRESENT => BlockState::Unallocated,
+            PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED => BlockState::Trimmed {
+                host: (host != 0
+                    && host
+                        .checked_add(self.bat.block_size)
+                        .is_some_and(|e| e <= self.view.len()))
+                .then_some(HostOffset(host)),
+            },
+            // Other states were refused at open.
+            _ => BlockState::Unallocated,
+        })
+    }
+
+    fn host_file(&self) -> &dyn HostFile {
+        self.view.file()
+    }
+
+    fn details(&self) -> Vec<(String, String)> {
+        let h = &self.header.header;
+        let log = match self.log {
+            LogState::Empty => "empty".to_string(),
+            LogState::ReplayedInMemory { entries, sequence } => format!(
+                "{entries} pending entr{} up to sequence {sequence}, replayed in memory only",
+                if entries == 1 { "y" } else { "ies" }
+            ),
+        };
+        vec![
+            ("creator".into(), self.header.creator.clone()),
+            ("block size".into(), self.bat.block_size.to_string()),
+            (
+                "logical sector size".into(),
+                self.meta.logical_sector_size.to_string(),
+            ),
+            (
+                "physical sector size".into(),
+                self.meta.physical_sector_size.to_string(),
+            ),
+            ("log".into(), log),
+            ("log size".into(), h.log_length.get().to_string()),
+            (
+                "header".into(),
+                format!(
+                    "{} (sequence {})",
+                    self.header.index + 1,
+                    h.sequence_number.get()
+                ),
+            ),
+            ("virtual disk id".into(), self.meta.disk_id.to_string()),
+            (
+                "file write guid".into(),
+                guid(h.file_write_guid).to_string(),
+            ),
+            (
+                "data write guid".into(),
+                guid(h.data_write_guid).to_string(),
+            ),
+            ("log guid".into(), guid(h.log_guid).to_string()),
+            ("chunk ratio".into(), self.bat.chunk_ratio.to_string()),
+        ]
+    }
+
+    fn check(&self) -> Result<Vec<Problem>> {
+        Ok(self.notes.clone())
+    }
+}

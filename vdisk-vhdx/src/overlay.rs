@@ -1,0 +1,251 @@
+//! The host file as the image sees it after log replay: the file's bytes, with the pages and
+//! zero ranges of the replayed log laid over them, in memory only.
+//!
+//! A read-only open never writes the file, yet must never return data the log has superseded;
+//! every metadata and payload read therefore goes through [`HostView::read_at`].
+
+use std::collections::BTreeMap;
+
+use vdisk_core::{Error, ErrorKind, HostFile, Result};
+
+/// What the log put at a range of the file.
+#[derive(Debug, Clone)]
+enum Patch {
+    /// Zeros up to `end`.
+    Zero {
+        /// Exclusive end offset.
+        end: u64,
+    },
+    /// These bytes (their length gives the end).
+    Data(Vec<u8>),
+}
+
+impl Patch {
+    fn end(&self, start: u64) -> u64 {
+        match self {
+            Patch::Zero { end } => *end,
+            Patch::Data(d) => start + d.len() as u64,
+        }
+    }
+
+    /// The part of the patch covering `from..to` (which lies inside it).
+    fn slice(&self, start: u64, from: u64, to: u64) -> Patch {
+        match self {
+            Patch::Zero { .. } => Patch::Zero { end: to },
+            Patch::Data(d) => {
+                let a = usize::try_from(from - start).unwrap_or(0);
+                let b = usize::try_from(to - start).unwrap_or(0);
+                Patch::Data(d.get(a..b).unwrap_or(&[]).to_vec())
+            }
+        }
+    }
+}
+
+/// Disjoint patches keyed by start offset; later writes replace earlier ones.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Overlay {
+    patches: BTreeMap<u64, Patch>,
+}
+
+impl Overlay {
+    /// An overlay with nothing in it.
+    pub(crate) fn new() -> Overlay {
+        Overlay::default()
+    }
+
+    /// Whether nothing was replayed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.patches.is_empty()
+    }
+
+    /// The end of the last patch, or 0.
+    pub(crate) fn end(&self) -> u64 {
+        self.patches
+            .iter()
+            .next_back()
+            .map_or(0, |(&s, p)| p.end(s))
+    }
+
+    /// Lays `bytes` at `offset` over everything before.
+    pub(crate) fn write(&mut self, offset: u64, bytes: Vec<u8>) {
+        let end = offset.saturating_add(bytes.len() as u64);
+        self.insert(offset, end, Patch::Data(bytes));
+    }
+
+    /// Lays zeros over `offset..end`.
+    pub(crate) fn zero(&mut self, offset: u64, end: u64) {
+        self.insert(offset, end, Patch::Zero { end });
+    }
+
+    fn insert(&mut self, start: u64, end: u64, patch: Patch) {
+        if start >= end {
+            return;
+        }
+        let overlapping: Vec<u64> = self
+            .patches
+            .range(..end)
+            .rev()
+            .take_while(|(s, p)| p.end(**s) > start)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in overlapping {
+            let Some(old) = self.patches.remove(&s) else {
+                continue;
+            };
+            let old_end = old.end(s);
+            if s < start {
+                self.patches.insert(s, old.slice(s, s, start));
+            }
+            if old_end > end {
+                self.patches.insert(end, old.slice(s, end, old_end));
+            }
+        }
+        self.patches.insert(start, patch);
+    }
+
+    /// Applies the patches to `buf`, which holds the file's bytes at `offset`.
+    fn apply(&self, buf: &mut [u8], offset: u64) {
+        let end = offset + buf.len() as u64;
+        let first = self
+            .patches
+            .range(..=offset)
+            .next_back()
+            .map_or(offset, |(s, _)| *s);
+        for (&s, patch) in self.patches.range(first..end) {
+            let pe = patch.end(s);
+            if pe <= offset {
+                continue;
+            }
+            let from = s.max(offset);
+            let to = pe.min(end);
+            let dst = &mut buf[index(from - offset)..index(to - offset)];
+            match patch {
+                Patch::Zero { .. } => dst.fill(0),
+                Patch::Data(d) => {
+                    let a = index(from - s);
+                    dst.copy_from_slice(&d[a..a + dst.len()]);
+                }
+            }
+        }
+    }
+}
+
+/// A distance already bounded by a buffer length, as an index.
+fn index(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+/// The host file plus the replayed log.
+#[derive(Debug)]
+pub(crate) struct HostView {
+    file: Box<dyn HostFile>,
+    overlay: Overlay,
+    /// Length of the file on the host.
+    file_len: u64,
+    /// Length the file has once the log is applied (at least `file_len`).
+    len: u64,
+}
+
+impl HostView {
+    /// The file as it is, with no log applied.
+    pub(crate) fn new(file: Box<dyn HostFile>) -> Result<HostView> {
+        let file_len = file.len()?;
+        Ok(HostView {
+            file,
+            overlay: Overlay::new(),
+            file_len,
+            len: file_len,
+        })
+    }
+
+    /// Lays a replayed log over the file; `min_len` is the file size the log asks for.
+    pub(crate) fn set_overlay(&mut self, overlay: Overlay, min_len: u64) {
+        self.len = self.file_len.max(min_len).max(overlay.end());
+        self.overlay = overlay;
+    }
+
+    /// The underlying host file.
+    pub(crate) fn file(&self) -> &dyn HostFile {
+        &*self.file
+    }
+
+    /// Length of the file with the log applied.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Length of the file on the host.
+    pub(crate) fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    /// Reads `buf.len()` bytes at `offset` as the file reads once the log is applied. Fails
+    /// with [`ErrorKind::OutOfRange`] past that length.
+    pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::OutOfRange,
+                    format!("read of {} bytes past the end of the file", buf.len()),
+                )
+                .with_offset(offset)
+            })?;
+        let on_disk = end.min(self.file_len).saturating_sub(offset);
+        let on_disk = usize::try_from(on_disk).unwrap_or(buf.len()).min(buf.len());
+        let (head, tail) = buf.split_at_mut(on_disk);
+        if !head.is_empty() {
+            self.file.read_at(head, offset)?;
+        }
+        tail.fill(0);
+        if !self.overlay.is_empty() {
+            self.overlay.apply(buf, offset);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vdisk_core::MemFile;
+
+    #[test]
+    fn later_patches_replace_earlier_ones_and_split_them() {
+        let mut o = Overlay::new();
+        o.write(0, vec![1; 16]);
+        o.zero(4, 8);
+        o.write(6, vec![2; 4]);
+        let view = {
+            let mut v = HostView::new(Box::new(MemFile::from_bytes(vec![9; 32]))).unwrap();
+            v.set_overlay(o, 0);
+            v
+        };
+        let mut buf = [0u8; 20];
+        view.read_at(&mut buf, 0).unwrap();
+        assert_eq!(
+            buf,
+            [1, 1, 1, 1, 0, 0, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 9, 9, 9, 9]
+        );
+        let mut b = [0u8; 3];
+        view.read_at(&mut b, 5).unwrap();
+        assert_eq!(b, [0, 2, 2]);
+    }
+
+    #[test]
+    fn overlay_past_the_file_end_extends_the_view_with_zeros_in_between() {
+        let mut o = Overlay::new();
+        o.write(40, vec![7; 4]);
+        let mut v = HostView::new(Box::new(MemFile::from_bytes(vec![9; 32]))).unwrap();
+        v.set_overlay(o, 64);
+        assert_eq!(v.len(), 64);
+        let mut buf = [1u8; 16];
+        v.read_at(&mut buf, 30).unwrap();
+        assert_eq!(buf, [9, 9, 0, 0, 0, 0, 0, 0, 0, 0, 7, 7, 7, 7, 0, 0]);
+        assert_eq!(
+            v.read_at(&mut buf, 60).unwrap_err().kind(),
+            ErrorKind::OutOfRange
+        );
+    }
+}
