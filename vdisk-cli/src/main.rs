@@ -1,2 +1,63 @@
-//! The vdisk command.
-fn main() {}
+//! The `vdisk` command: inspect, check, create and compact VHD/VHDX images.
+//!
+//! ```text
+//!   main ─► cli (clap) ─► commands::{info, compact, create, check}
+//!                              │ registry::registry()   (the one list of format drivers)
+//!                              │ progress::Bar          (indicatif, stderr, terminals only)
+//!                              ▼
+//!                         report (human lines / JSON Lines) · exit (ErrorKind → exit code)
+//! ```
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod exit;
+mod progress;
+mod registry;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use vdisk_core::CancelToken;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let registry = registry::registry();
+    let code = match &cli.command {
+        Command::Info(args) => commands::info::run(args, &registry),
+        Command::Check(args) => commands::check::run(args, &registry),
+        Command::Create(args) => commands::create::run(args, &registry::supported()),
+        Command::Compact(args) => {
+            let cancel = CancelToken::new();
+            install_interrupt_handler(&cancel);
+            commands::compact::run(args, &registry, &cancel)
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP trip `cancel`: the compactor stops at the next block boundary,
+/// leaving a valid image. A second signal exits at once (the image is valid at every step).
+fn install_interrupt_handler(cancel: &CancelToken) {
+    let token = cancel.clone();
+    let installed = ctrlc::set_handler(move || {
+        if token.is_cancelled() {
+            report::err(
+                "vdisk: interrupted again; exiting now (the image is valid; run the same command again to finish)",
+            );
+            std::process::exit(i32::from(exit::CANCELLED));
+        }
+        token.cancel();
+        report::err(
+            "vdisk: stopping at the next safe point (press Ctrl-C again to exit at once; the image stays valid)",
+        );
+    });
+    if let Err(e) = installed {
+        report::err(&format!(
+            "vdisk: note: cannot catch Ctrl-C ({e}); interrupting still leaves a valid image"
+        ));
+    }
+}

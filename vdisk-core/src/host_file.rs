@@ -119,12 +119,15 @@ impl StdFile {
             .write(writable)
             .open(path)
             .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    // The cause would only repeat "no such file or directory".
+                    return Error::new(ErrorKind::NotFound, "no such file").with_path(path);
+                }
                 let what = match (ErrorKind::of_io(&e), writable) {
                     (ErrorKind::ReadOnly, true) => {
                         "cannot open for writing (permission denied or read-only file system)"
                     }
                     (ErrorKind::ReadOnly, false) => "cannot open for reading (permission denied)",
-                    (ErrorKind::NotFound, _) => "no such file",
                     _ => "cannot open",
                 };
                 Error::io(e, what).with_path(path)

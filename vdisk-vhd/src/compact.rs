@@ -153,7 +153,7 @@ impl Compactable for VhdImage {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
-                    "cannot end the image at {data_end:#x}: blocks or metadata reach {used_end:#x}; nothing was changed"
+                    "cannot end the image at {data_end:#x}: blocks or metadata reach {used_end:#x}"
                 ),
             ));
         }

@@ -142,7 +142,7 @@ impl VhdxImage {
         if writable {
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                "writing vhdx images is not supported yet; open it read-only",
+                "writing or compacting vhdx images is not supported yet (vdisk can read and check them)",
             ));
         }
         let mut problems = Vec::new();

@@ -1,2 +1,36 @@
-//! cargo xtask: project chores.
-fn main() {}
+//! `cargo xtask <task>`: project chores written in Rust instead of shell scripts.
+//!
+//! Tasks (one module each):
+//! - `demo`: build the `vdisk` binary, make a bloated sample VHD and compact it.
+#![forbid(unsafe_code)]
+
+mod demo;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  demo [--keep]   build vdisk, make a bloated sample VHD, show info/compact/check on it
+                  (--keep leaves the temporary folder in place)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo::run(&args[1..]),
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown task {other:?}\n\n{USAGE}")),
+        None => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

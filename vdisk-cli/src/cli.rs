@@ -1,0 +1,215 @@
+//! The command line, declared with clap's derive API.
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vdisk_core::{ImageKind, Mode};
+
+use crate::exit;
+
+/// Inspect, check, create and compact virtual hard disk images in place.
+#[derive(Debug, Parser)]
+#[command(name = "vdisk", version, after_help = exit::HELP)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show format, type, sizes and allocation of images.
+    #[command(after_help = exit::HELP)]
+    Info(InfoArgs),
+    /// Shrink image files in place by reclaiming blocks that hold no data.
+    #[command(after_help = exit::HELP)]
+    Compact(CompactArgs),
+    /// Create a new, empty image (never overwrites an existing file).
+    #[command(after_help = exit::HELP)]
+    Create(CreateArgs),
+    /// Validate the structure of images; exit 0 only if every one is safe to compact.
+    #[command(after_help = exit::HELP)]
+    Check(CheckArgs),
+}
+
+/// `vdisk info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print one JSON object per file (JSON Lines) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Image files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// `vdisk compact`.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// What to reclaim.
+    #[arg(long, default_value = "full", value_parser = mode_parser())]
+    pub mode: Mode,
+    /// Only report what would be reclaimed; open read-only and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object per file (JSON Lines) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Image files; each is compacted on its own.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// `vdisk create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Image format id (e.g. vhd, vhdx).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: String,
+    /// Fixed (all space allocated now) or dynamic (grows on write).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: KindArg,
+    /// Virtual size: bytes, or a number with K, M, G, T (or KiB, MiB, GiB, TiB; powers of 1024).
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub size: u64,
+    /// Block size (dynamic images), same units as --size; default: the format's.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub block_size: Option<u64>,
+    /// The file to create; it must not exist.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// `vdisk check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Print one JSON object per file (JSON Lines) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Image files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// The image types `create` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// Every virtual byte has its place in the file from the start.
+    Fixed,
+    /// The file grows as blocks are written.
+    Dynamic,
+}
+
+impl KindArg {
+    /// The core's image kind.
+    pub fn kind(self) -> ImageKind {
+        match self {
+            KindArg::Fixed => ImageKind::Fixed,
+            KindArg::Dynamic => ImageKind::Dynamic,
+        }
+    }
+}
+
+/// One-line help for each mode, shown by `--help`.
+fn mode_help(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Full => {
+            "file-system free space + all-zero + trimmed blocks (no file-system analyser yet: runs as prezeroed)"
+        }
+        Mode::Quick => {
+            "file-system free space + trimmed blocks, no zero scan (no file-system analyser yet: runs as pretrimmed)"
+        }
+        Mode::Prezeroed => "all-zero blocks + trimmed blocks; byte-exact",
+        Mode::Pretrimmed => "only blocks the image already marks trimmed; reads no data",
+        Mode::Retrim => {
+            "punch free space out of the host file in place; nothing moves (fixed disks)"
+        }
+    }
+}
+
+/// A parser for `--mode` that lists every mode the core knows, with its help.
+fn mode_parser() -> impl TypedValueParser<Value = Mode> {
+    PossibleValuesParser::new(Mode::ALL.map(|m| PossibleValue::new(m.as_str()).help(mode_help(m))))
+        .try_map(|s| s.parse::<Mode>())
+}
+
+/// Parses a size: plain bytes, or a number followed by K, M, G, T (optionally with "iB"),
+/// case-insensitive, in powers of 1024. Decimal units (KB, MB...) are refused as ambiguous.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    if number.is_empty() {
+        return Err(format!(
+            "{text:?} is not a size: expected bytes or a whole number with K, M, G or T"
+        ));
+    }
+    if unit.starts_with(['.', ',']) {
+        return Err(format!(
+            "{text:?}: use a whole number, in a smaller unit if needed (1536M for 1.5G)"
+        ));
+    }
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        "kb" | "mb" | "gb" | "tb" => {
+            return Err(format!(
+                "{text:?}: decimal units are ambiguous; use K, M, G, T or KiB, MiB, GiB, TiB (powers of 1024)"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?}; use K, M, G, T or KiB, MiB, GiB, TiB"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn sizes_accept_bytes_and_binary_suffixes() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("2M"), Ok(2 << 20));
+        assert_eq!(parse_size("2MiB"), Ok(2 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("3 GiB"), Ok(3 << 30));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+    }
+
+    #[test]
+    fn sizes_refuse_garbage_decimal_units_and_overflow() {
+        for bad in ["", "M", "1.5G", "-1", "1MB", "1X", "99999999999T", "1 G B"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_core_mode_is_accepted_and_unknown_ones_are_usage_errors() {
+        for m in Mode::ALL {
+            let cli = Cli::try_parse_from(["vdisk", "compact", "--mode", m.as_str(), "a.vhd"]);
+            assert!(cli.is_ok(), "{m}");
+        }
+        let err = Cli::try_parse_from(["vdisk", "compact", "--mode", "fast", "a.vhd"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

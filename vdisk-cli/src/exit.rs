@@ -1,0 +1,99 @@
+//! Process exit codes: the one place an [`ErrorKind`] becomes a number scripts branch on.
+
+use vdisk_core::ErrorKind;
+
+/// Success, including "nothing to reclaim".
+pub const OK: u8 = 0;
+/// Any error no other code describes (including a file that does not exist).
+pub const OTHER: u8 = 1;
+/// Usage error (bad option or argument); also clap's own code.
+pub const USAGE: u8 = 2;
+/// Another program has the image open.
+pub const IN_USE: u8 = 3;
+/// The file is not a valid image, or it is corrupt.
+pub const INVALID: u8 = 4;
+/// The image type or the mode is not supported for this operation.
+pub const UNSUPPORTED: u8 = 5;
+/// The file or its folder is read-only, or permission was denied.
+pub const READ_ONLY: u8 = 6;
+/// The host file system is full.
+pub const NO_SPACE: u8 = 7;
+/// Cancelled by Ctrl-C or SIGTERM.
+pub const CANCELLED: u8 = 8;
+
+/// The exit-code table shown by `vdisk --help` (and repeated in the README).
+pub const HELP: &str = "\
+Exit codes:
+  0  success (also \"nothing to reclaim\")
+  1  other error (file not found, file already exists, i/o error)
+  2  usage error
+  3  image in use by another program
+  4  invalid or corrupt image (or not a disk image)
+  5  unsupported image type or mode
+  6  read-only file or permission denied
+  7  no space left on the host
+  8  cancelled (Ctrl-C / SIGTERM); the image is still valid
+With several files, each is processed on its own and the exit code is the first failure's.";
+
+/// The exit code for an error of `kind`.
+pub fn code_for(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::InUse => IN_USE,
+        // A read past the end of the file means the image is shorter than its tables say.
+        ErrorKind::InvalidImage | ErrorKind::OutOfRange => INVALID,
+        ErrorKind::WrongType | ErrorKind::Unsupported => UNSUPPORTED,
+        ErrorKind::ReadOnly => READ_ONLY,
+        ErrorKind::NoSpace => NO_SPACE,
+        ErrorKind::Cancelled => CANCELLED,
+        ErrorKind::InvalidInput => USAGE,
+        ErrorKind::Io | ErrorKind::NotFound => OTHER,
+        _ => OTHER,
+    }
+}
+
+/// Remembers the first failure of a multi-file run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FirstFailure(Option<u8>);
+
+impl FirstFailure {
+    /// Records `code` unless it is success or a failure was already recorded.
+    pub fn record(&mut self, code: u8) {
+        if code != OK && self.0.is_none() {
+            self.0 = Some(code);
+        }
+    }
+
+    /// The code to exit with.
+    pub fn code(self) -> u8 {
+        self.0.unwrap_or(OK)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_maps_to_its_documented_code() {
+        assert_eq!(code_for(ErrorKind::InUse), 3);
+        assert_eq!(code_for(ErrorKind::InvalidImage), 4);
+        assert_eq!(code_for(ErrorKind::WrongType), 5);
+        assert_eq!(code_for(ErrorKind::Unsupported), 5);
+        assert_eq!(code_for(ErrorKind::ReadOnly), 6);
+        assert_eq!(code_for(ErrorKind::NoSpace), 7);
+        assert_eq!(code_for(ErrorKind::Cancelled), 8);
+        assert_eq!(code_for(ErrorKind::InvalidInput), 2);
+        assert_eq!(code_for(ErrorKind::NotFound), 1);
+        assert_eq!(code_for(ErrorKind::Io), 1);
+    }
+
+    #[test]
+    fn the_first_failure_wins_and_success_is_zero() {
+        let mut f = FirstFailure::default();
+        assert_eq!(f.code(), 0);
+        f.record(OK);
+        f.record(IN_USE);
+        f.record(INVALID);
+        assert_eq!(f.code(), IN_USE);
+    }
+}

@@ -1,0 +1,493 @@
+//! Everything `vdisk` prints: human lines, JSON Lines objects, error lines.
+//!
+//! Results go to stdout; errors, notes and progress to stderr. Write errors (a closed pipe) are
+//! ignored so that `vdisk ... | head` never panics.
+
+use std::error::Error as StdError;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+use vdisk_core::{CheckReport, CompactReport, Error, ImageInfo, Severity};
+
+use crate::exit;
+
+/// Prints one line on stdout.
+pub fn out(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+/// Prints one line on stderr.
+pub fn err(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Prints `value` as one JSON line on stdout.
+pub fn json_line(value: &impl Serialize) {
+    match serde_json::to_string(value) {
+        Ok(s) => out(&s),
+        Err(e) => err(&format!("vdisk: cannot encode the JSON report: {e}")),
+    }
+}
+
+/// The path as the user gave it, for messages and the `file` field.
+pub fn shown(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// A size in binary units: "512 B", "1.5 KiB", "12.5 MiB", "1.0 GiB".
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Where in its handling of a file an error happened: this decides what we can promise about
+/// the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Before anything was written (open, plan, read-only commands).
+    Untouched,
+    /// While compaction was writing: every step leaves a valid image.
+    Applying,
+    /// `create` failed before it created the file (or the file already existed).
+    NotCreated,
+    /// `create` failed after creating the file and removed it again.
+    CreatedAndRemoved,
+    /// `create` failed after creating the file and could not remove it.
+    CreatedNotRemoved,
+}
+
+impl Stage {
+    /// The promise printed on the second error line.
+    pub fn promise(self) -> &'static str {
+        match self {
+            Stage::Untouched => "the file was not changed",
+            Stage::Applying => "the image is valid; run the same command again to finish",
+            Stage::NotCreated => "no file was created",
+            Stage::CreatedAndRemoved => "the partly created file was removed",
+            Stage::CreatedNotRemoved => {
+                "the partly created file could not be removed; delete it by hand"
+            }
+        }
+    }
+}
+
+/// The error's message with its offset, the path it names if that is not `file`, and its
+/// cause chain, each cause once: "message (at offset 0x200): cause: cause".
+pub fn error_message(file: &Path, error: &Error) -> String {
+    let mut text = String::new();
+    if let Some(p) = error.path().filter(|p| *p != file) {
+        text.push_str(&format!("{}: ", p.display()));
+    }
+    text.push_str(error.message());
+    if let Some(offset) = error.offset() {
+        text.push_str(&format!(" (at offset {offset:#x})"));
+    }
+    let mut last = String::new();
+    let mut cause: Option<&(dyn StdError + 'static)> = error.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !s.is_empty() && s != last && !text.ends_with(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        last = s;
+        cause = c.source();
+    }
+    text
+}
+
+/// The JSON object for a failed file.
+#[derive(Debug, Serialize)]
+pub struct ErrorJson {
+    file: String,
+    error: ErrorBody,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    kind: &'static str,
+    message: String,
+    exit_code: u8,
+    /// False when the file is known to be untouched.
+    may_have_changed: bool,
+}
+
+/// Reports a failed file (JSON object on stdout, or two lines on stderr); returns its exit code.
+pub fn failure(file: &Path, error: &Error, stage: Stage, json: bool) -> u8 {
+    let code = exit::code_for(error.kind());
+    let message = error_message(file, error);
+    if json {
+        json_line(&ErrorJson {
+            file: shown(file),
+            error: ErrorBody {
+                kind: error.kind().as_str(),
+                message,
+                exit_code: code,
+                may_have_changed: matches!(stage, Stage::Applying | Stage::CreatedNotRemoved),
+            },
+        });
+    } else {
+        let name = shown(file);
+        // The promise line already says what a cancelled run left behind.
+        let first = if error.kind() == vdisk_core::ErrorKind::Cancelled {
+            "cancelled".to_string()
+        } else {
+            message
+        };
+        err(&format!("vdisk: {name}: {first}"));
+        // A file that does not exist has nothing to promise about.
+        if error.kind() != vdisk_core::ErrorKind::NotFound {
+            err(&format!("vdisk: {name}: {}", stage.promise()));
+        }
+    }
+    code
+}
+
+/// A note for the user that is not an error.
+pub fn note(file: &Path, text: &str) {
+    err(&format!("vdisk: {}: note: {text}", shown(file)));
+}
+
+/// `vdisk info --json`.
+#[derive(Debug, Serialize)]
+pub struct InfoJson {
+    file: String,
+    format: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    virtual_size: u64,
+    block_size: u64,
+    blocks_total: u64,
+    allocated_blocks: u64,
+    file_size: u64,
+    details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl InfoJson {
+    /// The object for `info` of `file`.
+    pub fn new(file: &Path, info: &ImageInfo) -> InfoJson {
+        InfoJson {
+            file: shown(file),
+            format: info.format,
+            kind: info.kind.as_str(),
+            virtual_size: info.virtual_size,
+            block_size: info.block_size,
+            blocks_total: info.block_count,
+            allocated_blocks: info.allocated_blocks,
+            file_size: info.file_size,
+            details: info
+                .details
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        }
+    }
+}
+
+/// The human form of `info`: a few aligned lines.
+pub fn info_human(file: &Path, info: &ImageInfo) -> String {
+    let rows: Vec<(String, String)> = vec![
+        ("format".into(), info.format.into()),
+        ("type".into(), info.kind.as_str().into()),
+        (
+            "virtual size".into(),
+            format!(
+                "{} ({} bytes)",
+                human_size(info.virtual_size),
+                info.virtual_size
+            ),
+        ),
+        ("block size".into(), human_size(info.block_size)),
+        (
+            "allocated".into(),
+            format!("{} of {} blocks", info.allocated_blocks, info.block_count),
+        ),
+        (
+            "file size".into(),
+            format!("{} ({} bytes)", human_size(info.file_size), info.file_size),
+        ),
+    ];
+    let width = rows
+        .iter()
+        .chain(&info.details)
+        .map(|(k, _)| k.len())
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut text = format!("{}:", shown(file));
+    for (k, v) in rows {
+        let w = width + 2;
+        text.push_str(&format!("\n  {:<w$} {v}", format!("{k}:")));
+    }
+    if !info.details.is_empty() {
+        text.push_str(&format!("\n  {} details:", info.format));
+        for (k, v) in &info.details {
+            text.push_str(&format!("\n    {:<width$} {v}", format!("{k}:")));
+        }
+    }
+    text
+}
+
+/// `vdisk compact --json`.
+#[derive(Debug, Serialize)]
+pub struct CompactJson {
+    file: String,
+    format: &'static str,
+    mode: &'static str,
+    requested_mode: &'static str,
+    dry_run: bool,
+    bytes_before: u64,
+    bytes_after: u64,
+    block_size: u64,
+    blocks_total: u64,
+    blocks_allocated_before: u64,
+    blocks_reclaimed: u64,
+    blocks_reclaimed_zero: u64,
+    blocks_reclaimed_trimmed: u64,
+    blocks_reclaimed_fs: u64,
+    blocks_moved: u64,
+    bytes_punched: u64,
+    notes: Vec<String>,
+}
+
+impl CompactJson {
+    /// The object for a compaction (or dry run) of `file`.
+    pub fn new(
+        file: &Path,
+        format: &'static str,
+        requested: vdisk_core::Mode,
+        r: &CompactReport,
+        notes: Vec<String>,
+    ) -> CompactJson {
+        CompactJson {
+            file: shown(file),
+            format,
+            mode: r.mode.as_str(),
+            requested_mode: requested.as_str(),
+            dry_run: r.dry_run,
+            bytes_before: r.bytes_before,
+            bytes_after: r.bytes_after,
+            block_size: r.block_size,
+            blocks_total: r.blocks_total,
+            blocks_allocated_before: r.blocks_allocated_before,
+            blocks_reclaimed: r.blocks_reclaimed,
+            blocks_reclaimed_zero: r.blocks_reclaimed_zero,
+            blocks_reclaimed_trimmed: r.blocks_reclaimed_trimmed,
+            blocks_reclaimed_fs: r.blocks_reclaimed_fs,
+            blocks_moved: r.blocks_moved,
+            bytes_punched: r.bytes_punched,
+            notes,
+        }
+    }
+}
+
+/// True if the compaction changes (or changed) nothing.
+pub fn nothing_to_reclaim(r: &CompactReport) -> bool {
+    r.blocks_reclaimed == 0
+        && r.blocks_moved == 0
+        && r.bytes_punched == 0
+        && r.bytes_after == r.bytes_before
+}
+
+/// The one-line human summary of a compaction.
+pub fn compact_human(file: &Path, r: &CompactReport) -> String {
+    let name = shown(file);
+    let (tag, would) = if r.dry_run {
+        (" (dry run, nothing written)", "would ")
+    } else {
+        ("", "")
+    };
+    if nothing_to_reclaim(r) {
+        return format!(
+            "{name}{tag}: nothing to reclaim ({}, {} of {} blocks allocated, {} mode)",
+            human_size(r.bytes_before),
+            r.blocks_allocated_before,
+            r.blocks_total,
+            r.mode
+        );
+    }
+    let ed = if r.dry_run { "" } else { "ed" };
+    if r.blocks_reclaimed == 0 && r.blocks_moved == 0 && r.bytes_punched == 0 {
+        return format!(
+            "{name}{tag}: {} -> {} (no blocks to reclaim; {would}remove{} {} of unused space at the end of the file)",
+            human_size(r.bytes_before),
+            human_size(r.bytes_after),
+            if r.dry_run { "" } else { "d" },
+            human_size(r.bytes_before.saturating_sub(r.bytes_after)),
+        );
+    }
+    let mut text = format!(
+        "{name}{tag}: {} -> {} ({would}reclaim{ed} {} of {} allocated blocks: {} zero, {} trimmed, {} file-system free",
+        human_size(r.bytes_before),
+        human_size(r.bytes_after),
+        r.blocks_reclaimed,
+        r.blocks_allocated_before,
+        r.blocks_reclaimed_zero,
+        r.blocks_reclaimed_trimmed,
+        r.blocks_reclaimed_fs,
+    );
+    if r.mode.moves_blocks() {
+        let d = if r.dry_run { "" } else { "d" };
+        text.push_str(&format!("; {would}move{d} {}", r.blocks_moved));
+    }
+    if r.bytes_punched > 0 {
+        text.push_str(&format!(
+            "; {would}punch{ed} {} out of the host file, whose length stays the same",
+            human_size(r.bytes_punched)
+        ));
+    }
+    text.push(')');
+    text
+}
+
+/// `vdisk check --json`.
+#[derive(Debug, Serialize)]
+pub struct CheckJson {
+    file: String,
+    format: Option<&'static str>,
+    safe_to_compact: bool,
+    problems: Vec<ProblemJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProblemJson {
+    severity: &'static str,
+    offset: Option<u64>,
+    message: String,
+}
+
+fn severity(s: Severity) -> &'static str {
+    match s {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    }
+}
+
+impl CheckJson {
+    /// The object for `check` of `file` (`format` is `None` if no driver recognised it).
+    pub fn new(file: &Path, format: Option<&'static str>, report: &CheckReport) -> CheckJson {
+        CheckJson {
+            file: shown(file),
+            format,
+            safe_to_compact: report.safe_to_compact(),
+            problems: report
+                .problems
+                .iter()
+                .map(|p| ProblemJson {
+                    severity: severity(p.severity),
+                    offset: p.offset,
+                    message: p.message.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The human form of `check`: a verdict line, then one line per problem.
+pub fn check_human(file: &Path, format: Option<&str>, report: &CheckReport) -> String {
+    let errors = report
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
+    let warnings = report.problems.len() - errors;
+    let what = format.map_or_else(|| "not a recognised image".to_string(), str::to_string);
+    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    let verdict = if report.safe_to_compact() {
+        "safe to compact"
+    } else {
+        "NOT safe to compact"
+    };
+    let mut text = if report.problems.is_empty() {
+        format!("{}: {what}: no problems found; {verdict}", shown(file))
+    } else {
+        format!(
+            "{}: {what}: {}, {}; {verdict}",
+            shown(file),
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        )
+    };
+    for p in &report.problems {
+        text.push_str(&format!("\n  {p}"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use vdisk_core::{ErrorKind, Mode};
+
+    #[test]
+    fn sizes_use_binary_units_with_one_decimal() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(125 * (1 << 20) / 10), "12.5 MiB");
+        assert_eq!(human_size(1 << 30), "1.0 GiB");
+    }
+
+    #[test]
+    fn error_message_names_offset_and_cause_once_but_not_the_file() {
+        let e = Error::io(io::Error::other("disk on fire"), "read failed")
+            .with_path("a.vhd")
+            .with_offset(0x200);
+        assert_eq!(
+            error_message(Path::new("a.vhd"), &e),
+            "read failed (at offset 0x200): disk on fire"
+        );
+        let e = Error::new(ErrorKind::NotFound, "parent not found").with_path("p.vhd");
+        assert_eq!(
+            error_message(Path::new("c.vhd"), &e),
+            "p.vhd: parent not found"
+        );
+    }
+
+    fn report(reclaimed: u64, moved: u64, before: u64, after: u64) -> CompactReport {
+        CompactReport {
+            mode: Mode::Prezeroed,
+            dry_run: false,
+            bytes_before: before,
+            bytes_after: after,
+            block_size: 2 << 20,
+            blocks_total: 512,
+            blocks_allocated_before: 506,
+            blocks_reclaimed: reclaimed,
+            blocks_reclaimed_zero: reclaimed,
+            blocks_reclaimed_trimmed: 0,
+            blocks_reclaimed_fs: 0,
+            blocks_moved: moved,
+            bytes_punched: 0,
+        }
+    }
+
+    #[test]
+    fn compact_summary_matches_the_documented_shape() {
+        let r = report(500, 3, 1 << 30, 125 * (1 << 20) / 10);
+        assert_eq!(
+            compact_human(Path::new("disk.vhd"), &r),
+            "disk.vhd: 1.0 GiB -> 12.5 MiB (reclaimed 500 of 506 allocated blocks: 500 zero, \
+             0 trimmed, 0 file-system free; moved 3)"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_file_says_nothing_to_reclaim() {
+        let r = report(0, 0, 4096, 4096);
+        assert!(compact_human(Path::new("d.vhd"), &r).contains("nothing to reclaim"));
+    }
+}
