@@ -201,6 +201,28 @@ impl HostFile for FaultyFile {
     }
 }
 
+/// Opens `path` like [`crate::StdFile::open`], retrying for up to 5 s while the file reports
+/// [`ErrorKind::InUse`].
+///
+/// For multi-threaded test processes only. When one test thread spawns a child (qemu-img,
+/// qemu-io), the child holds copies of all the parent's open files between `fork` and `exec`,
+/// so a `flock` another test thread has just released by closing its image can look held for
+/// a moment. A lock that is really leaked still fails after the retries.
+pub fn open_std_file(
+    path: impl AsRef<std::path::Path>,
+    access: crate::Access,
+) -> Result<crate::StdFile> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match crate::StdFile::open(path.as_ref(), access) {
+            Err(e) if e.kind() == ErrorKind::InUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,10 +14,11 @@ use crate::format::{
     guid,
 };
 use crate::header::{CurrentHeader, read_headers};
-use crate::log::{Log, SCAN_BUDGET_FACTOR, find_active};
+use crate::log::{Action, Log, SCAN_BUDGET_FACTOR, Sequence, find_active};
 use crate::metadata::{Metadata, read_metadata};
 use crate::overlay::HostView;
 use crate::region::{Regions, read_regions};
+use crate::session::{Session, write_zeros};
 
 /// What the log looked like at open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,13 @@ pub(crate) enum LogState {
     Empty,
     /// Entries were replayed in memory only; the file still holds the stale metadata.
     ReplayedInMemory {
+        /// Entries applied.
+        entries: usize,
+        /// Sequence number of the newest.
+        sequence: u64,
+    },
+    /// A writable open replayed the log onto the file and emptied it.
+    ReplayedOntoFile {
         /// Entries applied.
         entries: usize,
         /// Sequence number of the newest.
@@ -42,6 +50,8 @@ pub(crate) struct Parsed {
     pub regions: Regions,
     pub meta: Metadata,
     pub bat: Bat,
+    /// The log sequence replayed in memory, if the log was not empty.
+    pub pending: Option<Sequence>,
 }
 
 /// Runs the whole parse. Problems that do not stop parsing go to `problems`; the caller
@@ -50,6 +60,7 @@ pub(crate) fn inspect(file: Box<dyn HostFile>, problems: &mut Vec<Problem>) -> R
     let header = read_headers(&*file, problems)?;
     let mut view = HostView::new(file)?;
     let log_range = header.log_range();
+    let mut pending = None;
     let log = if header.log_in_use() {
         let len = usize::try_from(log_range.end - log_range.start)
             .map_err(|_| Error::invalid("the log is too large", log_range.start))?;
@@ -69,6 +80,7 @@ pub(crate) fn inspect(file: Box<dyn HostFile>, problems: &mut Vec<Problem>) -> R
             sequence: sequence.head().map_or(0, |h| h.sequence),
         };
         view.set_overlay(overlay, head);
+        pending = Some(sequence);
         problems.push(Problem::warning(
             "the log holds entries not yet applied to the file (the image was not closed \
              cleanly); they were applied in memory only",
@@ -94,6 +106,7 @@ pub(crate) fn inspect(file: Box<dyn HostFile>, problems: &mut Vec<Problem>) -> R
         regions,
         meta,
         bat,
+        pending,
     })
 }
 
@@ -115,34 +128,36 @@ pub(crate) fn first_error(problems: &[Problem]) -> Option<Error> {
     })
 }
 
-/// An opened VHDX image (fixed or dynamic; read-only for now).
+/// An opened VHDX image (fixed or dynamic).
 #[derive(Debug)]
 pub struct VhdxImage {
-    view: HostView,
+    pub(crate) view: HostView,
     header: CurrentHeader,
     log: LogState,
-    /// Where the BAT, metadata and other regions are (for compaction's host layout later).
-    #[expect(
-        dead_code,
-        reason = "used by write support and compaction, which come next"
-    )]
-    regions: Regions,
+    /// Where the BAT, metadata and other regions are (the compactor's reserved ranges).
+    pub(crate) regions: Regions,
     meta: Metadata,
-    bat: Bat,
+    pub(crate) bat: Bat,
     /// Warnings found at open, reported again by `check`.
     notes: Vec<Problem>,
+    /// Header and log writing state of a writable open.
+    pub(crate) session: Option<Session>,
 }
 
 impl VhdxImage {
-    /// Opens and validates the image in `file`, replaying a pending log in memory. Never
-    /// writes. Fails with [`ErrorKind::InvalidImage`] on any structural error and with
-    /// [`ErrorKind::Unsupported`] for writable opens, differencing images and unknown required
-    /// regions or metadata.
+    /// Opens and validates the image in `file`. A read-only open never writes: a pending log
+    /// is replayed in memory. A writable open first validates everything with the log replayed
+    /// in memory, then replays the log onto the file, syncs, empties the log (header update
+    /// with a new FileWriteGuid) and parses the file again; a clean image is not written until
+    /// a compaction primitive writes. Fails with [`ErrorKind::InvalidImage`] on any structural
+    /// error, with [`ErrorKind::ReadOnly`] for a writable open of a read-only file, and with
+    /// [`ErrorKind::Unsupported`] for differencing images and unknown required regions or
+    /// metadata.
     pub fn open(file: Box<dyn HostFile>, writable: bool) -> Result<VhdxImage> {
-        if writable {
+        if writable && !file.is_writable() {
             return Err(Error::new(
-                ErrorKind::Unsupported,
-                "writing or compacting vhdx images is not supported yet (vdisk can read and check them)",
+                ErrorKind::ReadOnly,
+                "the file was opened read-only but a writable open was asked for",
             ));
         }
         let mut problems = Vec::new();
@@ -150,6 +165,34 @@ impl VhdxImage {
         if let Some(err) = first_error(&problems) {
             return Err(err);
         }
+        if !writable {
+            return Ok(Self::from_parsed(parsed, problems, None));
+        }
+        let Some(sequence) = &parsed.pending else {
+            let session = Session::new(parsed.header.clone(), false);
+            return Ok(Self::from_parsed(parsed, problems, Some(session)));
+        };
+        let replayed = LogState::ReplayedOntoFile {
+            entries: sequence.entries.len(),
+            sequence: sequence.head().map_or(0, |h| h.sequence),
+        };
+        replay_onto_file(parsed.view.file(), sequence)?;
+        let mut session = Session::new(parsed.header.clone(), false);
+        session.begin_write(parsed.view.file())?;
+        session.update_header(parsed.view.file(), |h| h.log_guid = [0; 16])?;
+        let file = parsed.view.into_file();
+        let mut problems = Vec::new();
+        let parsed = inspect(file, &mut problems)?;
+        if let Some(err) = first_error(&problems) {
+            return Err(err);
+        }
+        let session = Session::new(parsed.header.clone(), true);
+        let mut image = Self::from_parsed(parsed, problems, Some(session));
+        image.log = replayed;
+        Ok(image)
+    }
+
+    fn from_parsed(parsed: Parsed, notes: Vec<Problem>, session: Option<Session>) -> VhdxImage {
         let Parsed {
             view,
             header,
@@ -157,16 +200,23 @@ impl VhdxImage {
             regions,
             meta,
             bat,
+            pending: _,
         } = parsed;
-        Ok(VhdxImage {
+        VhdxImage {
             view,
             header,
             log,
             regions,
             meta,
             bat,
-            notes: problems,
-        })
+            notes,
+            session,
+        }
+    }
+
+    /// The header in effect (the session's, once it has written one).
+    pub(crate) fn current_header(&self) -> &CurrentHeader {
+        self.session.as_ref().map_or(&self.header, |s| s.header())
     }
 
     /// The virtual disk id.
@@ -183,6 +233,57 @@ impl VhdxImage {
     pub fn physical_sector_size(&self) -> u32 {
         self.meta.physical_sector_size
     }
+}
+
+impl Drop for VhdxImage {
+    /// Empties the log if an earlier failure left it in use (best effort: if this fails too,
+    /// the log stays valid and the next open replays it).
+    fn drop(&mut self) {
+        if let Some(session) = &mut self.session {
+            let _ = session.finish(self.view.file());
+        }
+    }
+}
+
+/// Writes the entries of `sequence` to their places in order, grows the file to the size the
+/// newest entry asks for, and syncs.
+fn replay_onto_file(file: &dyn HostFile, sequence: &Sequence) -> Result<()> {
+    let limit = sequence
+        .head()
+        .map_or(0, |h| h.last_file_offset)
+        .max(file.len()?);
+    for entry in &sequence.entries {
+        for action in &entry.actions {
+            let (at, len) = match action {
+                Action::Page(at, page) => (*at, page.len() as u64),
+                Action::Zero(at, len) => (*at, *len),
+            };
+            if at.checked_add(len).is_none_or(|end| end > limit) {
+                return Err(Error::invalid(
+                    format!(
+                        "log entry {} writes {len} bytes at {at:#x}, past the {limit}-byte file \
+                         size it records; the file was not changed",
+                        entry.sequence
+                    ),
+                    at,
+                ));
+            }
+        }
+    }
+    for entry in &sequence.entries {
+        for action in &entry.actions {
+            match action {
+                Action::Page(at, page) => file.write_at(&page[..], *at)?,
+                Action::Zero(at, len) => write_zeros(file, *at, *len)?,
+            }
+        }
+    }
+    if let Some(head) = sequence.head()
+        && file.len()? < head.last_file_offset
+    {
+        file.set_len(head.last_file_offset)?;
+    }
+    file.sync()
 }
 
 impl BlockDevice for VhdxImage {
@@ -276,16 +377,21 @@ impl DiskImage for VhdxImage {
     }
 
     fn details(&self) -> Vec<(String, String)> {
-        let h = &self.header.header;
+        let current = self.current_header();
+        let h = &current.header;
         let log = match self.log {
             LogState::Empty => "empty".to_string(),
             LogState::ReplayedInMemory { entries, sequence } => format!(
                 "{entries} pending entr{} up to sequence {sequence}, replayed in memory only",
                 if entries == 1 { "y" } else { "ies" }
             ),
+            LogState::ReplayedOntoFile { entries, sequence } => format!(
+                "empty ({entries} entr{} up to sequence {sequence} replayed onto the file at open)",
+                if entries == 1 { "y" } else { "ies" }
+            ),
         };
         vec![
-            ("creator".into(), self.header.creator.clone()),
+            ("creator".into(), current.creator.clone()),
             ("block size".into(), self.bat.block_size.to_string()),
             (
                 "logical sector size".into(),
@@ -301,7 +407,7 @@ impl DiskImage for VhdxImage {
                 "header".into(),
                 format!(
                     "{} (sequence {})",
-                    self.header.index + 1,
+                    current.index + 1,
                     h.sequence_number.get()
                 ),
             ),
@@ -321,5 +427,9 @@ impl DiskImage for VhdxImage {
 
     fn check(&self) -> Result<Vec<Problem>> {
         Ok(self.notes.clone())
+    }
+
+    fn as_compactable(&mut self) -> Result<&mut dyn vdisk_core::Compactable> {
+        Ok(self.compactable()?)
     }
 }

@@ -1,7 +1,7 @@
 //! # vdisk-vhdx
 //!
-//! The VHDX backend of vdisk ([MS-VHDX] v1.0): fixed and dynamic images, read-only for now.
-//! Differencing images and writable opens are refused with
+//! The VHDX backend of vdisk ([MS-VHDX] v1.0): fixed and dynamic images; reading, checking
+//! and compacting. Differencing images are refused with
 //! [`vdisk_core::ErrorKind::Unsupported`].
 //!
 //! ```text
@@ -9,31 +9,46 @@
 //!   DRIVER.open ─► header   file identifier; both headers (CRC-32C); current = valid one with
 //!        │                  the higher sequence number (identical equal copies accepted)
 //!        │      ─► log      LogGuid != 0: find the active sequence, replay it into an
-//!        │                  in-memory Overlay (never written); file shorter than the
-//!        │                  FlushedFileOffset → refused as truncated
+//!        │                  in-memory Overlay; file shorter than the FlushedFileOffset →
+//!        │                  refused as truncated
 //!        │      ─► region   both region tables through the overlay; BAT + metadata regions
 //!        │      ─► metadata file parameters, sizes, disk id; unknown required item → refused
 //!        │      ─► bat      the whole table in one read; every entry checked against the file
+//!        │   writable only, once all of that passed:
+//!        │      ─► replay   the log's entries onto the file, sync; header update (new
+//!        │                  FileWriteGuid, LogGuid zero); parse again from the file
 //!        ▼
 //!   VhdxImage: BlockDevice  read_at → per block: FULLY_PRESENT reads host bytes through the
 //!                                     HostView (file + overlay); other states read zeros
 //!              DiskImage    block_state from the BAT loaded at open (no I/O)
+//!              Compactable  (dynamic only) BAT changes through the log (log_write, session):
+//!                           entry, sync, header LogGuid set, sync, pages in place, sync,
+//!                           LogGuid zero, sync; payload moves are copied and synced before
+//!                           the BAT points at them; truncation logs the new size first
 //!   DRIVER.check   every problem found by a lenient pass, not only the first
 //! ```
 //!
-//! Every metadata and payload read goes through the host view (file + overlay) so a read-only open of
-//! an image with a pending log never returns data the log superseded. Write support (logged
-//! BAT updates, `log.rs` writing entries) and compaction come later and fit the same shape.
+//! Every metadata and payload read goes through the host view (file + overlay) so a read-only
+//! open of an image with a pending log never returns data the log superseded, and never
+//! writes. Header updates follow the two-header protocol (the non-current copy is written with
+//! the sequence number plus one, and synced). The FileWriteGuid changes once per writing
+//! session, before its first write; the DataWriteGuid never changes (compaction does not change
+//! what the disk reads).
 #![forbid(unsafe_code)]
 
 mod bat;
+mod compact;
+#[cfg(test)]
+mod crash_tests;
 mod format;
 mod header;
 mod image;
 mod log;
+mod log_write;
 mod metadata;
 mod overlay;
 mod region;
+mod session;
 
 use vdisk_core::{
     CheckReport, Confidence, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions, Problem,

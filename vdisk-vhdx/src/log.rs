@@ -7,8 +7,8 @@
 //! sequence is the valid one with the highest sequence number whose last entry's tail lies
 //! inside it; replaying means applying its entries from that tail to its end, in order.
 //!
-//! Replay here builds an [`Overlay`] in memory; the file is never written. (Writing entries
-//! and applying them to the file belong here too, when write support arrives.)
+//! Replay here builds an [`Overlay`] in memory; the file is never written. Writable opens apply
+//! the same sequence to the file (`image.rs`); writing entries is in `log_write.rs`.
 
 use std::cell::Cell;
 
@@ -361,8 +361,8 @@ mod tests {
     const GUID: [u8; 16] = [7; 16];
     const LOG_AT: u64 = 1 << 20;
 
-    /// Builds one entry the way a writer would (test-only; the real writer comes with write
-    /// support).
+    /// Builds one entry by hand, independently of `log_write.rs`, so the reader is tested
+    /// against a second implementation.
     fn entry(seq: u64, tail: u32, pages: &[(u64, u8)], zeros: &[(u64, u64)]) -> Vec<u8> {
         let count = u32::try_from(pages.len() + zeros.len()).unwrap();
         let desc_len = (HEADER32 + count * DESCRIPTOR32).div_ceil(SECTOR32) * SECTOR32;

@@ -169,6 +169,18 @@ impl HostView {
         &*self.file
     }
 
+    /// Takes the host file back, dropping the overlay.
+    pub(crate) fn into_file(self) -> Box<dyn HostFile> {
+        self.file
+    }
+
+    /// Records that the host file is now `len` bytes long (writable opens, which have no
+    /// overlay, after shrinking the file).
+    pub(crate) fn set_file_len(&mut self, len: u64) {
+        self.file_len = len;
+        self.len = len.max(self.overlay.end());
+    }
+
     /// Length of the file with the log applied.
     pub(crate) fn len(&self) -> u64 {
         self.len

@@ -6,6 +6,10 @@
 
 mod main {
     mod bad_input;
+    mod compact;
+    mod compact_cases;
+    mod compact_prop;
+    mod crash;
     mod fixtures;
     mod fuzz;
     mod qemu;

@@ -4,9 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use vdisk_core::{
-    Access, CreateSpec, DiskImage, FormatDriver, ImageKind, Mode, OpenOptions, StdFile,
-};
+use vdisk_core::{Access, CreateSpec, DiskImage, FormatDriver, ImageKind, Mode, OpenOptions};
 use vdisk_vhd::DRIVER;
 
 use super::util::{compact, content};
@@ -114,7 +112,7 @@ fn created_images_pass_qemu_check_and_read_back_identically() {
     .enumerate()
     {
         let path = dir.path().join(format!("t{i}.vhd"));
-        let file = StdFile::create_new(&path).unwrap();
+        let file = vdisk_core::StdFile::create_new(&path).unwrap();
         let img = DRIVER
             .create(Box::new(file), &CreateSpec::new(kind, size).block_size(bs))
             .unwrap();
@@ -127,7 +125,7 @@ fn created_images_pass_qemu_check_and_read_back_identically() {
         qemu_io_pattern(&path, 0xa5, 0, 4096);
         qemu_io_pattern(&path, 0x11, expect.len() as u64 - 512, 512);
         if kind == ImageKind::Dynamic {
-            let file = StdFile::open(&path, Access::ReadWrite).unwrap();
+            let file = vdisk_core::testing::open_std_file(&path, Access::ReadWrite).unwrap();
             let mut img = DRIVER
                 .open(Box::new(file), &OpenOptions::read_write())
                 .unwrap();
@@ -150,7 +148,7 @@ fn compacted_disk2vhd_image_reads_the_same_through_qemu() {
     let path = dir.path().join("d2v.vhd");
     std::fs::write(&path, super::util::fixture("d2v-zerofilled.vhd")).unwrap();
     let before = qemu_raw(&path, dir.path());
-    let file = StdFile::open(&path, Access::ReadWrite).unwrap();
+    let file = vdisk_core::testing::open_std_file(&path, Access::ReadWrite).unwrap();
     let mut img = DRIVER
         .open(Box::new(file), &OpenOptions::read_write())
         .unwrap();

@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use vdisk_core::{Access, FormatDriver, Mode, OpenOptions, StdFile};
+use vdisk_core::{Access, FormatDriver, Mode, OpenOptions};
 use vdisk_vhd::DRIVER;
 
 use super::qemu::{qemu_raw, require_qemu};
@@ -44,7 +44,7 @@ fn qemu_image(dir: &Path, subformat: &str) -> std::path::PathBuf {
 }
 
 fn retrim(path: &Path) -> vdisk_core::CompactReport {
-    let file = StdFile::open(path, Access::ReadWrite).unwrap();
+    let file = vdisk_core::testing::open_std_file(path, Access::ReadWrite).unwrap();
     let mut img = DRIVER
         .open(Box::new(file), &OpenOptions::read_write())
         .unwrap();
@@ -121,7 +121,7 @@ fn retrim_frees_zero_blocks_of_a_dynamic_vhd_in_place() {
         "every byte reads the same through qemu"
     );
     // Prezeroed afterwards finds nothing more to free; it only closes the holes.
-    let file = StdFile::open(&path, Access::ReadWrite).unwrap();
+    let file = vdisk_core::testing::open_std_file(&path, Access::ReadWrite).unwrap();
     let mut img = DRIVER
         .open(Box::new(file), &OpenOptions::read_write())
         .unwrap();

@@ -271,14 +271,23 @@ fn differencing_images_are_unsupported_for_now() {
 }
 
 #[test]
-fn writable_open_is_unsupported_for_now() {
+fn writable_open_of_a_clean_image_writes_nothing_until_asked() {
     let b = base();
     let file = MemFile::from_bytes(b.clone());
-    let err = vdisk_vhdx::DRIVER
+    let image = vdisk_vhdx::DRIVER
         .open(Box::new(file.clone()), &OpenOptions::read_write())
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported);
+        .unwrap();
+    drop(image);
     assert!(file.to_vec() == b);
+}
+
+#[test]
+fn writable_open_of_a_read_only_file_is_refused() {
+    let file = MemFile::from_bytes(base()).read_only();
+    let err = vdisk_vhdx::DRIVER
+        .open(Box::new(file), &OpenOptions::read_write())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ReadOnly);
 }
 
 /// Log entry 7 (the active one) starts at 0xc000 in the log at 1 MiB.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vdisk_core::{Access, DiskImage, FormatDriver, MemFile, OpenOptions, Result, StdFile};
+use vdisk_core::{Access, DiskImage, FormatDriver, MemFile, OpenOptions, Result};
 
 /// Folder of the real images made by other tools.
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/real");
@@ -23,7 +23,7 @@ pub fn fixture(dir: &Path, name: &str) -> PathBuf {
 
 /// Opens `path` read-only through the driver.
 pub fn open_path(path: &Path) -> Result<Box<dyn DiskImage>> {
-    let file = StdFile::open(path, Access::ReadOnly)?;
+    let file = vdisk_core::testing::open_std_file(path, Access::ReadOnly)?;
     vdisk_vhdx::DRIVER.open(Box::new(file), &OpenOptions::read_only())
 }
 
@@ -106,4 +106,53 @@ pub fn libvhdi_raw(image: &Path, out: &Path) {
         "/usr/bin/python3",
         &["-c", script, image.to_str().unwrap(), out.to_str().unwrap()],
     );
+}
+
+/// Opens any host file writable through the driver.
+pub fn open_rw(file: impl vdisk_core::HostFile + 'static) -> Result<Box<dyn DiskImage>> {
+    vdisk_vhdx::DRIVER.open(Box::new(file), &OpenOptions::read_write())
+}
+
+/// Plans and applies a compaction.
+pub fn compact(
+    image: &mut dyn DiskImage,
+    mode: vdisk_core::Mode,
+) -> Result<vdisk_core::CompactReport> {
+    use vdisk_core::{CancelToken, CompactOptions, Compactor, GenericCompactor, NoProgress};
+    let c = GenericCompactor;
+    let plan = c.plan(
+        image,
+        &CompactOptions::new(mode),
+        &NoProgress,
+        &CancelToken::new(),
+    )?;
+    c.apply(image, &plan, &NoProgress, &CancelToken::new())
+}
+
+/// The whole virtual disk.
+pub fn content(image: &dyn DiskImage) -> Vec<u8> {
+    read(image, 0, image.size() as usize)
+}
+
+/// Error-level problems `vdisk check` finds in `bytes`.
+pub fn check_errors(bytes: Vec<u8>) -> Vec<String> {
+    let report = vdisk_vhdx::DRIVER
+        .check(Box::new(MemFile::from_bytes(bytes)))
+        .expect("check runs");
+    report
+        .problems
+        .iter()
+        .filter(|p| p.severity == vdisk_core::Severity::Error)
+        .map(|p| p.message.clone())
+        .collect()
+}
+
+/// The "log" line of `vdisk info`.
+pub fn log_detail(image: &dyn DiskImage) -> String {
+    image
+        .details()
+        .into_iter()
+        .find(|(k, _)| k == "log")
+        .map(|(_, v)| v)
+        .unwrap_or_default()
 }

@@ -1,0 +1,273 @@
+//! The compaction primitives for dynamic VHDX: BAT updates through the log, block moves, and
+//! shrinking the file.
+//!
+//! ```text
+//!  deallocate  changed BAT pages ─► log entries (≤ half the log each) ─► apply ─► empty log
+//!  relocate    copy_within each payload, sync ─► BAT pages through the log ─► empty log
+//!  truncate    log the new file size (FlushedFileOffset = LastFileOffset) ─► set_len, sync
+//!              ─► empty log
+//! ```
+//!
+//! Payload bytes are never logged: moves copy into free space, and the BAT only points at
+//! the copy once the copy is durable. DataWriteGuid is not changed (reads do not change).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use vdisk_core::{
+    BlockIndex, Compactable, DiskImage, Error, ErrorKind, HostLayout, ImageKind, Relocation,
+    Result, align_up,
+};
+
+use crate::bat::BatEntry;
+use crate::format::{
+    HEADER_SECTION_LEN, LOG_SECTOR, MIB, PAYLOAD_FULLY_PRESENT, PAYLOAD_UNDEFINED,
+    PAYLOAD_UNMAPPED, PAYLOAD_ZERO,
+};
+use crate::image::VhdxImage;
+use crate::log_write::{PAGE, Page};
+
+/// BAT entries per 4 KiB page.
+const ENTRIES_PER_PAGE: u64 = LOG_SECTOR / 8;
+
+impl VhdxImage {
+    /// Refuses fixed images. Read-only opens get the primitives too (a dry run plans with
+    /// `host_layout`); the writing ones then fail with [`ErrorKind::ReadOnly`].
+    pub(crate) fn compactable(&mut self) -> Result<&mut VhdxImage> {
+        if self.kind() == ImageKind::Fixed {
+            return Err(Error::new(
+                ErrorKind::WrongType,
+                "fixed VHDX images keep every block allocated; use --mode retrim",
+            ));
+        }
+        let log_len = self.current_header().header.log_length.get();
+        if u64::from(log_len) < MIB {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the image's log is {log_len} bytes; vdisk changes vhdx metadata only \
+                     through a log of at least 1 MiB (nothing was changed)"
+                ),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Table index of payload block `block`, checked.
+    fn table_index(&self, block: BlockIndex) -> Result<u64> {
+        if block.0 >= self.bat.data_blocks {
+            return Err(Error::new(
+                ErrorKind::OutOfRange,
+                format!(
+                    "block {} is outside the {}-block disk",
+                    block.0, self.bat.data_blocks
+                ),
+            ));
+        }
+        Ok(self.bat.payload_index(block.0))
+    }
+
+    /// Writes `changes` (table index → new entry) through the log, a few pages per entry,
+    /// updating the in-memory table as each entry takes effect; then empties the log.
+    fn update_bat(&mut self, changes: &BTreeMap<u64, BatEntry>) -> Result<()> {
+        let Some(session) = self.session.as_mut() else {
+            return Err(read_only());
+        };
+        let file = self.view.file();
+        let mut pages: Vec<u64> = changes.keys().map(|i| i / ENTRIES_PER_PAGE).collect();
+        pages.dedup();
+        for chunk in pages.chunks(session.max_pages().max(1)) {
+            let mut logged: Vec<Page> = Vec::with_capacity(chunk.len());
+            for &p in chunk {
+                let at = self.bat.file_offset + p * LOG_SECTOR;
+                let mut page = Box::new([0u8; PAGE]);
+                file.read_at(&mut page[..], at)?;
+                let first = p * ENTRIES_PER_PAGE;
+                for (k, slot) in page.chunks_exact_mut(8).enumerate() {
+                    let i = first + k as u64;
+                    let entry = match changes.get(&i) {
+                        Some(e) => Some(*e),
+                        None => usize::try_from(i)
+                            .ok()
+                            .and_then(|i| self.bat.entries.get(i).copied()),
+                    };
+                    if let Some(e) = entry {
+                        slot.copy_from_slice(&e.0.to_le_bytes());
+                    }
+                }
+                logged.push((at, page));
+            }
+            session.log_pages(file, logged)?;
+            // In effect from here on: a reopen replays it.
+            let span = chunk.first().map_or(0, |p| p * ENTRIES_PER_PAGE)
+                ..chunk.last().map_or(0, |p| (p + 1) * ENTRIES_PER_PAGE);
+            for (&i, &e) in changes.range(span) {
+                if let Some(slot) = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| self.bat.entries.get_mut(i))
+                {
+                    *slot = e;
+                }
+            }
+            session.apply(file)?;
+        }
+        session.finish(file)
+    }
+
+    /// Host ranges of the log and every region, sorted.
+    fn metadata_ranges(&self) -> Vec<Range<u64>> {
+        let h = &self.current_header().header;
+        let log = h.log_offset.get()..h.log_offset.get() + u64::from(h.log_length.get());
+        let mut all: Vec<Range<u64>> = self.regions.all.clone();
+        if !log.is_empty() {
+            all.push(log);
+        }
+        all.sort_unstable_by_key(|r| (r.start, r.end));
+        all
+    }
+}
+
+impl Compactable for VhdxImage {
+    fn host_layout(&self) -> Result<HostLayout> {
+        Ok(HostLayout {
+            data_start: HEADER_SECTION_LEN,
+            block_footprint: self.bat.block_size,
+            alignment: MIB,
+            reserved: self.metadata_ranges(),
+            trailer_len: 0,
+            end_alignment: MIB,
+        })
+    }
+
+    fn deallocate(&mut self, blocks: &[BlockIndex]) -> Result<()> {
+        let mut changes = BTreeMap::new();
+        for &block in blocks {
+            let i = self.table_index(block)?;
+            let Some(entry) = usize::try_from(i)
+                .ok()
+                .and_then(|i| self.bat.entries.get(i))
+            else {
+                continue;
+            };
+            if matches!(
+                entry.state(),
+                PAYLOAD_FULLY_PRESENT | PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED
+            ) {
+                changes.insert(i, BatEntry(u64::from(PAYLOAD_ZERO)));
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.update_bat(&changes)
+    }
+
+    fn relocate(&mut self, moves: &[Relocation]) -> Result<()> {
+        let bs = self.bat.block_size;
+        let metadata = self.metadata_ranges();
+        let mut changes = BTreeMap::new();
+        for m in moves {
+            let i = self.table_index(m.block)?;
+            let current = self
+                .bat
+                .payload(m.block.0)
+                .map(|e| (e.state(), e.host_offset()));
+            if current != Some((PAYLOAD_FULLY_PRESENT, m.from.0)) {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "block {} is not allocated at {:#x}; nothing was moved",
+                        m.block.0, m.from.0
+                    ),
+                )
+                .with_offset(m.from.0));
+            }
+            let end = m.to.0.checked_add(bs);
+            let clashes = end.is_none_or(|end| {
+                end > m.from.0 || metadata.iter().any(|r| m.to.0 < r.end && r.start < end)
+            });
+            if !m.to.0.is_multiple_of(MIB) || m.to.0 < HEADER_SECTION_LEN || clashes {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "block {} cannot be moved from {:#x} to {:#x} (unaligned, not below \
+                         it, or over metadata); nothing was moved",
+                        m.block.0, m.from.0, m.to.0
+                    ),
+                )
+                .with_offset(m.to.0));
+            }
+            changes.insert(
+                i,
+                BatEntry((m.to.0 / MIB) << 20 | u64::from(PAYLOAD_FULLY_PRESENT)),
+            );
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let Some(session) = self.session.as_mut() else {
+            return Err(read_only());
+        };
+        let file = self.view.file();
+        session.begin_write(file)?;
+        for m in moves {
+            file.copy_within(m.from.0, m.to.0, bs)?;
+        }
+        file.sync()?;
+        self.update_bat(&changes)
+    }
+
+    fn truncate(&mut self, data_end: u64) -> Result<u64> {
+        let bs = self.bat.block_size;
+        let mut highest = self
+            .metadata_ranges()
+            .iter()
+            .map(|r| r.end)
+            .fold(HEADER_SECTION_LEN, u64::max);
+        for b in 0..self.bat.data_blocks {
+            if let Some(e) = self.bat.payload(b)
+                && matches!(
+                    e.state(),
+                    PAYLOAD_FULLY_PRESENT | PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED
+                )
+                && e.host_offset() != 0
+            {
+                highest = highest.max(e.host_offset().saturating_add(bs));
+            }
+        }
+        if highest > data_end {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "cannot end the file at {data_end:#x}: blocks or metadata reach {highest:#x}; \
+                     nothing was changed"
+                ),
+            ));
+        }
+        let new_len = align_up(data_end, MIB)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "file end overflows"))?;
+        let Some(session) = self.session.as_mut() else {
+            return Err(read_only());
+        };
+        let file = self.view.file();
+        let len = file.len()?;
+        if new_len >= len {
+            return Ok(len);
+        }
+        session.log_file_size(file, new_len)?;
+        session.apply(file)?;
+        file.set_len(new_len)?;
+        file.sync()?;
+        session.finish(file)?;
+        self.view.set_file_len(new_len);
+        Ok(new_len)
+    }
+}
+
+/// The error of a writing primitive on a read-only open.
+fn read_only() -> Error {
+    Error::new(
+        ErrorKind::ReadOnly,
+        "the image was opened read-only; compaction needs a writable open (nothing was changed)",
+    )
+}
