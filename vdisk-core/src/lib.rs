@@ -45,7 +45,7 @@ mod units;
 mod zero;
 
 pub use block::{BlockDevice, check_range};
-pub use check::{CheckReport, Problem, Severity};
+pub use check::{CheckReport, Problem, Severity, first_error};
 pub use compact::{
     CompactOptions, CompactPlan, CompactReport, Compactor, GenericCompactor, Mode, Reason,
 };

@@ -2,7 +2,7 @@
 //! it cannot go on (no footer, no header, absurd sizes) and otherwise collects every problem.
 //! Open refuses an image with any error-level problem; check reports them all. Reads only.
 
-use vdisk_core::{Error, ErrorKind, HostFile, Problem, Result, Severity};
+use vdisk_core::{Error, ErrorKind, HostFile, Problem, Result};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::bat::Bat;
@@ -378,22 +378,4 @@ fn check_blocks(layout: &DynamicLayout, footer_pos: u64, problems: &mut Vec<Prob
             None,
         ));
     }
-}
-
-/// The first error-level problem as an open error.
-pub(crate) fn first_error(problems: &[Problem]) -> Option<Error> {
-    let mut errors = problems.iter().filter(|p| p.severity == Severity::Error);
-    let p = errors.next()?;
-    let more = match errors.count() {
-        0 => String::new(),
-        n => format!(
-            " (and {n} more problem{}; `vdisk check` lists them)",
-            if n == 1 { "" } else { "s" }
-        ),
-    };
-    let err = Error::new(ErrorKind::InvalidImage, format!("{}{more}", p.message));
-    Some(match p.offset {
-        Some(o) => err.with_offset(o),
-        None => err,
-    })
 }

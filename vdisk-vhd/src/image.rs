@@ -9,7 +9,7 @@ use vdisk_core::{
 };
 use zerocopy::IntoBytes;
 
-use crate::check::{DynamicLayout, Parsed, SizeSource, first_error, inspect};
+use crate::check::{DynamicLayout, Parsed, SizeSource, inspect};
 use crate::footer::{DiskType, Geometry};
 use crate::format::{DEFAULT_BLOCK_SIZE, Footer, SECTOR, show_tag};
 
@@ -52,7 +52,7 @@ impl VhdImage {
     pub fn open(file: Box<dyn HostFile>, writable: bool) -> Result<VhdImage> {
         let mut problems = Vec::new();
         let parsed = inspect(&*file, &mut problems)?;
-        if let Some(err) = first_error(&problems) {
+        if let Some(err) = vdisk_core::first_error(&problems) {
             return Err(err);
         }
         let Parsed {

@@ -91,7 +91,7 @@ impl FormatDriver for VhdDriver {
         let mut problems = Vec::new();
         match check::inspect(&*file, &mut problems) {
             Ok(_) => {
-                if check::first_error(&problems).is_none() {
+                if vdisk_core::first_error(&problems).is_none() {
                     let image = VhdImage::open(file, false)?;
                     problems = image.check()?;
                 }
