@@ -114,24 +114,24 @@ impl StdFile {
     pub fn open(path: impl AsRef<Path>, access: Access) -> Result<StdFile> {
         let path = path.as_ref();
         let writable = access == Access::ReadWrite;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    // The cause would only repeat "no such file or directory".
-                    return Error::new(ErrorKind::NotFound, "no such file").with_path(path);
+        let mut options = OpenOptions::new();
+        options.read(true).write(writable);
+        // A FIFO or device would block in open() before its type can be checked.
+        sys::open_without_blocking(&mut options);
+        let file = options.open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                // The cause would only repeat "no such file or directory".
+                return Error::new(ErrorKind::NotFound, "no such file").with_path(path);
+            }
+            let what = match (ErrorKind::of_io(&e), writable) {
+                (ErrorKind::ReadOnly, true) => {
+                    "cannot open for writing (permission denied or read-only file system)"
                 }
-                let what = match (ErrorKind::of_io(&e), writable) {
-                    (ErrorKind::ReadOnly, true) => {
-                        "cannot open for writing (permission denied or read-only file system)"
-                    }
-                    (ErrorKind::ReadOnly, false) => "cannot open for reading (permission denied)",
-                    _ => "cannot open",
-                };
-                Error::io(e, what).with_path(path)
-            })?;
+                (ErrorKind::ReadOnly, false) => "cannot open for reading (permission denied)",
+                _ => "cannot open",
+            };
+            Error::io(e, what).with_path(path)
+        })?;
         Self::lock_and_wrap(file, path, writable)
     }
 
@@ -161,6 +161,8 @@ impl StdFile {
         if !meta.is_file() {
             return Err(Error::new(ErrorKind::WrongType, "not a regular file").with_path(path));
         }
+        sys::restore_blocking(&file)
+            .map_err(|e| Error::io(e, "cannot set file flags").with_path(path))?;
         let locked = sys::try_lock(&file, writable)
             .map_err(|e| Error::io(e, "cannot lock the file").with_path(path))?;
         if !locked {

@@ -49,6 +49,34 @@ pub(crate) fn try_lock(_file: &File, _exclusive: bool) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Asks `open` not to block: opening a FIFO for reading otherwise waits for a writer, before
+/// the caller can see it is not a regular file.
+#[cfg(unix)]
+pub(crate) fn open_without_blocking(options: &mut std::fs::OpenOptions) {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+}
+
+/// Nothing blocks in `open` here.
+#[cfg(not(unix))]
+pub(crate) fn open_without_blocking(_options: &mut std::fs::OpenOptions) {}
+
+/// Clears the non-blocking flag [`open_without_blocking`] set, once the file is known to be a
+/// regular file (where the flag has no effect on Linux, but may elsewhere).
+#[cfg(unix)]
+pub(crate) fn restore_blocking(file: &File) -> io::Result<()> {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    let flags = fcntl_getfl(file)?;
+    fcntl_setfl(file, flags - OFlags::NONBLOCK)?;
+    Ok(())
+}
+
+/// Nothing to restore here.
+#[cfg(not(unix))]
+pub(crate) fn restore_blocking(_file: &File) -> io::Result<()> {
+    Ok(())
+}
+
 /// Deallocates `len` bytes at `offset` of `file` without changing its size; the range then
 /// reads as zeros. `Unsupported` if the host file system cannot punch holes.
 #[cfg(target_os = "linux")]
