@@ -15,17 +15,18 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use vdisk_core::{
-    BlockIndex, Compactable, DiskImage, Error, ErrorKind, HostLayout, ImageKind, Relocation,
-    Result, align_up,
+    BlockIndex, Compactable, DiskImage, Error, ErrorKind, HostFile, HostLayout, ImageKind,
+    Relocation, Result, align_up,
 };
 
-use crate::bat::BatEntry;
+use crate::bat::{Bat, BatEntry};
 use crate::format::{
     HEADER_SECTION_LEN, LOG_SECTOR, MIB, PAYLOAD_FULLY_PRESENT, PAYLOAD_UNDEFINED,
     PAYLOAD_UNMAPPED, PAYLOAD_ZERO,
 };
 use crate::image::VhdxImage;
 use crate::log_write::{PAGE, Page};
+use crate::session::Session;
 
 /// BAT entries per 4 KiB page.
 const ENTRIES_PER_PAGE: u64 = LOG_SECTOR / 8;
@@ -40,7 +41,7 @@ impl VhdxImage {
                 "fixed VHDX images keep every block allocated; use --mode retrim",
             ));
         }
-        let log_len = self.current_header().header.log_length.get();
+        let log_len = self.header.header.log_length.get();
         if u64::from(log_len) < MIB {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -55,68 +56,62 @@ impl VhdxImage {
 
     /// Table index of payload block `block`, checked.
     fn table_index(&self, block: BlockIndex) -> Result<u64> {
-        if block.0 >= self.bat.data_blocks {
+        let bat = self.bat();
+        if block.0 >= bat.data_blocks {
             return Err(Error::new(
                 ErrorKind::OutOfRange,
                 format!(
                     "block {} is outside the {}-block disk",
-                    block.0, self.bat.data_blocks
+                    block.0, bat.data_blocks
                 ),
             ));
         }
-        Ok(self.bat.payload_index(block.0))
+        Ok(bat.payload_index(block.0))
     }
 
-    /// Writes `changes` (table index → new entry) through the log, a few pages per entry,
-    /// updating the in-memory table as each entry takes effect; then empties the log.
+    /// Writes `changes` (table index → new entry) through the log; see [`log_bat_changes`].
     fn update_bat(&mut self, changes: &BTreeMap<u64, BatEntry>) -> Result<()> {
-        let Some(session) = self.session.as_mut() else {
+        let Some(session) = self
+            .session
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        else {
             return Err(read_only());
         };
-        let file = self.view.file();
-        let mut pages: Vec<u64> = changes.keys().map(|i| i / ENTRIES_PER_PAGE).collect();
-        pages.dedup();
-        for chunk in pages.chunks(session.max_pages().max(1)) {
-            let mut logged: Vec<Page> = Vec::with_capacity(chunk.len());
-            for &p in chunk {
-                let at = self.bat.file_offset + p * LOG_SECTOR;
-                let mut page = Box::new([0u8; PAGE]);
-                file.read_at(&mut page[..], at)?;
-                let first = p * ENTRIES_PER_PAGE;
-                for (k, slot) in page.chunks_exact_mut(8).enumerate() {
-                    let i = first + k as u64;
-                    let entry = match changes.get(&i) {
-                        Some(e) => Some(*e),
-                        None => usize::try_from(i)
-                            .ok()
-                            .and_then(|i| self.bat.entries.get(i).copied()),
-                    };
-                    if let Some(e) = entry {
-                        slot.copy_from_slice(&e.0.to_le_bytes());
-                    }
-                }
-                logged.push((at, page));
+        let bat = self
+            .bat
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        log_bat_changes(session, self.view.file(), bat, changes)
+    }
+
+    /// The end of the last byte any region, the log or a block (trimmed ones included) uses.
+    pub(crate) fn used_end(&self) -> u64 {
+        let bat = self.bat();
+        let bs = bat.block_size;
+        let mut highest = self
+            .metadata_ranges()
+            .iter()
+            .map(|r| r.end)
+            .fold(HEADER_SECTION_LEN, u64::max);
+        for b in 0..bat.data_blocks {
+            if let Some(e) = bat.payload(b)
+                && matches!(
+                    e.state(),
+                    PAYLOAD_FULLY_PRESENT | PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED
+                )
+                && e.host_offset() != 0
+            {
+                highest = highest.max(e.host_offset().saturating_add(bs));
             }
-            session.log_pages(file, logged)?;
-            // In effect from here on: a reopen replays it.
-            let span = chunk.first().map_or(0, |p| p * ENTRIES_PER_PAGE)
-                ..chunk.last().map_or(0, |p| (p + 1) * ENTRIES_PER_PAGE);
-            for (&i, &e) in changes.range(span) {
-                if let Some(slot) = usize::try_from(i)
-                    .ok()
-                    .and_then(|i| self.bat.entries.get_mut(i))
-                {
-                    *slot = e;
-                }
-            }
-            session.apply(file)?;
         }
-        session.finish(file)
+        highest
     }
 
     /// Host ranges of the log and every region, sorted.
     fn metadata_ranges(&self) -> Vec<Range<u64>> {
-        let h = &self.current_header().header;
+        // The log's place never changes in a session: the header read at open has it.
+        let h = &self.header.header;
         let log = h.log_offset.get()..h.log_offset.get() + u64::from(h.log_length.get());
         let mut all: Vec<Range<u64>> = self.regions.all.clone();
         if !log.is_empty() {
@@ -131,7 +126,7 @@ impl Compactable for VhdxImage {
     fn host_layout(&self) -> Result<HostLayout> {
         Ok(HostLayout {
             data_start: HEADER_SECTION_LEN,
-            block_footprint: self.bat.block_size,
+            block_footprint: self.bat().block_size,
             alignment: MIB,
             reserved: self.metadata_ranges(),
             trailer_len: 0,
@@ -145,7 +140,7 @@ impl Compactable for VhdxImage {
             let i = self.table_index(block)?;
             let Some(entry) = usize::try_from(i)
                 .ok()
-                .and_then(|i| self.bat.entries.get(i))
+                .and_then(|i| self.bat().entries.get(i).copied())
             else {
                 continue;
             };
@@ -163,13 +158,13 @@ impl Compactable for VhdxImage {
     }
 
     fn relocate(&mut self, moves: &[Relocation]) -> Result<()> {
-        let bs = self.bat.block_size;
+        let bs = self.bat().block_size;
         let metadata = self.metadata_ranges();
         let mut changes = BTreeMap::new();
         for m in moves {
             let i = self.table_index(m.block)?;
             let current = self
-                .bat
+                .bat()
                 .payload(m.block.0)
                 .map(|e| (e.state(), e.host_offset()));
             if current != Some((PAYLOAD_FULLY_PRESENT, m.from.0)) {
@@ -205,7 +200,11 @@ impl Compactable for VhdxImage {
         if changes.is_empty() {
             return Ok(());
         }
-        let Some(session) = self.session.as_mut() else {
+        let Some(session) = self
+            .session
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        else {
             return Err(read_only());
         };
         let file = self.view.file();
@@ -218,23 +217,7 @@ impl Compactable for VhdxImage {
     }
 
     fn truncate(&mut self, data_end: u64) -> Result<u64> {
-        let bs = self.bat.block_size;
-        let mut highest = self
-            .metadata_ranges()
-            .iter()
-            .map(|r| r.end)
-            .fold(HEADER_SECTION_LEN, u64::max);
-        for b in 0..self.bat.data_blocks {
-            if let Some(e) = self.bat.payload(b)
-                && matches!(
-                    e.state(),
-                    PAYLOAD_FULLY_PRESENT | PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED
-                )
-                && e.host_offset() != 0
-            {
-                highest = highest.max(e.host_offset().saturating_add(bs));
-            }
-        }
+        let highest = self.used_end();
         if highest > data_end {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -246,7 +229,11 @@ impl Compactable for VhdxImage {
         }
         let new_len = align_up(data_end, MIB)
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "file end overflows"))?;
-        let Some(session) = self.session.as_mut() else {
+        let Some(session) = self
+            .session
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        else {
             return Err(read_only());
         };
         let file = self.view.file();
@@ -262,6 +249,52 @@ impl Compactable for VhdxImage {
         self.view.set_file_len(new_len);
         Ok(new_len)
     }
+}
+
+/// Writes `changes` (table index → new entry) through the log, a few pages per entry,
+/// updating the in-memory table as each entry takes effect; then empties the log. Used by
+/// compaction and by allocating guest writes.
+pub(crate) fn log_bat_changes(
+    session: &mut Session,
+    file: &dyn HostFile,
+    bat: &mut Bat,
+    changes: &BTreeMap<u64, BatEntry>,
+) -> Result<()> {
+    let mut pages: Vec<u64> = changes.keys().map(|i| i / ENTRIES_PER_PAGE).collect();
+    pages.dedup();
+    for chunk in pages.chunks(session.max_pages().max(1)) {
+        let mut logged: Vec<Page> = Vec::with_capacity(chunk.len());
+        for &p in chunk {
+            let at = bat.file_offset + p * LOG_SECTOR;
+            let mut page = Box::new([0u8; PAGE]);
+            file.read_at(&mut page[..], at)?;
+            let first = p * ENTRIES_PER_PAGE;
+            for (k, slot) in page.chunks_exact_mut(8).enumerate() {
+                let i = first + k as u64;
+                let entry = match changes.get(&i) {
+                    Some(e) => Some(*e),
+                    None => usize::try_from(i)
+                        .ok()
+                        .and_then(|i| bat.entries.get(i).copied()),
+                };
+                if let Some(e) = entry {
+                    slot.copy_from_slice(&e.0.to_le_bytes());
+                }
+            }
+            logged.push((at, page));
+        }
+        session.log_pages(file, logged)?;
+        // In effect from here on: a reopen replays it.
+        let span = chunk.first().map_or(0, |p| p * ENTRIES_PER_PAGE)
+            ..chunk.last().map_or(0, |p| (p + 1) * ENTRIES_PER_PAGE);
+        for (&i, &e) in changes.range(span) {
+            if let Some(slot) = usize::try_from(i).ok().and_then(|i| bat.entries.get_mut(i)) {
+                *slot = e;
+            }
+        }
+        session.apply(file)?;
+    }
+    session.finish(file)
 }
 
 /// The error of a writing primitive on a read-only open.

@@ -36,7 +36,7 @@ fn qemu_image() -> Vec<u8> {
 /// Opens writable; with `head`, one BAT page per entry and the log head placed there.
 fn open(file: impl vdisk_core::HostFile + 'static, head: Option<u32>) -> Result<VhdxImage> {
     let mut image = VhdxImage::open(Box::new(file), true)?;
-    if let (Some(head), Some(s)) = (head, image.session.as_mut()) {
+    if let (Some(head), Some(s)) = (head, image.session.get_mut().unwrap().as_mut()) {
         s.set_page_limit(1);
         s.set_log_head(head);
     }

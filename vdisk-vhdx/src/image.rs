@@ -1,11 +1,12 @@
 //! An opened VHDX: the parse pipeline (header, log, regions, metadata, BAT) and the guest view.
 
 use std::cell::Cell;
+use std::sync::{Mutex, RwLock};
 
 use uuid::Uuid;
 use vdisk_core::{
     BlockDevice, BlockIndex, BlockState, DiskImage, Error, ErrorKind, HostFile, HostOffset,
-    ImageKind, Problem, Result, Severity, check_range,
+    ImageKind, Problem, Result, check_range,
 };
 
 use crate::bat::{Bat, read_bat};
@@ -92,7 +93,7 @@ pub(crate) fn inspect(file: Box<dyn HostFile>, problems: &mut Vec<Problem>) -> R
     };
     let regions = read_regions(&view, &log_range, problems)?;
     // Misplaced regions make everything read from them meaningless: stop here.
-    if let Some(err) = first_error(problems) {
+    if let Some(err) = vdisk_core::first_error(problems) {
         return Err(err);
     }
     let meta = read_metadata(&view, &regions.metadata)?;
@@ -110,38 +111,22 @@ pub(crate) fn inspect(file: Box<dyn HostFile>, problems: &mut Vec<Problem>) -> R
     })
 }
 
-/// The first error-level problem as an open error.
-pub(crate) fn first_error(problems: &[Problem]) -> Option<Error> {
-    let mut errors = problems.iter().filter(|p| p.severity == Severity::Error);
-    let p = errors.next()?;
-    let more = match errors.count() {
-        0 => String::new(),
-        n => format!(
-            " (and {n} more problem{}; `vdisk check` lists them)",
-            if n == 1 { "" } else { "s" }
-        ),
-    };
-    let err = Error::new(ErrorKind::InvalidImage, format!("{}{more}", p.message));
-    Some(match p.offset {
-        Some(o) => err.with_offset(o),
-        None => err,
-    })
-}
-
 /// An opened VHDX image (fixed or dynamic).
 #[derive(Debug)]
 pub struct VhdxImage {
     pub(crate) view: HostView,
-    header: CurrentHeader,
+    /// The header at open (the session's is newer once it has written one).
+    pub(crate) header: CurrentHeader,
     log: LogState,
     /// Where the BAT, metadata and other regions are (the compactor's reserved ranges).
     pub(crate) regions: Regions,
     meta: Metadata,
-    pub(crate) bat: Bat,
+    /// The BAT; guest writes that allocate change it through `&self`.
+    pub(crate) bat: RwLock<Bat>,
     /// Warnings found at open, reported again by `check`.
     notes: Vec<Problem>,
-    /// Header and log writing state of a writable open.
-    pub(crate) session: Option<Session>,
+    /// Header and log writing state of a writable open; held by a guest write throughout.
+    pub(crate) session: Mutex<Option<Session>>,
 }
 
 impl VhdxImage {
@@ -162,7 +147,7 @@ impl VhdxImage {
         }
         let mut problems = Vec::new();
         let parsed = inspect(file, &mut problems)?;
-        if let Some(err) = first_error(&problems) {
+        if let Some(err) = vdisk_core::first_error(&problems) {
             return Err(err);
         }
         if !writable {
@@ -183,7 +168,7 @@ impl VhdxImage {
         let file = parsed.view.into_file();
         let mut problems = Vec::new();
         let parsed = inspect(file, &mut problems)?;
-        if let Some(err) = first_error(&problems) {
+        if let Some(err) = vdisk_core::first_error(&problems) {
             return Err(err);
         }
         let session = Session::new(parsed.header.clone(), true);
@@ -208,15 +193,24 @@ impl VhdxImage {
             log,
             regions,
             meta,
-            bat,
+            bat: RwLock::new(bat),
             notes,
-            session,
+            session: Mutex::new(session),
         }
     }
 
     /// The header in effect (the session's, once it has written one).
-    pub(crate) fn current_header(&self) -> &CurrentHeader {
-        self.session.as_ref().map_or(&self.header, |s| s.header())
+    pub(crate) fn current_header(&self) -> CurrentHeader {
+        lock(&self.session)
+            .as_ref()
+            .map_or_else(|| self.header.clone(), |s| s.header().clone())
+    }
+
+    /// The BAT, for reading.
+    pub(crate) fn bat(&self) -> std::sync::RwLockReadGuard<'_, Bat> {
+        self.bat
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The virtual disk id.
@@ -239,10 +233,20 @@ impl Drop for VhdxImage {
     /// Empties the log if an earlier failure left it in use (best effort: if this fails too,
     /// the log stays valid and the next open replays it).
     fn drop(&mut self) {
-        if let Some(session) = &mut self.session {
+        let session = self
+            .session
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(session) = session {
             let _ = session.finish(self.view.file());
         }
     }
+}
+
+/// Locks `m`; a panic elsewhere while it was held does not make the state unusable (every
+/// update of the guarded state is complete or not begun).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Writes the entries of `sequence` to their places in order, grows the file to the size the
@@ -291,13 +295,25 @@ impl BlockDevice for VhdxImage {
         self.meta.disk_size
     }
 
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.write_guest(buf, offset)
+    }
+
+    /// Syncs the file of a writable open (a read-only open has nothing to make durable).
+    fn flush(&self) -> Result<()> {
+        if lock(&self.session).is_some() {
+            self.view.file().sync()?;
+        }
+        Ok(())
+    }
+
     fn sector_size(&self) -> u32 {
         self.meta.logical_sector_size
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(self.size(), offset, buf.len())?;
-        let bs = self.bat.block_size;
+        let bs = self.bat().block_size;
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
@@ -307,7 +323,7 @@ impl BlockDevice for VhdxImage {
                 .unwrap_or(usize::MAX)
                 .min(buf.len() - done);
             let part = &mut buf[done..done + n];
-            let entry = self.bat.payload(block).ok_or_else(|| {
+            let entry = self.bat().payload(block).ok_or_else(|| {
                 Error::new(ErrorKind::OutOfRange, "block outside the bat").with_offset(pos)
             })?;
             if entry.state() == PAYLOAD_FULLY_PRESENT {
@@ -336,20 +352,21 @@ impl DiskImage for VhdxImage {
     }
 
     fn block_size(&self) -> u64 {
-        self.bat.block_size
+        self.bat().block_size
     }
 
     fn block_count(&self) -> u64 {
-        self.bat.data_blocks
+        self.bat().data_blocks
     }
 
     fn block_state(&self, block: BlockIndex) -> Result<BlockState> {
-        let entry = self.bat.payload(block.0).ok_or_else(|| {
+        let bat = self.bat();
+        let entry = bat.payload(block.0).ok_or_else(|| {
             Error::new(
                 ErrorKind::OutOfRange,
                 format!(
                     "block {} is outside the {}-block disk",
-                    block.0, self.bat.data_blocks
+                    block.0, bat.data_blocks
                 ),
             )
         })?;
@@ -363,7 +380,7 @@ impl DiskImage for VhdxImage {
             PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED => BlockState::Trimmed {
                 host: (host != 0
                     && host
-                        .checked_add(self.bat.block_size)
+                        .checked_add(bat.block_size)
                         .is_some_and(|e| e <= self.view.len()))
                 .then_some(HostOffset(host)),
             },
@@ -392,7 +409,7 @@ impl DiskImage for VhdxImage {
         };
         vec![
             ("creator".into(), current.creator.clone()),
-            ("block size".into(), self.bat.block_size.to_string()),
+            ("block size".into(), self.bat().block_size.to_string()),
             (
                 "logical sector size".into(),
                 self.meta.logical_sector_size.to_string(),
@@ -421,7 +438,7 @@ impl DiskImage for VhdxImage {
                 guid(h.data_write_guid).to_string(),
             ),
             ("log guid".into(), guid(h.log_guid).to_string()),
-            ("chunk ratio".into(), self.bat.chunk_ratio.to_string()),
+            ("chunk ratio".into(), self.bat().chunk_ratio.to_string()),
         ]
     }
 

@@ -1,7 +1,7 @@
 //! # vdisk-vhdx
 //!
-//! The VHDX backend of vdisk ([MS-VHDX] v1.0): fixed and dynamic images; reading, checking
-//! and compacting. Differencing images are refused with
+//! The VHDX backend of vdisk ([MS-VHDX] v1.0): fixed and dynamic images; creating, reading,
+//! guest writes, checking and compacting. Differencing images are refused with
 //! [`vdisk_core::ErrorKind::Unsupported`].
 //!
 //! ```text
@@ -25,6 +25,9 @@
 //!                           entry, sync, header LogGuid set, sync, pages in place, sync,
 //!                           LogGuid zero, sync; payload moves are copied and synced before
 //!                           the BAT points at them; truncation logs the new size first
+//!              write_at     (writable) FULLY_PRESENT in place; other states get a new block at
+//!                           the 1 MiB-aligned end, synced, then the BAT entry through the log
+//!   DRIVER.create  header section, 1 MiB log, metadata, BAT (fixed: every block present)
 //!   DRIVER.check   every problem found by a lenient pass, not only the first
 //! ```
 //!
@@ -32,14 +35,15 @@
 //! open of an image with a pending log never returns data the log superseded, and never
 //! writes. Header updates follow the two-header protocol (the non-current copy is written with
 //! the sequence number plus one, and synced). The FileWriteGuid changes once per writing
-//! session, before its first write; the DataWriteGuid never changes (compaction does not change
-//! what the disk reads).
+//! session, before its first write; the DataWriteGuid changes once per session before the
+//! first guest write (compaction never changes it: it does not change what the disk reads).
 #![forbid(unsafe_code)]
 
 mod bat;
 mod compact;
 #[cfg(test)]
 mod crash_tests;
+mod create;
 mod format;
 mod header;
 mod image;
@@ -49,10 +53,11 @@ mod metadata;
 mod overlay;
 mod region;
 mod session;
+mod write;
 
 use vdisk_core::{
-    CheckReport, Confidence, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions, Problem,
-    Result, Severity,
+    CheckReport, Confidence, CreateSpec, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions,
+    Problem, Result, Severity,
 };
 
 pub use image::VhdxImage;
@@ -91,6 +96,10 @@ impl FormatDriver for VhdxDriver {
 
     fn open(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {
         Ok(Box::new(VhdxImage::open(file, opts.writable)?))
+    }
+
+    fn create(&self, file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Box<dyn DiskImage>> {
+        Ok(Box::new(create::create(file, spec)?))
     }
 
     fn check(&self, file: Box<dyn HostFile>) -> Result<CheckReport> {

@@ -5,6 +5,7 @@
 //! every metadata and payload read therefore goes through [`HostView::read_at`].
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use vdisk_core::{Error, ErrorKind, HostFile, Result};
 
@@ -140,10 +141,10 @@ fn index(v: u64) -> usize {
 pub(crate) struct HostView {
     file: Box<dyn HostFile>,
     overlay: Overlay,
-    /// Length of the file on the host.
-    file_len: u64,
+    /// Length of the file on the host (atomic: guest writes grow the file through `&self`).
+    file_len: AtomicU64,
     /// Length the file has once the log is applied (at least `file_len`).
-    len: u64,
+    len: AtomicU64,
 }
 
 impl HostView {
@@ -153,14 +154,15 @@ impl HostView {
         Ok(HostView {
             file,
             overlay: Overlay::new(),
-            file_len,
-            len: file_len,
+            file_len: AtomicU64::new(file_len),
+            len: AtomicU64::new(file_len),
         })
     }
 
     /// Lays a replayed log over the file; `min_len` is the file size the log asks for.
     pub(crate) fn set_overlay(&mut self, overlay: Overlay, min_len: u64) {
-        self.len = self.file_len.max(min_len).max(overlay.end());
+        let len = self.file_len().max(min_len).max(overlay.end());
+        self.len.store(len, Ordering::SeqCst);
         self.overlay = overlay;
     }
 
@@ -175,20 +177,21 @@ impl HostView {
     }
 
     /// Records that the host file is now `len` bytes long (writable opens, which have no
-    /// overlay, after shrinking the file).
-    pub(crate) fn set_file_len(&mut self, len: u64) {
-        self.file_len = len;
-        self.len = len.max(self.overlay.end());
+    /// overlay, after shrinking or growing the file).
+    pub(crate) fn set_file_len(&self, len: u64) {
+        self.file_len.store(len, Ordering::SeqCst);
+        self.len
+            .store(len.max(self.overlay.end()), Ordering::SeqCst);
     }
 
     /// Length of the file with the log applied.
     pub(crate) fn len(&self) -> u64 {
-        self.len
+        self.len.load(Ordering::SeqCst)
     }
 
     /// Length of the file on the host.
     pub(crate) fn file_len(&self) -> u64 {
-        self.file_len
+        self.file_len.load(Ordering::SeqCst)
     }
 
     /// Reads `buf.len()` bytes at `offset` as the file reads once the log is applied. Fails
@@ -196,7 +199,7 @@ impl HostView {
     pub(crate) fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let end = offset
             .checked_add(buf.len() as u64)
-            .filter(|&e| e <= self.len)
+            .filter(|&e| e <= self.len())
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::OutOfRange,
@@ -204,7 +207,7 @@ impl HostView {
                 )
                 .with_offset(offset)
             })?;
-        let on_disk = end.min(self.file_len).saturating_sub(offset);
+        let on_disk = end.min(self.file_len()).saturating_sub(offset);
         let on_disk = usize::try_from(on_disk).unwrap_or(buf.len()).min(buf.len());
         let (head, tail) = buf.split_at_mut(on_disk);
         if !head.is_empty() {

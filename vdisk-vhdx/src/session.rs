@@ -30,6 +30,8 @@ pub(crate) struct Session {
     log: LogWriter,
     /// The FileWriteGuid was changed in this session.
     file_write_guid_changed: bool,
+    /// The DataWriteGuid was changed in this session.
+    data_write_guid_changed: bool,
     /// The header's LogGuid is set to ours.
     log_active: bool,
     /// An entry in effect whose pages may not all be on disk yet (an earlier apply failed).
@@ -47,6 +49,7 @@ impl Session {
             header,
             log,
             file_write_guid_changed,
+            data_write_guid_changed: false,
             log_active: false,
             unapplied: None,
             page_limit: None,
@@ -97,6 +100,18 @@ impl Session {
             let fwg = uuid::Uuid::new_v4().to_bytes_le();
             self.update_header(file, |h| h.file_write_guid = fwg)?;
             self.file_write_guid_changed = true;
+        }
+        Ok(())
+    }
+
+    /// Changes the DataWriteGuid once per session, before the first write that changes what
+    /// the disk reads (MS-VHDX 2.2.2.1); the FileWriteGuid first if not done yet.
+    pub(crate) fn begin_data_write(&mut self, file: &dyn HostFile) -> Result<()> {
+        self.begin_write(file)?;
+        if !self.data_write_guid_changed {
+            let dwg = uuid::Uuid::new_v4().to_bytes_le();
+            self.update_header(file, |h| h.data_write_guid = dwg)?;
+            self.data_write_guid_changed = true;
         }
         Ok(())
     }

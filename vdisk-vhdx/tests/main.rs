@@ -10,8 +10,10 @@ mod main {
     mod compact_cases;
     mod compact_prop;
     mod crash;
+    pub mod create;
     mod fixtures;
     mod fuzz;
     mod qemu;
     pub mod util;
+    mod write;
 }

@@ -4,7 +4,8 @@
 use vdisk_core::{ErrorKind, FormatDriver, MemFile, OpenOptions, Result, Severity};
 
 use super::util::{
-    BAT_REGION, FIXTURES, METADATA_REGION, fix_crc, open_bytes, read, region_offset, run,
+    BAT_REGION, FIXTURES, METADATA_REGION, fix_crc, open_bytes, qemu_create, read, region_offset,
+    run,
 };
 
 const HEADERS: [usize; 2] = [0x10000, 0x20000];
@@ -15,19 +16,7 @@ fn base() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.vhdx");
     let p = path.to_str().unwrap();
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "vhdx",
-            "-o",
-            "block_size=1M,block_state_zero=off",
-            p,
-            "8M",
-        ],
-    );
+    qemu_create(p, "block_size=1M,block_state_zero=off", "8M");
     run("qemu-io", &["-f", "vhdx", "-c", "write -P 0x77 0 1M", p]);
     run("qemu-io", &["-f", "vhdx", "-c", "write -P 0x88 2M 4096", p]);
     std::fs::read(&path).unwrap()

@@ -9,7 +9,7 @@ use super::compact::qemu_agrees;
 use super::qemu::make;
 use super::util::{
     assert_same_as_raw, check_errors, compact, content, fixture, log_detail, open_path, open_rw,
-    read, run,
+    qemu_create, read, run,
 };
 
 /// (sequence number, FileWriteGuid, DataWriteGuid, LogGuid) of the header copy at `at`.
@@ -217,19 +217,7 @@ fn make_no_raw(
 ) -> (std::path::PathBuf, ()) {
     let path = dir.join(name);
     let p = path.to_str().unwrap();
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "vhdx",
-            "-o",
-            opts,
-            p,
-            &size.to_string(),
-        ],
-    );
+    qemu_create(p, opts, &size.to_string());
     let mut args = vec!["-f", "vhdx"];
     for c in cmds {
         args.push("-c");

@@ -4,7 +4,9 @@
 use proptest::prelude::*;
 use vdisk_core::{Access, MIB, Mode};
 
-use super::util::{check_errors, compact, content, log_detail, open_path, open_rw, run};
+use super::util::{
+    check_errors, compact, content, log_detail, open_path, open_rw, qemu_create, run,
+};
 
 /// One qemu-io write: (offset as a fraction of the disk, length in 512-byte sectors, kind).
 /// Kind 0: real zeros (`-P 0`), 1: zero write (`-z`), other: that pattern.
@@ -29,19 +31,7 @@ fn compact_random(bs: u64, size: u64, writes: &[Write], mode: Mode) {
     let orig = dir.path().join("o.vhdx");
     let o = orig.to_str().unwrap();
     let opts = format!("block_size={bs}");
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "vhdx",
-            "-o",
-            &opts,
-            o,
-            &size.to_string(),
-        ],
-    );
+    qemu_create(o, &opts, &size.to_string());
     let mut args = qemu_io_args(size, writes);
     args.push(o.to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

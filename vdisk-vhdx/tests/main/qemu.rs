@@ -5,26 +5,14 @@ use std::path::{Path, PathBuf};
 use vdisk_core::{BlockIndex, BlockState, ImageKind, MIB};
 
 use super::util::{
-    METADATA_REGION, assert_same_as_raw, libvhdi_raw, open_path, region_offset, run,
+    METADATA_REGION, assert_same_as_raw, libvhdi_raw, open_path, qemu_create, region_offset, run,
 };
 
 /// Creates `name` with qemu-img, applies qemu-io commands, converts to raw with qemu-img.
 pub fn make(dir: &Path, name: &str, opts: &str, size: u64, cmds: &[&str]) -> (PathBuf, PathBuf) {
     let path = dir.join(name);
     let p = path.to_str().unwrap();
-    run(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "vhdx",
-            "-o",
-            opts,
-            p,
-            &size.to_string(),
-        ],
-    );
+    qemu_create(p, opts, &size.to_string());
     for c in cmds {
         run("qemu-io", &["-f", "vhdx", "-c", c, p]);
     }

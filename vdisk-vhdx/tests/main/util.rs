@@ -40,6 +40,14 @@ pub fn read(image: &dyn DiskImage, offset: u64, len: usize) -> Vec<u8> {
     buf
 }
 
+/// Creates a VHDX at `path` with `qemu-img create -f vhdx -o OPTS PATH SIZE`.
+pub fn qemu_create(path: &str, opts: &str, size: &str) {
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "vhdx", "-o", opts, path, size],
+    );
+}
+
 /// Runs a command and asserts it succeeded; returns stdout.
 pub fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)
