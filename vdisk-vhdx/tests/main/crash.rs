@@ -6,7 +6,9 @@ use vdisk_core::testing::{Fault, FaultyFile, Survivors};
 use vdisk_core::{DiskImage, ErrorKind, MIB, MemFile, Mode};
 
 use super::qemu::make;
-use super::util::{check_errors, compact, content, log_detail, open_bytes, open_rw, run};
+use super::util::{
+    check_errors, compact, content, log_detail, open_bytes, open_rw, qemu_convert_raw, run,
+};
 
 /// qemu-made images with zero blocks among data blocks, so compaction frees, moves (in more
 /// than one relocate batch for the second) and truncates.
@@ -191,18 +193,7 @@ fn qemu_replays_the_log_entries_we_write() {
             let p = path.to_str().unwrap();
             run("qemu-img", &["check", "-q", "-r", "all", "-f", "vhdx", p]);
             let raw = dir.path().join(format!("c{n}-{si}.raw"));
-            run(
-                "qemu-img",
-                &[
-                    "convert",
-                    "-f",
-                    "vhdx",
-                    "-O",
-                    "raw",
-                    p,
-                    raw.to_str().unwrap(),
-                ],
-            );
+            qemu_convert_raw(p, &raw);
             assert!(
                 std::fs::read(&raw).unwrap() == model,
                 "cut {n} {s:?}: qemu's replay differs"

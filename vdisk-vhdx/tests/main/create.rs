@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use vdisk_core::{Access, CreateSpec, DiskImage, ErrorKind, FormatDriver, ImageKind, MIB, MemFile};
 
-use super::util::{libvhdi_raw, open_path, run};
+use super::util::{libvhdi_raw, open_path, qemu_convert_raw, run};
 
 /// Creates an image at `dir/name` through the driver and returns its path and the open image.
 pub fn create_file(dir: &Path, name: &str, spec: &CreateSpec) -> (PathBuf, Box<dyn DiskImage>) {
@@ -31,18 +31,7 @@ pub fn qemu_accepts(path: &Path, size: u64) {
 /// The virtual disk as qemu-img converts it to raw.
 pub fn qemu_raw(path: &Path) -> Vec<u8> {
     let raw = path.with_extension("qemu.raw");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "vhdx",
-            "-O",
-            "raw",
-            path.to_str().unwrap(),
-            raw.to_str().unwrap(),
-        ],
-    );
+    qemu_convert_raw(path.to_str().unwrap(), &raw);
     std::fs::read(raw).unwrap()
 }
 

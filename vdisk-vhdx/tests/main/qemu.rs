@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use vdisk_core::{BlockIndex, BlockState, ImageKind, MIB};
 
 use super::util::{
-    METADATA_REGION, assert_same_as_raw, libvhdi_raw, open_path, qemu_create, region_offset, run,
+    METADATA_REGION, assert_same_as_raw, libvhdi_raw, open_path, qemu_convert_raw, qemu_create,
+    region_offset, run,
 };
 
 /// Creates `name` with qemu-img, applies qemu-io commands, converts to raw with qemu-img.
@@ -17,18 +18,7 @@ pub fn make(dir: &Path, name: &str, opts: &str, size: u64, cmds: &[&str]) -> (Pa
         run("qemu-io", &["-f", "vhdx", "-c", c, p]);
     }
     let raw = dir.join(format!("{name}.raw"));
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "vhdx",
-            "-O",
-            "raw",
-            p,
-            raw.to_str().unwrap(),
-        ],
-    );
+    qemu_convert_raw(p, &raw);
     (path, raw)
 }
 
@@ -121,18 +111,7 @@ fn logical_sector_4096_reads_like_qemu_and_libvhdi() {
         run("qemu-io", &["-f", "vhdx", "-c", c, p]);
     }
     let raw = dir.path().join("s.raw");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "vhdx",
-            "-O",
-            "raw",
-            p,
-            raw.to_str().unwrap(),
-        ],
-    );
+    qemu_convert_raw(p, &raw);
     let mut bytes = std::fs::read(&path).unwrap();
     let meta = region_offset(&bytes, METADATA_REGION) as usize;
     let count = u16::from_le_bytes([bytes[meta + 10], bytes[meta + 11]]) as usize;

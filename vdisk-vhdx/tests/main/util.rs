@@ -40,6 +40,22 @@ pub fn read(image: &dyn DiskImage, offset: u64, len: usize) -> Vec<u8> {
     buf
 }
 
+/// Converts the VHDX `image` to a raw file at `raw` with `qemu-img convert`.
+pub fn qemu_convert_raw(image: &str, raw: &Path) {
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "vhdx",
+            "-O",
+            "raw",
+            image,
+            raw.to_str().unwrap(),
+        ],
+    );
+}
+
 /// Creates a VHDX at `path` with `qemu-img create -f vhdx -o OPTS PATH SIZE`.
 pub fn qemu_create(path: &str, opts: &str, size: &str) {
     run(
