@@ -32,7 +32,17 @@ pub(crate) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
         Err(rustix::io::Errno::NOLCK | rustix::io::Errno::OPNOTSUPP) => {}
         Err(e) => return Err(e.into()),
     }
-    match fcntl_lock(file, op) {
+    let record_lock = if exclusive {
+        fcntl_lock(file, op)
+    } else {
+        shared_record_lock(file)
+    };
+    match record_lock {
+        Ok(()) if !exclusive && qemu_writer_present(file)? => {
+            let _ = flock(file, FlockOperation::Unlock);
+            let _ = fcntl_lock(file, FlockOperation::Unlock);
+            Ok(false)
+        }
         Ok(()) => Ok(true),
         Err(e) if busy(e) => {
             let _ = flock(file, FlockOperation::Unlock);
@@ -41,6 +51,85 @@ pub(crate) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
         Err(rustix::io::Errno::NOLCK | rustix::io::Errno::OPNOTSUPP) => Ok(true),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The byte qemu locks (shared, OFD) while it holds write permission on an image: its lock
+/// bytes start at 100, one per permission bit, and "write" is bit 1.
+#[cfg(unix)]
+const QEMU_WRITE_PERMISSION_BYTE: i64 = 101;
+
+/// Whether another program holds a lock that shows it is writing the file: qemu's
+/// write-permission byte (qemu-system, qemu-nbd, qemu-storage-daemon, qemu-io opened for
+/// writing) or a lock a writer holds over the whole file (another vdisk). Readers' shared
+/// locks do not conflict with this query, so concurrent readers stay possible.
+///
+/// A process-associated `F_GETLK` query: it ignores this process's own locks and reports
+/// other processes' record locks and every OFD lock. (`nix` rather than `rustix` here: rustix
+/// 1.1 panics on the `l_pid` of -1 that the kernel reports for OFD locks.)
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "F_RDLCK, F_WRLCK, F_UNLCK and SEEK_SET are 0..=2 and fit c_short"
+)]
+#[cfg(target_os = "linux")]
+fn qemu_writer_present(file: &File) -> io::Result<bool> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::libc;
+    let mut probe = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: QEMU_WRITE_PERMISSION_BYTE,
+        l_len: 1,
+        l_pid: 0,
+    };
+    match fcntl(file, FcntlArg::F_GETLK(&mut probe)) {
+        Ok(_) => Ok(probe.l_type != libc::F_UNLCK as libc::c_short),
+        // File systems without POSIX locks cannot tell: assume no writer, as flock did.
+        Err(
+            nix::errno::Errno::ENOLCK | nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EINVAL,
+        ) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A shared record lock over the whole file except qemu's write-permission byte, so that
+/// readers never look like writers to each other's [`qemu_writer_present`] query, while a
+/// writer opening the file (qemu checks its lock bytes, another vdisk the whole file) still
+/// sees a reader.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "F_RDLCK, F_WRLCK, F_UNLCK and SEEK_SET are 0..=2 and fit c_short"
+)]
+#[cfg(target_os = "linux")]
+fn shared_record_lock(file: &File) -> Result<(), rustix::io::Errno> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::libc;
+    let lock = |start: i64, len: i64| {
+        let range = libc::flock {
+            l_type: libc::F_RDLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: start,
+            l_len: len,
+            l_pid: 0,
+        };
+        fcntl(file, FcntlArg::F_SETLK(&range))
+            .map(drop)
+            .map_err(|e| rustix::io::Errno::from_raw_os_error(e as i32))
+    };
+    lock(0, QEMU_WRITE_PERMISSION_BYTE)?;
+    // A length of 0 reaches past any end the file may grow to.
+    lock(QEMU_WRITE_PERMISSION_BYTE + 1, 0)
+}
+
+/// A shared record lock over the whole file.
+#[cfg(all(unix, not(target_os = "linux")))]
+fn shared_record_lock(file: &File) -> Result<(), rustix::io::Errno> {
+    rustix::fs::fcntl_lock(file, rustix::fs::FlockOperation::NonBlockingLockShared)
+}
+
+/// No lock query on other hosts yet.
+#[cfg(all(unix, not(target_os = "linux")))]
+fn qemu_writer_present(_file: &File) -> io::Result<bool> {
+    Ok(false)
 }
 
 /// Locks are advisory and not available here: report success.

@@ -141,3 +141,26 @@ fn two_concurrent_compactions_of_one_file_never_corrupt_it() {
         );
     }
 }
+
+#[test]
+fn read_only_commands_refuse_an_image_qemu_is_writing_but_share_it_with_readers() {
+    let dir = tempdir();
+    let s = mixed(dir.path());
+    let file = s.image.to_str().unwrap();
+    {
+        let _writer = Holder::start(&s.image, &[]);
+        // Numbers read while a VM writes would be stale: refused like a compaction.
+        super::support::vdisk(["info", "--json", file]).expect_code(EXIT_IN_USE);
+        super::support::vdisk(["check", "--json", file]).expect_code(EXIT_IN_USE);
+        vdisk_compact(&s.image, "prezeroed", &["--dry-run"]).expect_code(EXIT_IN_USE);
+    }
+    {
+        let _reader = Holder::start(&s.image, &["-r"]);
+        super::support::vdisk(["info", "--json", file]).expect_code(0);
+        vdisk_compact(&s.image, "prezeroed", &["--dry-run"]).expect_code(0);
+    }
+    // Two vdisk readers at once do not mistake each other for writers.
+    let a = vdisk_cmd().args(["info", "--json", file]).spawn().unwrap();
+    super::support::vdisk(["info", "--json", file]).expect_code(0);
+    assert!(a.wait_with_output().unwrap().status.success());
+}
