@@ -8,10 +8,12 @@
 //! 3. `vdisk info`, `compact --dry-run`, `compact`, `info`, `check` on it, commands echoed.
 //! 4. The content is read back through the library and compared with what was written.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use vdisk_core::{Access, CreateSpec, FormatDriver, ImageKind, OpenOptions, StdFile};
+
+use crate::shared::{build_vdisk, fill_random};
 
 /// Virtual size of the sample disk.
 const VIRTUAL_SIZE: u64 = 512 << 20;
@@ -38,18 +40,6 @@ fn content(block: u64) -> Content {
         Content::Data(block + 1)
     } else {
         Content::Zeroed
-    }
-}
-
-/// Deterministic pseudo-random bytes (xorshift64*): no dependency, same every run.
-fn fill_random(buf: &mut [u8], seed: u64) {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for chunk in buf.chunks_mut(8) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
     }
 }
 
@@ -101,42 +91,6 @@ fn demo_in(vdisk: &Path, dir: &Path) -> Result<(), String> {
         VIRTUAL_SIZE >> 20
     );
     Ok(())
-}
-
-/// Builds the release binary with the `cargo` running us and returns its path.
-fn build_vdisk() -> Result<PathBuf, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    println!("== cargo build --release -p vdisk-cli");
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "-p", "vdisk-cli"])
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build failed ({status})"));
-    }
-    let root = workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| if t.is_relative() { root.join(t) } else { t })
-        .unwrap_or_else(|| root.join("target"));
-    let exe = target
-        .join("release")
-        .join(format!("vdisk{}", std::env::consts::EXE_SUFFIX));
-    if exe.is_file() {
-        Ok(exe)
-    } else {
-        Err(format!(
-            "built, but {} is missing (is the target directory configured elsewhere?)",
-            exe.display()
-        ))
-    }
-}
-
-fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map_or(manifest.clone(), Path::to_path_buf)
 }
 
 fn file_len(path: &Path) -> Result<u64, String> {

@@ -2,9 +2,12 @@
 //!
 //! Tasks (one module each):
 //! - `demo`: build the `vdisk` binary, make a bloated sample VHD and compact it.
+//! - `bench`: vdisk's in-place compaction against `qemu-img convert`, same process.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod demo;
+mod shared;
 
 use std::process::ExitCode;
 
@@ -13,12 +16,16 @@ usage: cargo xtask <task>
 
 tasks:
   demo [--keep]   build vdisk, make a bloated sample VHD, show info/compact/check on it
-                  (--keep leaves the temporary folder in place)";
+                  (--keep leaves the temporary folder in place)
+  bench [--quick] [--runs N] [--out DIR]
+                  vdisk compact against qemu-img convert on reference images; writes
+                  bench.json and bench.md into DIR (default <target>/bench)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -1,0 +1,175 @@
+//! Running one tool once and measuring it: wall time, and from `/usr/bin/time` the child's
+//! peak RSS and block I/O. Also file sizes (apparent and allocated) and the correctness check.
+
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// GNU time, used for the child's peak RSS and I/O (Debian package `time`).
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// One run of one tool.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Wall time in seconds.
+    pub wall: f64,
+    /// Peak resident set of the child, KiB (None without GNU time).
+    pub rss_kib: Option<u64>,
+    /// File-system inputs and outputs of the child in 512-byte blocks (None without GNU time).
+    /// These count I/O that reached the block layer; page-cache hits are not in them.
+    pub io_blocks: Option<(u64, u64)>,
+    /// What the tool printed on stdout.
+    pub stdout: String,
+}
+
+/// Apparent size (`st_size`) and allocated bytes (`st_blocks * 512`) of a file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileSize {
+    pub len: u64,
+    pub alloc: u64,
+}
+
+/// Whether GNU time is there to measure RSS and I/O.
+pub fn have_gnu_time() -> bool {
+    Path::new(GNU_TIME).is_file()
+}
+
+/// Runs `program args`, under GNU time when present; fails unless it exits 0.
+pub fn run_timed(program: &OsStr, args: &[&OsStr], stats_file: &Path) -> Result<Sample, String> {
+    let shown = || {
+        let mut s = program.to_string_lossy().into_owned();
+        for a in args {
+            s.push(' ');
+            s.push_str(&a.to_string_lossy());
+        }
+        s
+    };
+    let gnu = have_gnu_time();
+    let mut cmd = if gnu {
+        let mut c = Command::new(GNU_TIME);
+        c.arg("-f").arg("%M %I %O").arg("-o").arg(stats_file);
+        c.arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    cmd.args(args);
+    let start = Instant::now();
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run `{}`: {e}", shown()))?;
+    let wall = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(format!(
+            "`{}` failed ({}):\n{}{}",
+            shown(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let (mut rss_kib, mut io_blocks) = (None, None);
+    if gnu {
+        let text = std::fs::read_to_string(stats_file)
+            .map_err(|e| format!("cannot read {}: {e}", stats_file.display()))?;
+        // The last line holds the numbers (earlier ones would be notes such as a signal).
+        let nums: Vec<u64> = text
+            .lines()
+            .last()
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        if let [rss, read, written] = nums[..] {
+            rss_kib = Some(rss);
+            io_blocks = Some((read, written));
+        }
+    }
+    Ok(Sample {
+        wall,
+        rss_kib,
+        io_blocks,
+        stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    })
+}
+
+/// Sizes of `path`.
+pub fn file_size(path: &Path) -> Result<FileSize, String> {
+    let m = std::fs::metadata(path).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+    Ok(FileSize {
+        len: m.len(),
+        alloc: m.blocks() * 512,
+    })
+}
+
+/// Copies the pristine image and checks the copy kept its holes (it should: `std::fs::copy`
+/// uses `copy_file_range` on Linux). Returns a warning if the copy is clearly less sparse.
+pub fn copy_sparse(from: &Path, to: &Path) -> Result<Option<String>, String> {
+    let _ = std::fs::remove_file(to);
+    std::fs::copy(from, to)
+        .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
+    let (src, dst) = (file_size(from)?, file_size(to)?);
+    // Allow a little slack for file-system allocation granularity.
+    if dst.alloc > src.alloc + src.alloc / 10 + (1 << 20) {
+        Ok(Some(format!(
+            "the copy of {} lost holes ({} allocated bytes, source {}): vdisk starts from a \
+             less sparse file than the original",
+            from.display(),
+            dst.alloc,
+            src.alloc
+        )))
+    } else {
+        Ok(None)
+    }
+}
+
+/// `qemu-img compare`: fails unless both images have identical content.
+pub fn same_content(format: &str, a: &Path, b: &Path) -> Result<(), String> {
+    let out = Command::new("qemu-img")
+        .args(["compare", "-f", format, "-F", format])
+        .arg(a)
+        .arg(b)
+        .output()
+        .map_err(|e| format!("cannot run qemu-img compare: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "CONTENT MISMATCH: `qemu-img compare` of {} and {} says ({}):\n{}{}",
+            a.display(),
+            b.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The median of a non-empty list (mean of the middle two for an even count).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => f64::midpoint(v[n / 2 - 1], v[n / 2]),
+    }
+}
+
+/// Output of a command's stdout, trimmed; "?" if it cannot run.
+pub fn command_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "?".to_string())
+}

@@ -1,0 +1,431 @@
+//! `cargo xtask bench [--quick] [--runs N] [--out DIR]`: vdisk's in-place compaction against
+//! the copy-based compaction users run today, `qemu-img convert -O <same format>`.
+//!
+//! 1. `cargo build --release -p vdisk-cli` (with the `cargo` that runs us).
+//! 2. Reference images made with our own drivers (see `cases`), in a work folder under the
+//!    target directory (not /tmp, which may be a small tmpfs).
+//! 3. Per case, N interleaved runs: copy the pristine image (holes kept), time
+//!    `vdisk compact --mode prezeroed --json <copy>` and check with `qemu-img compare` that the
+//!    content did not change (the bench fails loudly otherwise); time `qemu-img convert`.
+//! 4. A table on stdout, `bench.json` and `bench.md` in --out (default `<target>/bench`).
+
+mod cases;
+mod measure;
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use cases::Case;
+use measure::{FileSize, Sample};
+
+use crate::shared::{build_vdisk, target_dir};
+
+const MIB: f64 = 1_048_576.0;
+
+/// Parsed arguments.
+struct Options {
+    quick: bool,
+    runs: usize,
+    out: Option<PathBuf>,
+}
+
+fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        quick: false,
+        runs: 0,
+        out: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--runs" => {
+                let n = it.next().ok_or("--runs needs a number")?;
+                o.runs = n
+                    .parse()
+                    .map_err(|_| format!("--runs {n:?}: not a number"))?;
+                if o.runs == 0 {
+                    return Err("--runs must be at least 1".into());
+                }
+            }
+            "--out" => o.out = Some(it.next().ok_or("--out needs a folder")?.into()),
+            _ => {
+                return Err(format!(
+                    "bench takes --quick, --runs N, --out DIR; got {a:?}"
+                ));
+            }
+        }
+    }
+    if o.runs == 0 {
+        o.runs = if o.quick { 1 } else { 3 };
+    }
+    Ok(o)
+}
+
+/// One tool on one case.
+struct ToolResult {
+    tool: &'static str,
+    samples: Vec<Sample>,
+    before: FileSize,
+    after: FileSize,
+}
+
+impl ToolResult {
+    fn wall(&self) -> f64 {
+        measure::median(&self.samples.iter().map(|s| s.wall).collect::<Vec<_>>())
+    }
+    fn rss_mib(&self) -> Option<f64> {
+        let kib = self.samples.iter().filter_map(|s| s.rss_kib).max()?;
+        Some(kib as f64 / 1024.0)
+    }
+    fn io_mib(&self) -> Option<(f64, f64)> {
+        let io: Vec<(u64, u64)> = self.samples.iter().filter_map(|s| s.io_blocks).collect();
+        if io.is_empty() {
+            return None;
+        }
+        let mib = |f: fn(&(u64, u64)) -> u64| {
+            measure::median(
+                &io.iter()
+                    .map(|x| f(x) as f64 * 512.0 / MIB)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        Some((mib(|x| x.0), mib(|x| x.1)))
+    }
+}
+
+/// Both tools on one case.
+struct CaseResult {
+    case: Case,
+    description: String,
+    vdisk: ToolResult,
+    qemu: ToolResult,
+}
+
+/// Runs the bench.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let opts = parse_args(args)?;
+    let vdisk = build_vdisk()?;
+    let target = target_dir();
+    let work = target.join(format!("bench-work-{}", std::process::id()));
+    let out = opts.out.clone().unwrap_or_else(|| target.join("bench"));
+    for d in [&work, &out] {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    if !measure::have_gnu_time() {
+        println!("!! /usr/bin/time is missing (Debian package `time`): peak RSS and I/O are n/a");
+    }
+    let mut warnings = Vec::new();
+    let mut results = Vec::new();
+    for case in cases::all(opts.quick) {
+        match bench_case(&vdisk, &case, &work, opts.runs, &mut warnings) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                return Err(format!("{e}\n(the work folder {} is kept)", work.display()));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+
+    let facts = machine_facts(&opts);
+    let table = markdown(&results);
+    println!("\n{}\n\n{table}", facts_text(&facts));
+    println!("{}", scaling_text(&results));
+    for w in &warnings {
+        println!("!! {w}");
+    }
+    let md = format!(
+        "# vdisk bench\n\n{}\n\n{table}\n{}\n{}",
+        facts_text(&facts),
+        scaling_text(&results),
+        results
+            .iter()
+            .map(|r| format!("- {}: {}\n", r.case.name, r.description))
+            .collect::<String>()
+    );
+    write(&out.join("bench.md"), &md)?;
+    write(&out.join("bench.json"), &json(&facts, &results, &warnings))?;
+    println!("\nwrote {} and bench.json", out.join("bench.md").display());
+    Ok(())
+}
+
+fn bench_case(
+    vdisk: &Path,
+    case: &Case,
+    work: &Path,
+    runs: usize,
+    warnings: &mut Vec<String>,
+) -> Result<CaseResult, String> {
+    let ext = case.format.ext();
+    let orig = work.join(format!("{}.orig.{ext}", case.name));
+    let copy = work.join(format!("{}.copy.{ext}", case.name));
+    let conv = work.join(format!("{}.qemu.{ext}", case.name));
+    let stats = work.join("time.txt");
+    let description = case.describe();
+    println!("== {}: {description}", case.name);
+    let t = std::time::Instant::now();
+    let _ = std::fs::remove_file(&orig);
+    case.make(&orig)
+        .map_err(|e| format!("making {} failed: {e}", orig.display()))?;
+    let before = measure::file_size(&orig)?;
+    println!(
+        "   made in {:.1} s: {:.1} MiB ({:.1} MiB allocated)",
+        t.elapsed().as_secs_f64(),
+        before.len as f64 / MIB,
+        before.alloc as f64 / MIB
+    );
+    let fmt = case.format.qemu();
+    let mut v = ToolResult {
+        tool: "vdisk",
+        samples: Vec::new(),
+        before,
+        after: before,
+    };
+    let mut q = ToolResult {
+        tool: "qemu-img",
+        samples: Vec::new(),
+        before,
+        after: before,
+    };
+    for run in 1..=runs {
+        if let Some(w) = measure::copy_sparse(&orig, &copy)? {
+            println!("!! {w}");
+            warnings.push(w);
+        }
+        v.before = measure::file_size(&copy)?;
+        let args = [
+            OsStr::new("compact"),
+            OsStr::new("--mode"),
+            OsStr::new("prezeroed"),
+            OsStr::new("--json"),
+            copy.as_os_str(),
+        ];
+        let s = measure::run_timed(vdisk.as_os_str(), &args, &stats)?;
+        measure::same_content(fmt, &orig, &copy)?;
+        v.after = measure::file_size(&copy)?;
+        println!(
+            "   run {run}: vdisk    {:8.3} s (content identical)",
+            s.wall
+        );
+        v.samples.push(s);
+
+        let _ = std::fs::remove_file(&conv);
+        let args = [
+            OsStr::new("convert"),
+            OsStr::new("-f"),
+            OsStr::new(fmt),
+            OsStr::new("-O"),
+            OsStr::new(fmt),
+            OsStr::new("-o"),
+            OsStr::new(case.format.qemu_options()),
+            orig.as_os_str(),
+            conv.as_os_str(),
+        ];
+        let s = measure::run_timed(OsStr::new("qemu-img"), &args, &stats)?;
+        q.after = measure::file_size(&conv)?;
+        println!("   run {run}: qemu-img {:8.3} s", s.wall);
+        q.samples.push(s);
+    }
+    for f in [&orig, &copy, &conv] {
+        let _ = std::fs::remove_file(f);
+    }
+    Ok(CaseResult {
+        case: case.clone(),
+        description,
+        vdisk: v,
+        qemu: q,
+    })
+}
+
+/// Facts about the machine and the run, as (key, value) pairs.
+fn machine_facts(opts: &Options) -> Vec<(&'static str, String)> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let mem = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or_else(
+            || "?".to_string(),
+            |kib| format!("{:.1} GiB", kib as f64 / MIB),
+        );
+    let nproc = std::thread::available_parallelism().map_or(0, usize::from);
+    vec![
+        (
+            "date",
+            measure::command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        ),
+        ("nproc", nproc.to_string()),
+        ("memory", mem),
+        (
+            "kernel",
+            read("/proc/sys/kernel/osrelease").trim().to_string(),
+        ),
+        (
+            "qemu-img",
+            measure::command_line("qemu-img", &["--version"]),
+        ),
+        (
+            "mode",
+            if opts.quick { "quick" } else { "full" }.to_string(),
+        ),
+        ("runs", opts.runs.to_string()),
+        (
+            "measured",
+            if measure::have_gnu_time() {
+                "wall: median of runs; RSS: max of runs; I/O: median of runs, block-layer only \
+                 (/usr/bin/time %I %O; page-cache hits not counted)"
+            } else {
+                "wall: median of runs; RSS and I/O n/a (/usr/bin/time missing)"
+            }
+            .to_string(),
+        ),
+    ]
+}
+
+fn facts_text(facts: &[(&str, String)]) -> String {
+    facts
+        .iter()
+        .map(|(k, v)| format!("- {k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.1}"))
+}
+
+fn size(f: FileSize) -> String {
+    format!("{:.1} / {:.1}", f.len as f64 / MIB, f.alloc as f64 / MIB)
+}
+
+/// The result table (Markdown, also readable as plain text).
+fn markdown(results: &[CaseResult]) -> String {
+    let mut s = String::from(
+        "| case | tool | wall s (median) | peak RSS MiB | read MiB | written MiB \
+         | before MiB (size / alloc) | after MiB (size / alloc) | time vdisk/qemu-img |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in results {
+        let ratio = r.vdisk.wall() / r.qemu.wall();
+        for t in [&r.vdisk, &r.qemu] {
+            let io = t.io_mib();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.3} | {} | {} | {} | {} | {} | {} |",
+                r.case.name,
+                t.tool,
+                t.wall(),
+                opt(t.rss_mib()),
+                opt(io.map(|x| x.0)),
+                opt(io.map(|x| x.1)),
+                size(t.before),
+                size(t.after),
+                if t.tool == "vdisk" {
+                    format!("{ratio:.3}")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    s
+}
+
+/// Case (c): how time grows from the small disk to the huge one with the same data.
+fn scaling_text(results: &[CaseResult]) -> String {
+    let find = |n: &str| results.iter().find(|r| r.case.name == n);
+    let (Some(big), Some(small)) = (find("c-vhdx-huge"), find("c-vhdx-small")) else {
+        return String::new();
+    };
+    let factor = big.case.virtual_size / small.case.virtual_size;
+    format!(
+        "case c, same data on a {factor}x larger virtual disk: time ratio huge/small: \
+         vdisk {:.2}, qemu-img {:.2} (1.0 = cost follows data, not virtual size)\n",
+        big.vdisk.wall() / small.vdisk.wall(),
+        big.qemu.wall() / small.qemu.wall()
+    )
+}
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", u32::from(c));
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn jnum(v: Option<f64>) -> String {
+    v.filter(|x| x.is_finite())
+        .map_or_else(|| "null".to_string(), |x| format!("{x:.6}"))
+}
+
+fn json_tool(t: &ToolResult) -> String {
+    let io = t.io_mib();
+    let walls: Vec<String> = t.samples.iter().map(|s| format!("{:.6}", s.wall)).collect();
+    // vdisk prints one JSON object per file; keep the last run's as it is.
+    let report = t
+        .samples
+        .last()
+        .map(|s| s.stdout.as_str())
+        .filter(|s| s.starts_with('{'))
+        .unwrap_or("null");
+    format!(
+        "{{\"tool\": {}, \"wall_s\": [{}], \"wall_median_s\": {}, \"peak_rss_mib\": {}, \
+         \"read_mib\": {}, \"written_mib\": {}, \"before\": {{\"size\": {}, \"allocated\": {}}}, \
+         \"after\": {{\"size\": {}, \"allocated\": {}}}, \"report\": {report}}}",
+        js(t.tool),
+        walls.join(", "),
+        jnum(Some(t.wall())),
+        jnum(t.rss_mib()),
+        jnum(io.map(|x| x.0)),
+        jnum(io.map(|x| x.1)),
+        t.before.len,
+        t.before.alloc,
+        t.after.len,
+        t.after.alloc
+    )
+}
+
+fn json(facts: &[(&str, String)], results: &[CaseResult], warnings: &[String]) -> String {
+    let facts: Vec<String> = facts
+        .iter()
+        .map(|(k, v)| format!("    {}: {}", js(k), js(v)))
+        .collect();
+    let cases: Vec<String> = results
+        .iter()
+        .map(|r| {
+            format!(
+                "    {{\"case\": {}, \"description\": {}, \"virtual_size\": {}, \"block_size\": {}, \
+                 \"time_ratio_vdisk_over_qemu\": {},\n     \"tools\": [\n      {},\n      {}]}}",
+                js(r.case.name),
+                js(&r.description),
+                r.case.virtual_size,
+                r.case.block,
+                jnum(Some(r.vdisk.wall() / r.qemu.wall())),
+                json_tool(&r.vdisk),
+                json_tool(&r.qemu)
+            )
+        })
+        .collect();
+    let warnings: Vec<String> = warnings.iter().map(|w| js(w)).collect();
+    format!(
+        "{{\n  \"machine\": {{\n{}\n  }},\n  \"cases\": [\n{}\n  ],\n  \"warnings\": [{}]\n}}\n",
+        facts.join(",\n"),
+        cases.join(",\n"),
+        warnings.join(", ")
+    )
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
