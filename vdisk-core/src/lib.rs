@@ -57,5 +57,7 @@ pub use image::{
 };
 pub use mem_file::MemFile;
 pub use progress::{CancelToken, NoProgress, Phase, Progress};
-pub use units::{BlockIndex, HostOffset, MIB, SECTOR, VirtOffset, align_up};
+pub use units::{
+    BlockIndex, BlockSpan, HostOffset, MIB, SECTOR, VirtOffset, align_up, block_spans,
+};
 pub use zero::is_zero;

@@ -5,7 +5,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use vdisk_core::{
     BlockDevice, BlockIndex, BlockState, Compactable, DiskImage, Error, ErrorKind, HostFile,
-    HostOffset, ImageKind, Problem, Result, check_range,
+    HostOffset, ImageKind, Problem, Result, block_spans, check_range,
 };
 use zerocopy::IntoBytes;
 
@@ -217,19 +217,14 @@ impl BlockDevice for VhdImage {
             return self.file.read_at(buf, offset);
         };
         let layout = &st.layout;
-        let bs = layout.block_size;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let (block, within) = (pos / bs, pos % bs);
-            let n =
-                usize::try_from(bs - within).map_or(buf.len() - done, |r| r.min(buf.len() - done));
-            let part = &mut buf[done..done + n];
-            match layout.bat.host(block) {
-                Some(host) => self.file.read_at(part, host + layout.bitmap_len + within)?,
+        for span in block_spans(offset, buf.len(), layout.block_size) {
+            let part = &mut buf[span.buf];
+            match layout.bat.host(span.block) {
+                Some(host) => self
+                    .file
+                    .read_at(part, host + layout.bitmap_len + span.within)?,
                 None => part.fill(0),
             }
-            done += n;
         }
         Ok(())
     }
@@ -241,14 +236,8 @@ impl BlockDevice for VhdImage {
             return self.file.write_at(buf, offset);
         };
         let bs = st.layout.block_size;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let (block, within) = (pos / bs, pos % bs);
-            let n =
-                usize::try_from(bs - within).map_or(buf.len() - done, |r| r.min(buf.len() - done));
-            self.write_block(&mut st, block, within, &buf[done..done + n])?;
-            done += n;
+        for span in block_spans(offset, buf.len(), bs) {
+            self.write_block(&mut st, span.block, span.within, &buf[span.buf])?;
         }
         Ok(())
     }

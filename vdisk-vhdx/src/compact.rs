@@ -71,13 +71,7 @@ impl VhdxImage {
 
     /// Writes `changes` (table index → new entry) through the log; see [`log_bat_changes`].
     fn update_bat(&mut self, changes: &BTreeMap<u64, BatEntry>) -> Result<()> {
-        let Some(session) = self
-            .session
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        else {
-            return Err(read_only());
-        };
+        let session = writable(&mut self.session)?;
         let bat = self
             .bat
             .get_mut()
@@ -200,13 +194,7 @@ impl Compactable for VhdxImage {
         if changes.is_empty() {
             return Ok(());
         }
-        let Some(session) = self
-            .session
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        else {
-            return Err(read_only());
-        };
+        let session = writable(&mut self.session)?;
         let file = self.view.file();
         session.begin_write(file)?;
         for m in moves {
@@ -229,13 +217,7 @@ impl Compactable for VhdxImage {
         }
         let new_len = align_up(data_end, MIB)
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "file end overflows"))?;
-        let Some(session) = self
-            .session
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-        else {
-            return Err(read_only());
-        };
+        let session = writable(&mut self.session)?;
         let file = self.view.file();
         let len = file.len()?;
         if new_len >= len {
@@ -298,6 +280,16 @@ pub(crate) fn log_bat_changes(
 }
 
 /// The error of a writing primitive on a read-only open.
+/// The writing session of an image opened for writing; [`ErrorKind::ReadOnly`] otherwise.
+/// Takes the field, not the image, so the caller can still borrow the image's other fields.
+fn writable(session: &mut std::sync::Mutex<Option<Session>>) -> Result<&mut Session> {
+    session
+        .get_mut()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_mut()
+        .ok_or_else(read_only)
+}
+
 fn read_only() -> Error {
     Error::new(
         ErrorKind::ReadOnly,

@@ -6,7 +6,7 @@ use std::sync::{Mutex, RwLock};
 use uuid::Uuid;
 use vdisk_core::{
     BlockDevice, BlockIndex, BlockState, DiskImage, Error, ErrorKind, HostFile, HostOffset,
-    ImageKind, Problem, Result, check_range,
+    ImageKind, Problem, Result, block_spans, check_range,
 };
 
 use crate::bat::{Bat, read_bat};
@@ -314,25 +314,17 @@ impl BlockDevice for VhdxImage {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(self.size(), offset, buf.len())?;
         let bs = self.bat().block_size;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let block = pos / bs;
-            let within = pos % bs;
-            let n = usize::try_from(bs - within)
-                .unwrap_or(usize::MAX)
-                .min(buf.len() - done);
-            let part = &mut buf[done..done + n];
-            let entry = self.bat().payload(block).ok_or_else(|| {
-                Error::new(ErrorKind::OutOfRange, "block outside the bat").with_offset(pos)
+        for span in block_spans(offset, buf.len(), bs) {
+            let part = &mut buf[span.buf];
+            let entry = self.bat().payload(span.block).ok_or_else(|| {
+                Error::new(ErrorKind::OutOfRange, "block outside the bat").with_offset(span.offset)
             })?;
             if entry.state() == PAYLOAD_FULLY_PRESENT {
-                self.view.read_at(part, entry.host_offset() + within)?;
+                self.view.read_at(part, entry.host_offset() + span.within)?;
             } else {
                 // NOT_PRESENT, ZERO, UNMAPPED, UNDEFINED: zeros (no parent yet).
                 part.fill(0);
             }
-            done += n;
         }
         Ok(())
     }

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use vdisk_core::{Error, ErrorKind, Result, align_up, check_range};
+use vdisk_core::{Error, ErrorKind, Result, align_up, block_spans, check_range, is_zero};
 
 use crate::bat::BatEntry;
 use crate::compact::log_bat_changes;
@@ -57,16 +57,9 @@ impl VhdxImage {
         }
         let mut changes = BTreeMap::new();
         let mut next_free: Option<u64> = None;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let block = pos / bs;
-            let within = pos % bs;
-            let n = usize::try_from(bs - within)
-                .unwrap_or(usize::MAX)
-                .min(buf.len() - done);
-            let part = &buf[done..done + n];
-            done += n;
+        for span in block_spans(offset, buf.len(), bs) {
+            let (block, within, pos) = (span.block, span.within, span.offset);
+            let part = &buf[span.buf];
             let (entry, index) = {
                 let bat = self.bat();
                 (bat.payload(block), bat.payload_index(block))
@@ -79,7 +72,7 @@ impl VhdxImage {
                 file.write_at(part, entry.host_offset() + within)?;
                 continue;
             }
-            if part.iter().all(|&b| b == 0) {
+            if is_zero(part) {
                 continue;
             }
             session.begin_data_write(file)?;
