@@ -257,6 +257,7 @@ pub struct CompactJson {
     blocks_reclaimed_zero: u64,
     blocks_reclaimed_trimmed: u64,
     blocks_reclaimed_fs: u64,
+    blocks_reclaimed_parent: u64,
     blocks_moved: u64,
     bytes_punched: u64,
     notes: Vec<String>,
@@ -286,6 +287,7 @@ impl CompactJson {
             blocks_reclaimed_zero: r.blocks_reclaimed_zero,
             blocks_reclaimed_trimmed: r.blocks_reclaimed_trimmed,
             blocks_reclaimed_fs: r.blocks_reclaimed_fs,
+            blocks_reclaimed_parent: r.blocks_reclaimed_parent,
             blocks_moved: r.blocks_moved,
             bytes_punched: r.bytes_punched,
             notes,
@@ -338,6 +340,9 @@ pub fn compact_human(file: &Path, r: &CompactReport) -> String {
         r.blocks_reclaimed_trimmed,
         r.blocks_reclaimed_fs,
     );
+    if r.blocks_reclaimed_parent > 0 {
+        text.push_str(&format!(", {} same as parent", r.blocks_reclaimed_parent));
+    }
     if r.mode.moves_blocks() {
         let d = if r.dry_run { "" } else { "d" };
         text.push_str(&format!("; {would}move{d} {}", r.blocks_moved));
@@ -470,6 +475,7 @@ mod tests {
             blocks_reclaimed_zero: reclaimed,
             blocks_reclaimed_trimmed: 0,
             blocks_reclaimed_fs: 0,
+            blocks_reclaimed_parent: 0,
             blocks_moved: moved,
             bytes_punched: 0,
         }

@@ -2,12 +2,13 @@
 //! list, with no enum or `match` in core to edit.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::check::{CheckReport, Problem};
 use crate::error::{Error, ErrorKind, Result};
 use crate::host_file::{Access, HostFile, StdFile};
 use crate::image::{DiskImage, ImageKind};
+use crate::parent::{ChainContext, ParentPolicy};
 
 /// How sure a driver is that a file is in its format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,17 +28,45 @@ pub struct OpenOptions {
     /// Open for writing. Read-only opens never change the file (a VHDX log is replayed in
     /// memory only).
     pub writable: bool,
+    /// Which parent files a differencing image may open.
+    pub parents: ParentPolicy,
+    /// Where the image lives and which chain members are already open (set by
+    /// [`Registry::open_path`]; drivers pass the [`crate::FoundParent::chain`] when opening a
+    /// parent).
+    pub chain: ChainContext,
 }
 
 impl OpenOptions {
     /// Read-only options.
     pub fn read_only() -> OpenOptions {
-        OpenOptions { writable: false }
+        OpenOptions {
+            writable: false,
+            ..OpenOptions::default()
+        }
     }
 
     /// Read-write options.
     pub fn read_write() -> OpenOptions {
-        OpenOptions { writable: true }
+        OpenOptions {
+            writable: true,
+            ..OpenOptions::default()
+        }
+    }
+
+    /// Sets the parent policy.
+    #[must_use]
+    pub fn with_parents(mut self, parents: ParentPolicy) -> OpenOptions {
+        self.parents = parents;
+        self
+    }
+
+    /// The options to open a parent found at `chain`: read-only, same policy.
+    pub fn for_parent(&self, chain: ChainContext) -> OpenOptions {
+        OpenOptions {
+            writable: false,
+            parents: self.parents.clone(),
+            chain,
+        }
     }
 }
 
@@ -53,6 +82,11 @@ pub struct CreateSpec {
     pub block_size: Option<u64>,
     /// Logical sector size; `None` for 512.
     pub logical_sector_size: Option<u32>,
+    /// For [`ImageKind::Differencing`]: the parent image (size, sector size and linkage come
+    /// from it; locators are written relative to [`CreateSpec::path`] and absolute).
+    pub parent: Option<PathBuf>,
+    /// Where the new image is being created (needed for relative parent locators).
+    pub path: Option<PathBuf>,
 }
 
 impl CreateSpec {
@@ -63,6 +97,18 @@ impl CreateSpec {
             size,
             block_size: None,
             logical_sector_size: None,
+            parent: None,
+            path: None,
+        }
+    }
+
+    /// A differencing spec over `parent`, for a new image at `path`. The size is taken from
+    /// the parent at create time.
+    pub fn differencing(parent: impl Into<PathBuf>, path: impl Into<PathBuf>) -> CreateSpec {
+        CreateSpec {
+            parent: Some(parent.into()),
+            path: Some(path.into()),
+            ..CreateSpec::new(ImageKind::Differencing, 0)
         }
     }
 
@@ -182,8 +228,12 @@ impl Registry {
         };
         let file = StdFile::open(path, access)?;
         let driver = self.detect(&file).map_err(|e| e.with_path(path))?;
+        let mut opts = opts.clone();
+        if opts.chain.path.is_none() {
+            opts.chain = ChainContext::root(path);
+        }
         driver
-            .open(Box::new(file), opts)
+            .open(Box::new(file), &opts)
             .map_err(|e| e.with_path(path))
     }
 }

@@ -2,6 +2,7 @@
 //! primitives of formats whose blocks can be freed and moved.
 
 use std::ops::Range;
+use std::path::Path;
 
 use crate::block::BlockDevice;
 use crate::check::Problem;
@@ -61,6 +62,15 @@ impl BlockState {
             BlockState::Zero | BlockState::Unallocated => None,
         }
     }
+}
+
+/// What a freed block reads afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FreeAs {
+    /// Zeros (VHDX `PAYLOAD_BLOCK_ZERO` in a child; unallocated in a base image).
+    Zero,
+    /// Whatever the parent shows there (unallocated in a child; zeros in a base image).
+    Parent,
 }
 
 /// Where blocks may live in the host file, as the generic compactor needs to know it.
@@ -171,6 +181,17 @@ pub trait DiskImage: BlockDevice {
         Ok(Vec::new())
     }
 
+    /// The parent image a differencing image reads unallocated blocks from (itself opened with
+    /// its own parents). `None` for base images.
+    fn parent(&self) -> Option<&dyn DiskImage> {
+        None
+    }
+
+    /// The path the parent was opened at, for reports.
+    fn parent_path(&self) -> Option<&Path> {
+        None
+    }
+
     /// The compaction primitives, for images whose blocks can be freed and moved. Fixed images
     /// answer [`ErrorKind::WrongType`]; formats without support [`ErrorKind::Unsupported`].
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {
@@ -211,10 +232,29 @@ pub trait Compactable: DiskImage {
     /// Where blocks may be placed in the host file.
     fn host_layout(&self) -> Result<HostLayout>;
 
-    /// Marks `blocks` so they read as zeros and occupy no host space. Their old host space is
-    /// not touched (the compactor moves other blocks into it, or truncates it away). Durable on
-    /// return. A block that is already free is left as it is.
-    fn deallocate(&mut self, blocks: &[BlockIndex]) -> Result<()>;
+    /// Marks `blocks` free so they occupy no host space and read as `to` says. Their old host
+    /// space is not touched (the compactor moves other blocks into it, or truncates it away).
+    /// Durable on return. A block that is already free is left as it is.
+    ///
+    /// In a base image both targets read zeros. In a differencing image [`FreeAs::Parent`]
+    /// makes the block read the parent's data (the compactor asks for it only for blocks that
+    /// read the same as the parent), and [`FreeAs::Zero`] needs a zero state
+    /// ([`Compactable::can_free_as_zero`]); formats without one fail with
+    /// [`ErrorKind::Unsupported`], changing nothing.
+    fn deallocate(&mut self, blocks: &[BlockIndex], to: FreeAs) -> Result<()>;
+
+    /// Whether [`FreeAs::Zero`] is possible: true for base images; for differencing images only
+    /// where the format has an explicit zero state (VHDX, not VHD).
+    fn can_free_as_zero(&self) -> bool {
+        self.kind() != ImageKind::Differencing
+    }
+
+    /// Called once before the compactor frees blocks whose content is not known to read the
+    /// same afterwards (file-system-free space that may hold data). Formats that version their
+    /// content for children (VHDX DataWriteGuid) record the change here, durably.
+    fn begin_content_change(&mut self) -> Result<()> {
+        Ok(())
+    }
 
     /// Moves blocks: copies each footprint to its new place, makes the copies durable, then
     /// points the tables at them and makes that durable. The targets must be free host space.

@@ -34,9 +34,11 @@ mod check;
 pub mod compact;
 mod error;
 mod format;
+pub mod fs;
 mod host_file;
 mod image;
 mod mem_file;
+pub mod parent;
 mod progress;
 mod sys;
 #[cfg(feature = "testing")]
@@ -51,11 +53,14 @@ pub use compact::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use format::{Confidence, CreateSpec, FormatDriver, OpenOptions, Registry};
+pub use fs::{FsAnalyzer, FsUsage, FsVerdict};
 pub use host_file::{Access, HostFile, StdFile, copy_through_buffer};
 pub use image::{
-    BlockState, Compactable, DiskImage, HostLayout, ImageInfo, ImageKind, Relocation, image_info,
+    BlockState, Compactable, DiskImage, FreeAs, HostLayout, ImageInfo, ImageKind, Relocation,
+    image_info,
 };
 pub use mem_file::MemFile;
+pub use parent::{ChainContext, FoundParent, Locator, LocatorKind, ParentPolicy};
 pub use progress::{CancelToken, NoProgress, Phase, Progress};
 pub use units::{
     BlockIndex, BlockSpan, HostOffset, MIB, SECTOR, VirtOffset, align_up, block_spans,

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use vdisk_core::{BlockIndex, Compactable, Error, ErrorKind, HostLayout, Relocation, Result};
+use vdisk_core::{
+    BlockIndex, Compactable, Error, ErrorKind, FreeAs, HostLayout, Relocation, Result,
+};
 use zerocopy::IntoBytes;
 
 use crate::format::{BAT_UNALLOCATED, FOOTER_LEN, SECTOR};
@@ -42,7 +44,7 @@ impl Compactable for VhdImage {
         })
     }
 
-    fn deallocate(&mut self, blocks: &[BlockIndex]) -> Result<()> {
+    fn deallocate(&mut self, blocks: &[BlockIndex], _to: FreeAs) -> Result<()> {
         self.check_writable()?;
         let file = &self.file;
         let st = self.state.as_mut().ok_or_else(|| {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use vdisk_core::{
-    BlockIndex, Compactable, DiskImage, Error, ErrorKind, HostFile, HostLayout, ImageKind,
+    BlockIndex, Compactable, DiskImage, Error, ErrorKind, FreeAs, HostFile, HostLayout, ImageKind,
     Relocation, Result, align_up,
 };
 
@@ -128,7 +128,7 @@ impl Compactable for VhdxImage {
         })
     }
 
-    fn deallocate(&mut self, blocks: &[BlockIndex]) -> Result<()> {
+    fn deallocate(&mut self, blocks: &[BlockIndex], _to: FreeAs) -> Result<()> {
         let mut changes = BTreeMap::new();
         for &block in blocks {
             let i = self.table_index(block)?;

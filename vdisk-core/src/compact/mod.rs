@@ -17,7 +17,7 @@ use std::str::FromStr;
 pub use layout::{MovePlan, plan_moves};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::image::{BlockState, DiskImage, ImageKind, Relocation};
+use crate::image::{BlockState, DiskImage, FreeAs, ImageKind, Relocation};
 use crate::progress::{CancelToken, Phase, Progress};
 use crate::units::{BlockIndex, HostOffset};
 
@@ -112,6 +112,19 @@ pub enum Reason {
     Trimmed,
     /// The guest file system does not use any byte of it.
     FsFree,
+    /// A differencing image's block that reads the same as its parent there: freed so that
+    /// reads fall through to the parent.
+    SameAsParent,
+}
+
+impl Reason {
+    /// What the freed block reads afterwards.
+    pub fn free_as(self) -> FreeAs {
+        match self {
+            Reason::SameAsParent => FreeAs::Parent,
+            Reason::Zero | Reason::Trimmed | Reason::FsFree => FreeAs::Zero,
+        }
+    }
 }
 
 /// Inputs to planning beyond the image.
@@ -180,6 +193,7 @@ impl CompactPlan {
             blocks_reclaimed_zero: self.reclaimed(Reason::Zero),
             blocks_reclaimed_trimmed: self.reclaimed(Reason::Trimmed),
             blocks_reclaimed_fs: self.reclaimed(Reason::FsFree),
+            blocks_reclaimed_parent: self.reclaimed(Reason::SameAsParent),
             blocks_moved: self.moves.len() as u64,
             bytes_punched: self.punch.iter().map(|r| r.end - r.start).sum(),
         }
@@ -211,6 +225,8 @@ pub struct CompactReport {
     pub blocks_reclaimed_trimmed: u64,
     /// Of which free in the guest file system.
     pub blocks_reclaimed_fs: u64,
+    /// Of which (differencing images) reading the same as the parent.
+    pub blocks_reclaimed_parent: u64,
     /// Blocks moved.
     pub blocks_moved: u64,
     /// Host bytes punched out (retrim).
@@ -277,6 +293,10 @@ impl Compactor for GenericCompactor {
         for i in 0..blocks_total {
             states.push(image.block_state(BlockIndex(i))?);
         }
+        // A differencing image can only free a block to "zero" if its format has a zero
+        // state; otherwise the block would start showing the parent's data.
+        let differencing = image.kind() == ImageKind::Differencing;
+        let zero_ok = !differencing || image.as_compactable()?.can_free_as_zero();
         let mut reclaim = Vec::new();
         let mut scan = Vec::new();
         for (i, state) in states.iter().enumerate() {
@@ -289,8 +309,10 @@ impl Compactor for GenericCompactor {
             }
             let virt = start..start.saturating_add(block_size).min(size);
             match state {
-                BlockState::Trimmed { .. } => reclaim.push((block, Reason::Trimmed)),
-                BlockState::Allocated { .. } if fs_free.is_some_and(|f| covered(f, &virt)) => {
+                BlockState::Trimmed { .. } if zero_ok => reclaim.push((block, Reason::Trimmed)),
+                BlockState::Allocated { .. }
+                    if zero_ok && fs_free.is_some_and(|f| covered(f, &virt)) =>
+                {
                     reclaim.push((block, Reason::FsFree))
                 }
                 BlockState::Allocated { .. } if mode.scans_for_zeros() => scan.push(block),
@@ -300,8 +322,23 @@ impl Compactor for GenericCompactor {
         cancel.check()?;
         progress.phase(Phase::ZeroScan, scan.len() as u64);
         let image_ref: &dyn DiskImage = image;
-        for block in scan::zero_blocks(image_ref, &scan, progress, cancel)? {
-            reclaim.push((block, Reason::Zero));
+        match image_ref.parent().filter(|_| differencing) {
+            Some(parent) => {
+                reclaim.extend(scan::child_blocks(
+                    image_ref, parent, zero_ok, &scan, progress, cancel,
+                )?);
+            }
+            None if differencing => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    "differencing image opened without its parent cannot be compacted",
+                ));
+            }
+            None => {
+                for block in scan::zero_blocks(image_ref, &scan, progress, cancel)? {
+                    reclaim.push((block, Reason::Zero));
+                }
+            }
         }
         reclaim.sort_unstable_by_key(|&(b, _)| b);
 
@@ -367,15 +404,25 @@ impl Compactor for GenericCompactor {
         progress: &dyn Progress,
         cancel: &CancelToken,
     ) -> Result<CompactReport> {
-        let reclaimed: Vec<BlockIndex> = plan.reclaim.iter().map(|&(b, _)| b).collect();
         let fixed = image.kind() == ImageKind::Fixed;
-        if !reclaimed.is_empty() && !fixed {
+        if !plan.reclaim.is_empty() && !fixed {
             let target = image.as_compactable()?;
-            progress.phase(Phase::Deallocate, reclaimed.len() as u64);
-            for batch in reclaimed.chunks(DEALLOCATE_BATCH) {
-                cancel.check()?;
-                target.deallocate(batch)?;
-                progress.advance(batch.len() as u64);
+            if plan.reclaimed(Reason::FsFree) > 0 {
+                target.begin_content_change()?;
+            }
+            progress.phase(Phase::Deallocate, plan.reclaim.len() as u64);
+            for to in [FreeAs::Parent, FreeAs::Zero] {
+                let blocks: Vec<BlockIndex> = plan
+                    .reclaim
+                    .iter()
+                    .filter(|(_, r)| r.free_as() == to)
+                    .map(|&(b, _)| b)
+                    .collect();
+                for batch in blocks.chunks(DEALLOCATE_BATCH) {
+                    cancel.check()?;
+                    target.deallocate(batch, to)?;
+                    progress.advance(batch.len() as u64);
+                }
             }
         }
         if !plan.moves.is_empty() {

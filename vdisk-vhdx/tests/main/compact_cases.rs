@@ -275,7 +275,9 @@ fn primitives_refuse_bad_moves_and_blocks_changing_nothing() {
         let err = c.relocate(&[m]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{m:?}: {err}");
     }
-    let err = c.deallocate(&[BlockIndex(4)]).unwrap_err();
+    let err = c
+        .deallocate(&[BlockIndex(4)], vdisk_core::FreeAs::Zero)
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::OutOfRange);
     let err = c.truncate(4 * MIB).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");

@@ -1,0 +1,95 @@
+//! File-system analysers: what a guest file system says about which bytes it uses.
+//!
+//! An analyser looks at one volume (a partition, or a whole disk without a partition table)
+//! through a [`BlockDevice`] whose offset 0 is the volume's first byte, and answers with a
+//! [`FsVerdict`]. File systems plug in the same way formats do: an open list of
+//! `&'static dyn FsAnalyzer` that the program holds, with no enum here to edit.
+//!
+//! The contract that protects user data: a range reported free must hold nothing the file
+//! system will ever read back. When an analyser is not sure (dirty volume, unclean journal,
+//! hibernated OS, damaged metadata), it answers [`FsVerdict::Untrusted`] with the reason, and
+//! the caller falls back to the zero scan for that volume.
+
+use std::fmt;
+use std::ops::Range;
+
+use crate::block::BlockDevice;
+use crate::error::Result;
+
+/// What an analyser concluded about a volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsVerdict {
+    /// Not this analyser's file system (no signature).
+    NotMine,
+    /// This file system, but its free-space map must not be relied on.
+    Untrusted {
+        /// Analyser id, e.g. `"ntfs"`.
+        fs: &'static str,
+        /// Why, in words a user understands ("volume is marked dirty").
+        reason: String,
+    },
+    /// This file system, with its free space.
+    Analysed(FsUsage),
+}
+
+/// The free space of one trusted volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsUsage {
+    /// Analyser id, e.g. `"ntfs"`.
+    pub fs: &'static str,
+    /// Allocation unit of the file system in bytes (NTFS cluster size).
+    pub cluster_size: u64,
+    /// Bytes of the volume the file system does not use, relative to the volume's start:
+    /// sorted, disjoint, coalesced, each within `0..volume.size()`.
+    pub free: Vec<Range<u64>>,
+    /// Facts for reports, e.g. ("label", "DATA"), ("version", "3.1").
+    pub details: Vec<(String, String)>,
+}
+
+impl FsUsage {
+    /// Total free bytes.
+    pub fn free_bytes(&self) -> u64 {
+        self.free.iter().map(|r| r.end - r.start).sum()
+    }
+}
+
+/// One file system's reader of free-space maps.
+pub trait FsAnalyzer: Send + Sync + fmt::Debug + 'static {
+    /// Short lowercase id, e.g. `"ntfs"`.
+    fn id(&self) -> &'static str;
+
+    /// Examines `volume` (offset 0 = the volume's first byte). Reads only.
+    ///
+    /// Returns [`FsVerdict::NotMine`] when the signature is absent; [`FsVerdict::Untrusted`]
+    /// when the signature is present but the free map cannot be relied on (including damaged
+    /// or inconsistent metadata: corruption is a reason, not an error); `Err` only for I/O
+    /// failures of the device. Never panics, and bounds every length read from the volume
+    /// before allocating.
+    fn analyze(&self, volume: &dyn BlockDevice) -> Result<FsVerdict>;
+}
+
+/// Sorts and merges `ranges` in place into disjoint, coalesced ranges; empty ranges vanish.
+pub fn coalesce(ranges: &mut Vec<Range<u64>>) {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_unstable_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges.drain(..) {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    *ranges = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesce_merges_overlapping_and_touching_ranges_and_drops_empty_ones() {
+        let mut r = vec![10..20, 0..5, 5..7, 15..30, 40..40, 31..32];
+        coalesce(&mut r);
+        assert_eq!(r, vec![0..7, 10..30, 31..32]);
+    }
+}
