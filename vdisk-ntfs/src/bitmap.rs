@@ -37,6 +37,10 @@ impl FreeRuns {
 
     /// Bitmap bytes still needed to cover every cluster.
     pub(crate) fn bytes_wanted(&self) -> u64 {
+        if self.is_complete() {
+            return 0;
+        }
+        // `next` is a multiple of 8 until the last cluster is reached.
         self.cluster_count.div_ceil(8).saturating_sub(self.next / 8)
     }
 
@@ -211,6 +215,10 @@ mod tests {
             }
             runs.push(&bitmap[at..]);
             prop_assert_eq!(runs.is_complete(), bits >= cluster_count);
+            prop_assert_eq!(
+                runs.bytes_wanted(),
+                cluster_count.div_ceil(8).saturating_sub(bitmap.len() as u64)
+            );
             let free = runs.finish();
             let want = model(&bitmap, cluster_count);
             let want_bytes: Vec<_> = want.iter().map(|r| r.start * cs..r.end * cs).collect();

@@ -5,5 +5,8 @@
 )]
 
 mod main {
+    mod damaged;
+    mod oracle;
+    mod trust;
     pub mod util;
 }
