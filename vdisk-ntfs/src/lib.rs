@@ -25,6 +25,9 @@
 //! records it needs, `$UpCase` (for the root directory lookup), the journal's restart pages,
 //! the first 4 KiB of `hiberfil.sys` and `$Bitmap`.
 //!
+//! [`vdisk_core::FsUsage::details`] keys: `label`, `version` ("3.1"), `cluster_size` (bytes),
+//! `clusters`, `used_clusters`, `free_clusters`.
+//!
 //! The `ntfs` crate parses MFT records, attributes, data runs and indexes. What it does not do
 //! is here: the boot sector is validated first so the crate never sizes a buffer from an
 //! unchecked field, the `$LogFile` restart area is not parsed by the crate, and the crate's

@@ -133,6 +133,24 @@ fn bitmap_marking_system_files_free_is_untrusted() {
     }
 }
 
+#[test]
+fn bitmap_shorter_than_the_cluster_count_is_untrusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = fresh(dir.path());
+    // Double the device and claim the boot sector covers it all: the 8 MiB volume's
+    // $Bitmap (256 bytes for 2047 clusters) cannot describe 4095 clusters.
+    let mut img = std::fs::read(&v).unwrap();
+    let sectors = (img.len() as u64 * 2) / 512 - 1;
+    img.resize(img.len() * 2, 0);
+    img[40..48].copy_from_slice(&sectors.to_le_bytes());
+    match analyze_bytes(img) {
+        FsVerdict::Untrusted { reason, .. } => {
+            assert!(reason.contains("$Bitmap holds 256 bytes"), "{reason}")
+        }
+        other => panic!("got {other:?}"),
+    }
+}
+
 /// Byte flips all over the MFT's system records: any verdict, but no panic and no `Err`.
 #[test]
 fn corrupted_system_records_never_panic_or_fail() {

@@ -33,8 +33,12 @@ fn populate(volume: &Path, cluster: u64) -> Vec<(String, Vec<u8>)> {
 
 /// The whole check for one cluster size.
 fn free_ranges_hold_no_file_data(cluster: u64, volume_size: usize) {
+    free_ranges_hold_no_file_data_on(cluster, volume_size, 512);
+}
+
+fn free_ranges_hold_no_file_data_on(cluster: u64, volume_size: usize, sector: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let volume = make_volume(dir.path(), "vol.img", volume_size, cluster);
+    let volume = make_volume_with_sectors(dir.path(), "vol.img", volume_size, cluster, sector);
     let files = populate(&volume, cluster);
     let device_size = std::fs::metadata(&volume).unwrap().len();
 
@@ -103,6 +107,11 @@ fn free_ranges_hold_no_file_data_with_512_byte_clusters() {
 #[test]
 fn free_ranges_hold_no_file_data_with_4k_clusters() {
     free_ranges_hold_no_file_data(4096, 16 << 20);
+}
+
+#[test]
+fn free_ranges_hold_no_file_data_with_4k_sectors() {
+    free_ranges_hold_no_file_data_on(4096, 16 << 20, 4096);
 }
 
 #[test]

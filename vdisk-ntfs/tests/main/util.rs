@@ -108,6 +108,17 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 /// A file of `size` bytes of garbage formatted by `mkntfs -Q` (quick: the garbage stays in
 /// free clusters) with `cluster` bytes per cluster and 512-byte sectors.
 pub fn make_volume(dir: &Path, name: &str, size: usize, cluster: u64) -> PathBuf {
+    make_volume_with_sectors(dir, name, size, cluster, 512)
+}
+
+/// Like [`make_volume`] with `sector` bytes per sector.
+pub fn make_volume_with_sectors(
+    dir: &Path,
+    name: &str,
+    size: usize,
+    cluster: u64,
+    sector: u64,
+) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, pseudo_random(size, cluster ^ size as u64)).unwrap();
     let c = cluster.to_string();
