@@ -42,6 +42,11 @@ fn free_ranges_hold_no_file_data_on(cluster: u64, volume_size: usize, sector: u6
     let files = populate(&volume, cluster);
     let device_size = std::fs::metadata(&volume).unwrap().len();
 
+    assert_eq!(
+        peek(&volume, 11, 2),
+        (sector as u16).to_le_bytes(),
+        "bytes per sector"
+    );
     let usage = usage(&volume);
     assert_eq!(usage.fs, "ntfs");
     assert_eq!(usage.cluster_size, cluster);

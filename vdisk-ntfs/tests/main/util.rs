@@ -132,7 +132,7 @@ pub fn make_volume_with_sectors(
             "-c",
             &c,
             "-s",
-            "512",
+            &sector.to_string(),
             "-L",
             "VDISKTEST",
             p,
