@@ -148,9 +148,10 @@ fn analysis_reads_only_metadata() {
         assert!(matches!(verdict, Ok(vdisk_core::FsVerdict::Analysed(_))));
         read.push(device.bytes_read());
     }
-    // Bitmaps are 1 and 4 KiB; $UpCase is 128 KiB; MFT records and journal pages the rest.
+    // Bitmaps are 1 and 4 KiB; $UpCase is 128 KiB; MFT records and journal pages the rest
+    // (about 160 KB in all when measured).
     assert!(
-        read[0] < 1 << 20,
+        read[0] < 512 << 10,
         "read {} bytes of a 32 MiB volume",
         read[0]
     );
