@@ -12,6 +12,7 @@
 //! (checked with qemu-img 10.0: a "vdsk" image whose current size exceeds its CHS size opens
 //! with the current size). Virtual PC alone would see the CHS size.
 
+use vdisk_core::parent::MAX_CHAIN_DEPTH;
 use vdisk_core::{
     BlockDevice, CreateSpec, DiskImage, Error, ErrorKind, HostFile, ImageKind, Result,
 };
@@ -165,6 +166,16 @@ fn create_differencing(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Vhd
     };
     check_empty(&*file)?;
     let parent = chain::open_for_create(parent_path)?;
+    let depth = std::iter::successors(Some(&parent), |p| p.parent.as_deref()).count();
+    if depth >= MAX_CHAIN_DEPTH {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} heads a chain of {depth} images; a child would make it deeper than the {MAX_CHAIN_DEPTH} vdisk opens",
+                parent_path.display()
+            ),
+        ));
+    }
     let size = parent.size();
     let block_size = spec.block_size.unwrap_or_else(|| match parent.kind() {
         ImageKind::Fixed => DEFAULT_BLOCK_SIZE,

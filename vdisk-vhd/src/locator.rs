@@ -323,6 +323,35 @@ mod tests {
         assert_eq!(space_bytes(513), None);
     }
 
+    fn entry_of(index: usize, code: [u8; 4], text: &str) -> LocatorEntry {
+        let data = if code == MACX {
+            text.as_bytes().to_vec()
+        } else {
+            encode_utf16le(text)
+        };
+        LocatorEntry {
+            index,
+            code,
+            range: 0..512,
+            data,
+        }
+    }
+
+    #[test]
+    fn locators_resolve_in_spec_order_then_by_parent_name() {
+        let entries = [
+            entry_of(0, MACX, "file:///vms/p.vhd"),
+            entry_of(1, W2KU, "C:\\vms\\p.vhd"),
+            entry_of(2, *b"Mac ", "alias blob"),
+            entry_of(3, W2RU, ".\\p.vhd\0"),
+        ];
+        let order = resolution_order(&entries, "p.vhd");
+        let labels: Vec<&str> = order.iter().map(|l| l.label).collect();
+        assert_eq!(labels, ["W2ru", "W2ku", "MacX", "parent name"]);
+        assert_eq!(order[0].path, ".\\p.vhd", "trailing NULs dropped");
+        assert_eq!(order[2].kind, LocatorKind::Mac);
+    }
+
     #[test]
     fn parent_names_round_trip_and_absolute_names_are_told_apart() {
         let raw = encode_parent_name("C:\\x\\p.vhd");

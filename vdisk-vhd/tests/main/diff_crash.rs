@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use vdisk_core::testing::{Fault, FaultyFile, Survivors};
-use vdisk_core::{DiskImage, HostFile, MemFile, Mode};
+use vdisk_core::{BlockDevice, DiskImage, HostFile, MemFile, Mode};
 
 use super::chain_util::{bytes, create_base, create_child, in_memory, open_path, ours, write};
 use super::util::{compact, content};
@@ -195,6 +195,53 @@ proptest! {
         drop(img);
         for (i, p) in paths.iter().enumerate() {
             prop_assert!(ours(p) == before[i], "level {} changed after compacting {}", i, member);
+        }
+    }
+}
+
+#[test]
+fn allocating_child_write_survives_a_crash_at_every_step() {
+    let (base, child, old) = child_over_base();
+    // Block 3 (untouched in the child) gets a partial-sector write, block 4 (already the
+    // child's) too: the child must show, per block, either all old or all new bytes.
+    let (off, data) = (3 * BS + 700, vec![0xabu8; BS as usize]);
+    let counter = FaultyFile::new(child.clone());
+    let img = open_child(&base, Box::new(counter.clone()));
+    img.write_at(&data, off).unwrap();
+    let new = content(&*img);
+    let total = counter.ops();
+    drop(img);
+    assert_ne!(old, new);
+    for n in 1..=total {
+        let f = FaultyFile::new(child.clone());
+        let img = open_child(&base, Box::new(f.clone()));
+        f.set_limit(n, Fault::Crash);
+        assert!(img.write_at(&data, off).is_err(), "cut {n} fires");
+        drop(img);
+        for s in [
+            Survivors::SyncedOnly,
+            Survivors::All,
+            Survivors::Prefix(1),
+            Survivors::Mask(0b1010),
+        ] {
+            let got = in_memory(
+                std::slice::from_ref(&base),
+                Box::new(MemFile::from_bytes(f.after_crash(s))),
+            )
+            .unwrap_or_else(|e| panic!("cut {n}, {s:?}: {e}"));
+            let c = content(&got);
+            for b in [3usize, 4] {
+                let r = b * BS as usize..(b + 1) * BS as usize;
+                assert!(
+                    c[r.clone()] == old[r.clone()] || c[r.clone()] == new[r.clone()],
+                    "cut {n}, {s:?}, block {b}"
+                );
+            }
+            got.write_at(&data, off).unwrap();
+            assert!(
+                content(&got) == new,
+                "cut {n}, {s:?}: the write goes through after"
+            );
         }
     }
 }

@@ -400,3 +400,40 @@ fn open_with_parent_refuses_a_parent_for_a_base_image() {
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
 }
+
+#[test]
+fn chains_deeper_than_the_core_bound_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut parent = create_base(d, "l0.vhd", 4 * BS, BS);
+    let depth = vdisk_core::parent::MAX_CHAIN_DEPTH;
+    for level in 1..depth {
+        parent = create_child(d, &format!("l{level}.vhd"), &parent);
+    }
+    // The deepest image the bound allows opens and reads through every level.
+    let img = open_path(&parent, false).unwrap();
+    assert_eq!(img.size(), 4 * BS);
+    drop(img);
+    // One more level does not: create refuses it, and open refuses a chain that long.
+    let std_file = StdFile::create_new(d.join("too-deep.vhd")).unwrap();
+    let Err(err) = DRIVER.create(
+        Box::new(std_file),
+        &vdisk_core::CreateSpec::differencing(&parent, d.join("too-deep.vhd")),
+    ) else {
+        panic!("a child of a {depth}-image chain was created");
+    };
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("deeper"), "{err}");
+    let mut opts = OpenOptions::read_only();
+    let canon = parent.canonicalize().unwrap();
+    opts.chain = vdisk_core::ChainContext {
+        path: Some(parent.clone()),
+        visited: vec![d.join("somewhere-above.vhd"), canon],
+    };
+    let file = StdFile::open(&parent, Access::ReadOnly).unwrap();
+    let Err(err) = DRIVER.open(Box::new(file), &opts) else {
+        panic!("a chain of {} images was opened", depth + 1);
+    };
+    assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
+    assert!(err.to_string().contains("deeper"), "{err}");
+}
