@@ -396,16 +396,16 @@ fn check_blocks(layout: &DynamicLayout, footer_pos: u64, problems: &mut Vec<Prob
                 format!("block {block} at {host:#x} overlaps the dynamic header"),
                 host,
             );
-        } else if host < table.end && table.start < end {
-            report(
-                problems,
-                format!("block {block} at {host:#x} overlaps the bat"),
-                host,
-            );
         } else if locators.iter().any(|l| host < l.end && l.start < end) {
             report(
                 problems,
                 format!("block {block} at {host:#x} overlaps parent locator data"),
+                host,
+            );
+        } else if host < table.end && table.start < end {
+            report(
+                problems,
+                format!("block {block} at {host:#x} overlaps the bat"),
                 host,
             );
         } else {
