@@ -163,8 +163,14 @@ pub fn find_parent(
     let child_dir_canon = child_dir.canonicalize().unwrap_or(child_dir.clone());
     let mut tried = Vec::new();
     let mut refused = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
     for locator in locators {
         for candidate in host_candidates(locator, &child_dir) {
+            // Several locators often name the same file (W2ru and W2ku of a sibling).
+            if seen.contains(&candidate) {
+                continue;
+            }
+            seen.push(candidate.clone());
             let Ok(canon) = candidate.canonicalize() else {
                 tried.push(format!(
                     "{} for {} \"{}\"",
