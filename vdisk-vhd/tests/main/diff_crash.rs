@@ -93,6 +93,33 @@ fn child_compaction_survives_a_crash_at_every_write_and_never_shows_other_data()
     assert!(total >= 5, "only {total} writes");
 }
 
+#[test]
+fn child_compaction_failing_for_lack_of_space_at_any_write_can_be_rerun() {
+    let (base, child, model) = child_over_base();
+    let counter = FaultyFile::new(child.clone());
+    let mut img = open_child(&base, Box::new(counter.clone()));
+    compact(&mut *img, Mode::Prezeroed).unwrap();
+    let total = counter.ops();
+    let final_len = counter.live_bytes().len();
+    drop(img);
+    for n in 1..=total {
+        let f = FaultyFile::new(child.clone());
+        let mut img = open_child(&base, Box::new(f.clone()));
+        f.set_limit(n, Fault::FailOnce(vdisk_core::ErrorKind::NoSpace));
+        let err = compact(&mut *img, Mode::Prezeroed).unwrap_err();
+        assert_eq!(err.kind(), vdisk_core::ErrorKind::NoSpace, "op {n}");
+        assert!(
+            content(&*img) == model,
+            "op {n}: the open image still reads the same"
+        );
+        compact(&mut *img, Mode::Prezeroed).unwrap();
+        assert!(content(&*img) == model, "op {n}: after the re-run");
+        assert_eq!(f.live_bytes().len(), final_len, "op {n}: same final size");
+        drop(img);
+        recovered_ok(&base, f.live_bytes(), &model, final_len, &format!("op {n}"));
+    }
+}
+
 /// An exact model of a chain: each level owns whole sectors; a level shows its own bytes in
 /// sectors it owns and its parent's view elsewhere (the base owns everything).
 struct Model {
