@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vdisk_core::{ImageKind, Mode};
+use vdisk_core::{ImageKind, Mode, ParentPolicy};
 
 use crate::exit;
 
@@ -12,9 +12,29 @@ use crate::exit;
 #[derive(Debug, Parser)]
 #[command(name = "vdisk", version, after_help = exit::HELP)]
 pub struct Cli {
+    /// The parent of the differencing image(s) named (used instead of the parent locators
+    /// stored in the image; the link is still verified). With `create --type differencing`:
+    /// the parent to create the child over.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub parent: Option<PathBuf>,
+    /// A folder where parents named inside differencing images may be opened, besides the
+    /// image's own folder (repeatable). Paths found inside an image are never followed
+    /// elsewhere.
+    #[arg(long = "parent-dir", global = true, value_name = "DIR")]
+    pub parent_dirs: Vec<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The parent policy for every open, from `--parent` and `--parent-dir`.
+    pub fn parent_policy(&self) -> ParentPolicy {
+        ParentPolicy {
+            explicit: self.parent.clone(),
+            allowed_dirs: self.parent_dirs.clone(),
+        }
+    }
 }
 
 /// The subcommands.
@@ -65,15 +85,17 @@ pub struct CompactArgs {
 /// `vdisk create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Image format id (e.g. vhd, vhdx).
+    /// Image format id (e.g. vhd, vhdx); for differencing images, default: the parent's.
     #[arg(long, value_name = "FORMAT")]
-    pub format: String,
-    /// Fixed (all space allocated now) or dynamic (grows on write).
+    pub format: Option<String>,
+    /// Fixed (all space allocated now), dynamic (grows on write) or differencing (a child of
+    /// --parent that holds only what is written to it).
     #[arg(long = "type", value_name = "TYPE")]
     pub kind: KindArg,
-    /// Virtual size: bytes, or a number with K, M, G, T (or KiB, MiB, GiB, TiB; powers of 1024).
+    /// Virtual size: bytes, or a number with K, M, G, T (or KiB, MiB, GiB, TiB; powers of
+    /// 1024). Differencing images take their parent's size.
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
-    pub size: u64,
+    pub size: Option<u64>,
     /// Block size (dynamic images), same units as --size; default: the format's.
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub block_size: Option<u64>,
@@ -100,6 +122,8 @@ pub enum KindArg {
     Fixed,
     /// The file grows as blocks are written.
     Dynamic,
+    /// A child of --parent: holds only what is written to it, reads the rest from the parent.
+    Differencing,
 }
 
 impl KindArg {
@@ -108,6 +132,7 @@ impl KindArg {
         match self {
             KindArg::Fixed => ImageKind::Fixed,
             KindArg::Dynamic => ImageKind::Dynamic,
+            KindArg::Differencing => ImageKind::Differencing,
         }
     }
 }
@@ -196,6 +221,28 @@ mod tests {
         for bad in ["", "M", "1.5G", "-1", "1MB", "1X", "99999999999T", "1 G B"] {
             assert!(parse_size(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn parent_options_are_global_and_repeatable() {
+        let cli = Cli::try_parse_from([
+            "vdisk",
+            "info",
+            "--parent",
+            "p.vhd",
+            "--parent-dir",
+            "/a",
+            "--parent-dir",
+            "/b",
+            "c.vhd",
+        ])
+        .unwrap();
+        let policy = cli.parent_policy();
+        assert_eq!(policy.explicit, Some(PathBuf::from("p.vhd")));
+        assert_eq!(
+            policy.allowed_dirs,
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
     }
 
     #[test]

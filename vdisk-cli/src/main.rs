@@ -3,12 +3,15 @@
 //! ```text
 //!   main ─► cli (clap) ─► commands::{info, compact, create, check}
 //!                              │ registry::registry()   (the one list of format drivers)
+//!                              │ cli.parent_policy()    (--parent, --parent-dir → every open)
+//!                              │ children::children_of  (differencing images over a file)
 //!                              │ progress::Bar          (indicatif, stderr, terminals only)
 //!                              ▼
 //!                         report (human lines / JSON Lines) · exit (ErrorKind → exit code)
 //! ```
 #![forbid(unsafe_code)]
 
+mod children;
 mod cli;
 mod commands;
 mod exit;
@@ -26,14 +29,15 @@ use crate::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let registry = registry::registry();
+    let parents = cli.parent_policy();
     let code = match &cli.command {
-        Command::Info(args) => commands::info::run(args, &registry),
-        Command::Check(args) => commands::check::run(args, &registry),
-        Command::Create(args) => commands::create::run(args, &registry::supported()),
+        Command::Info(args) => commands::info::run(args, &registry, &parents),
+        Command::Check(args) => commands::check::run(args, &registry, &parents),
+        Command::Create(args) => commands::create::run(args, &registry::supported(), &parents),
         Command::Compact(args) => {
             let cancel = CancelToken::new();
             install_interrupt_handler(&cancel);
-            commands::compact::run(args, &registry, &cancel)
+            commands::compact::run(args, &registry, &parents, &cancel)
         }
     };
     ExitCode::from(code)

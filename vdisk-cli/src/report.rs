@@ -173,9 +173,29 @@ pub struct InfoJson {
     allocated_blocks: u64,
     file_size: u64,
     details: serde_json::Map<String, serde_json::Value>,
+    /// The parent chain, immediate parent first; empty for base images.
+    chain: Vec<ChainMember>,
+}
+
+/// One ancestor of a differencing image, for `vdisk info`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainMember {
+    /// Where it was opened.
+    pub path: String,
+    /// Its format id.
+    pub format: &'static str,
+    /// Fixed, dynamic or differencing.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
 }
 
 impl InfoJson {
+    /// Adds the parent chain.
+    pub fn with_chain(mut self, chain: Vec<ChainMember>) -> InfoJson {
+        self.chain = chain;
+        self
+    }
+
     /// The object for `info` of `file`.
     pub fn new(file: &Path, info: &ImageInfo) -> InfoJson {
         InfoJson {
@@ -192,12 +212,13 @@ impl InfoJson {
                 .iter()
                 .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
                 .collect(),
+            chain: Vec::new(),
         }
     }
 }
 
-/// The human form of `info`: a few aligned lines.
-pub fn info_human(file: &Path, info: &ImageInfo) -> String {
+/// The human form of `info`: a few aligned lines, then the parent chain if there is one.
+pub fn info_human(file: &Path, info: &ImageInfo, chain: &[ChainMember]) -> String {
     let rows: Vec<(String, String)> = vec![
         ("format".into(), info.format.into()),
         ("type".into(), info.kind.as_str().into()),
@@ -230,6 +251,18 @@ pub fn info_human(file: &Path, info: &ImageInfo) -> String {
     for (k, v) in rows {
         let w = width + 2;
         text.push_str(&format!("\n  {:<w$} {v}", format!("{k}:")));
+    }
+    if !chain.is_empty() {
+        text.push_str("\n  parent chain:");
+        for (i, m) in chain.iter().enumerate() {
+            text.push_str(&format!(
+                "\n    {}. {} ({} {})",
+                i + 1,
+                m.path,
+                m.format,
+                m.kind
+            ));
+        }
     }
     if !info.details.is_empty() {
         text.push_str(&format!("\n  {} details:", info.format));

@@ -10,6 +10,7 @@ mod main {
     pub mod support;
 
     mod bad_input;
+    mod chain;
     mod cli;
     mod create;
     mod dry_run;

@@ -73,8 +73,9 @@ pub struct FoundParent {
 
 /// Host paths a locator may refer to, most likely first. Windows separators become `/`;
 /// relative paths are taken from `child_dir`; absolute Windows paths are tried as a sibling of
-/// the child (a chain copied off a Windows host) and, for drive-letter paths, under WSL's
-/// `/mnt/<drive>/`.
+/// the child (a chain copied off a Windows host), for drive-letter paths under WSL's
+/// `/mnt/<drive>/`, and, when they start with a single separator (written on a Unix host,
+/// `\srv\vm\base.vhd`), as that host path.
 pub fn host_candidates(locator: &Locator, child_dir: &Path) -> Vec<PathBuf> {
     let text = locator.path.trim_end_matches('\0').trim();
     if text.is_empty() {
@@ -97,6 +98,8 @@ pub fn host_candidates(locator: &Locator, child_dir: &Path) -> Vec<PathBuf> {
                 let drive = char::from(bytes[0].to_ascii_lowercase());
                 let rest = stripped[2..].trim_start_matches('/');
                 out.push(PathBuf::from(format!("/mnt/{drive}/{rest}")));
+            } else if unified.starts_with('/') && !unified.starts_with("//") {
+                out.push(PathBuf::from(&unified));
             }
         }
         LocatorKind::Mac => {
@@ -160,11 +163,17 @@ pub fn find_parent(
     let child_dir_canon = child_dir.canonicalize().unwrap_or(child_dir.clone());
     let mut tried = Vec::new();
     let mut refused = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
     for locator in locators {
         for candidate in host_candidates(locator, &child_dir) {
+            // Several locators often name the same file (W2ru and W2ku of a sibling).
+            if seen.contains(&candidate) {
+                continue;
+            }
+            seen.push(candidate.clone());
             let Ok(canon) = candidate.canonicalize() else {
                 tried.push(format!(
-                    "{} ({} {:?})",
+                    "{} for {} \"{}\"",
                     candidate.display(),
                     locator.label,
                     locator.path
@@ -302,6 +311,17 @@ mod tests {
             Path::new("/d"),
         );
         assert_eq!(v, vec![PathBuf::from("/d/p.vhdx")]);
+        let u = host_candidates(
+            &loc(LocatorKind::WindowsAbsolute, "\\srv\\vm\\base.vhd"),
+            Path::new("/d"),
+        );
+        assert_eq!(
+            u,
+            vec![
+                PathBuf::from("/d/base.vhd"),
+                PathBuf::from("/srv/vm/base.vhd")
+            ]
+        );
     }
 
     #[test]

@@ -8,9 +8,11 @@ use zerocopy::{FromBytes, IntoBytes};
 use crate::bat::Bat;
 use crate::footer::{DiskType, Geometry};
 use crate::format::{
-    DynamicHeader, FOOTER_COOKIE, FOOTER_LEN, Footer, HEADER_COOKIE, HEADER_LEN, HEADER_VERSION,
-    MAX_BAT_ENTRIES, MAX_BLOCK_SIZE, MAX_OPEN_SIZE, MIN_BLOCK_SIZE, SECTOR, show_tag,
+    DISK_DIFFERENCING, DynamicHeader, FOOTER_COOKIE, FOOTER_LEN, Footer, HEADER_COOKIE, HEADER_LEN,
+    HEADER_VERSION, MAX_BAT_ENTRIES, MAX_BLOCK_SIZE, MAX_OPEN_SIZE, MIN_BLOCK_SIZE, SECTOR,
+    show_tag,
 };
+use crate::locator::{self, LocatorEntry};
 
 /// Most block problems listed one by one; the rest are counted.
 const MAX_LISTED: usize = 64;
@@ -37,6 +39,8 @@ pub(crate) struct DynamicLayout {
     pub bitmap_len: u64,
     /// The table.
     pub bat: Bat,
+    /// Differencing disks: the used parent locator entries (their data is metadata).
+    pub locators: Vec<LocatorEntry>,
 }
 
 impl DynamicLayout {
@@ -55,6 +59,15 @@ impl DynamicLayout {
         let start = self.bat.offset();
         start..start + Bat::padded_len(self.bat.len())
     }
+
+    /// Every metadata range between the footer copy and the footer: header, table, locator
+    /// data. Sorted.
+    pub(crate) fn metadata_ranges(&self) -> Vec<std::ops::Range<u64>> {
+        let mut r = vec![self.header_range(), self.bat_range()];
+        r.extend(self.locators.iter().map(|l| l.range.clone()));
+        r.sort_unstable_by_key(|r| r.start);
+        r
+    }
 }
 
 /// Everything open needs, validated as far as the problems list says.
@@ -64,7 +77,7 @@ pub(crate) struct Parsed {
     pub footer: Footer,
     /// Host offset of that footer.
     pub footer_pos: u64,
-    /// Fixed or dynamic (differencing is refused before this is built).
+    /// Fixed, dynamic or differencing.
     pub disk_type: DiskType,
     /// Virtual size in bytes.
     pub size: u64,
@@ -90,8 +103,8 @@ fn read_struct<T: FromBytes + IntoBytes>(
     Ok(value)
 }
 
-/// Validates the image in `file`. Fatal problems are the `Err` (InvalidImage, or Unsupported
-/// for differencing disks); the others are pushed to `problems` in file order.
+/// Validates the image in `file`. Fatal problems are the `Err` (InvalidImage); the others are
+/// pushed to `problems` in file order. The parent of a differencing disk is not looked at.
 pub(crate) fn inspect(file: &dyn HostFile, problems: &mut Vec<Problem>) -> Result<Parsed> {
     let len = file.len()?;
     if len < FOOTER_LEN {
@@ -125,6 +138,14 @@ pub(crate) fn inspect(file: &dyn HostFile, problems: &mut Vec<Problem>) -> Resul
             "footer checksum leaves out the unique id (a bug of old qemu versions); accepted",
             Some(footer_pos),
         ));
+    } else if stored != computed
+        && footer.disk_type.get() == DISK_DIFFERENCING
+        && stored == footer.checksum_as_dynamic_without_unique_id()
+    {
+        problems.push(Problem::warning(
+            "footer checksum is that of the dynamic image this differencing disk was converted from (stale); accepted",
+            Some(footer_pos),
+        ));
     } else if stored != computed {
         problems.push(Problem::error(
             format!(
@@ -142,12 +163,6 @@ pub(crate) fn inspect(file: &dyn HostFile, problems: &mut Vec<Problem>) -> Resul
             footer_pos,
         )
     })?;
-    if disk_type == DiskType::Differencing {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            "differencing VHD images are not supported yet",
-        ));
-    }
     let current_size = footer.current_size.get();
     if current_size > MAX_OPEN_SIZE {
         return Err(Error::invalid(
@@ -229,7 +244,15 @@ fn inspect_dynamic(
     }
     let stored = header.checksum.get();
     let computed = header.computed_checksum();
-    if stored != computed {
+    if stored != computed
+        && footer.disk_type.get() == DISK_DIFFERENCING
+        && stored == header.checksum_without_parent_fields()
+    {
+        problems.push(Problem::warning(
+            "dynamic header checksum leaves out the parent fields (stale from a converted dynamic image); accepted",
+            Some(header_offset),
+        ));
+    } else if stored != computed {
         problems.push(Problem::error(
             format!("dynamic header checksum is {stored:#010x} but the header's bytes call for {computed:#010x}"),
             Some(header_offset),
@@ -299,13 +322,34 @@ fn inspect_dynamic(
         ));
     };
     let bat = Bat::load(file, table_offset, entries)?;
-    let layout = DynamicLayout {
+    let mut layout = DynamicLayout {
         header,
         header_offset,
         block_size,
         bitmap_len,
         bat,
+        locators: Vec::new(),
     };
+    if footer.disk_type.get() == DISK_DIFFERENCING {
+        let metadata = [layout.header_range(), layout.bat_range()];
+        for (index, code, range, len) in locator::validate(
+            &header.parent_locators,
+            header_offset,
+            footer_pos,
+            &metadata,
+            problems,
+        ) {
+            // `len` is at most MAX_LOCATOR_DATA and the range lies inside the file.
+            let mut data = vec![0u8; usize::try_from(len).unwrap_or(0)];
+            file.read_at(&mut data, range.start)?;
+            layout.locators.push(LocatorEntry {
+                index,
+                code,
+                range,
+                data,
+            });
+        }
+    }
     check_blocks(&layout, footer_pos, problems);
     Ok((layout, size, size_source))
 }
@@ -316,6 +360,7 @@ fn check_blocks(layout: &DynamicLayout, footer_pos: u64, problems: &mut Vec<Prob
     let footprint = layout.footprint();
     let header = layout.header_range();
     let table = layout.bat_range();
+    let locators: Vec<_> = layout.locators.iter().map(|l| l.range.clone()).collect();
     let mut listed = 0usize;
     let mut unlisted = 0u64;
     let mut report = |problems: &mut Vec<Problem>, msg: String, at: u64| {
@@ -349,6 +394,12 @@ fn check_blocks(layout: &DynamicLayout, footer_pos: u64, problems: &mut Vec<Prob
             report(
                 problems,
                 format!("block {block} at {host:#x} overlaps the dynamic header"),
+                host,
+            );
+        } else if locators.iter().any(|l| host < l.end && l.start < end) {
+            report(
+                problems,
+                format!("block {block} at {host:#x} overlaps parent locator data"),
                 host,
             );
         } else if host < table.end && table.start < end {

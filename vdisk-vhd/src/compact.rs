@@ -10,6 +10,7 @@ use vdisk_core::{
 };
 use zerocopy::IntoBytes;
 
+use crate::footer::DiskType;
 use crate::format::{BAT_UNALLOCATED, FOOTER_LEN, SECTOR};
 use crate::image::{DynState, VhdImage};
 
@@ -32,8 +33,7 @@ impl Compactable for VhdImage {
                 "fixed VHD images have no block layout",
             )
         })?;
-        let mut reserved = vec![st.layout.header_range(), st.layout.bat_range()];
-        reserved.sort_unstable_by_key(|r| r.start);
+        let reserved = st.layout.metadata_ranges();
         Ok(HostLayout {
             data_start: FOOTER_LEN,
             block_footprint: st.layout.footprint(),
@@ -44,8 +44,14 @@ impl Compactable for VhdImage {
         })
     }
 
-    fn deallocate(&mut self, blocks: &[BlockIndex], _to: FreeAs) -> Result<()> {
+    fn deallocate(&mut self, blocks: &[BlockIndex], to: FreeAs) -> Result<()> {
         self.check_writable()?;
+        if to == FreeAs::Zero && self.disk_type == DiskType::Differencing {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "a differencing vhd has no zero state: a freed block would show the parent's data",
+            ));
+        }
         let file = &self.file;
         let st = self.state.as_mut().ok_or_else(|| {
             Error::new(
@@ -142,7 +148,13 @@ impl Compactable for VhdImage {
         let file_len = self.file.len()?;
         let st = self.dyn_state()?;
         let footprint = st.layout.footprint();
-        let metadata_end = st.layout.header_range().end.max(st.layout.bat_range().end);
+        let metadata_end = st
+            .layout
+            .metadata_ranges()
+            .iter()
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(0);
         let last_block = st
             .layout
             .bat

@@ -185,12 +185,33 @@ impl Footer {
         copy.unique_id = [0; 16];
         copy.computed_checksum()
     }
+
+    /// The checksum of this footer as a dynamic disk without a unique id: what a tool that
+    /// turned an old qemu dynamic image into a differencing one left behind (dfvfs's
+    /// `image-differential.vhd`).
+    pub(crate) fn checksum_as_dynamic_without_unique_id(&self) -> u32 {
+        let mut copy = *self;
+        copy.disk_type = U32::new(DISK_DYNAMIC);
+        copy.unique_id = [0; 16];
+        copy.computed_checksum()
+    }
 }
 
 impl DynamicHeader {
     /// The checksum this header's bytes call for.
     pub(crate) fn computed_checksum(&self) -> u32 {
         checksum(self.as_bytes(), HEADER_CHECKSUM_AT)
+    }
+
+    /// The checksum of this header with every parent field zeroed (the same tool's quirk as
+    /// [`Footer::checksum_as_dynamic_without_unique_id`]).
+    pub(crate) fn checksum_without_parent_fields(&self) -> u32 {
+        let mut copy = *self;
+        copy.parent_unique_id = [0; 16];
+        copy.parent_timestamp = U32::new(0);
+        copy.parent_name = [0; 512];
+        copy.parent_locators = zerocopy::FromZeros::new_zeroed();
+        copy.computed_checksum()
     }
 
     /// Stores the correct checksum.

@@ -1,6 +1,7 @@
 //! An opened VHD: the guest view (reads, crash-safe allocating writes) and the allocation map.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use vdisk_core::{
@@ -29,7 +30,7 @@ pub(crate) struct DynState {
     pub footer_pos: u64,
 }
 
-/// An opened VHD image (fixed or dynamic).
+/// An opened VHD image (fixed, dynamic or differencing with its parent chain).
 #[derive(Debug)]
 pub struct VhdImage {
     pub(crate) file: Box<dyn HostFile>,
@@ -43,13 +44,31 @@ pub struct VhdImage {
     pub(crate) state: Option<RwLock<DynState>>,
     /// Warnings found at open, reported again by `check`.
     pub(crate) notes: Vec<Problem>,
+    /// Differencing disks: the parent, opened read-only (itself with its parents).
+    pub(crate) parent: Option<Box<VhdImage>>,
+    /// Where the parent was opened from, if it came from a file.
+    pub(crate) parent_path: Option<PathBuf>,
 }
 
 impl VhdImage {
     /// Opens and validates the image in `file`. Never writes. Fails with
-    /// [`ErrorKind::InvalidImage`] on any structural error and [`ErrorKind::Unsupported`] for
-    /// differencing disks.
+    /// [`ErrorKind::InvalidImage`] on any structural error. The parent of a differencing disk
+    /// is looked for next to `file`'s path with the default [`vdisk_core::ParentPolicy`]; use
+    /// [`VhdImage::open_with`] for other policies or [`VhdImage::open_with_parent`] for a
+    /// parent already open.
     pub fn open(file: Box<dyn HostFile>, writable: bool) -> Result<VhdImage> {
+        let opts = if writable {
+            vdisk_core::OpenOptions::read_write()
+        } else {
+            vdisk_core::OpenOptions::read_only()
+        };
+        Self::open_with(file, &opts)
+    }
+
+    /// Opens and validates the image in `file` without looking for a parent: a differencing
+    /// disk opened this way has none until [`VhdImage::attach_parent`] (reads of sectors it
+    /// does not hold fail).
+    pub(crate) fn open_unlinked(file: Box<dyn HostFile>, writable: bool) -> Result<VhdImage> {
         let mut problems = Vec::new();
         let parsed = inspect(&*file, &mut problems)?;
         if let Some(err) = vdisk_core::first_error(&problems) {
@@ -73,6 +92,8 @@ impl VhdImage {
             fixed_footer_pos: footer_pos,
             state: dynamic.map(|layout| RwLock::new(DynState { layout, footer_pos })),
             notes: problems,
+            parent: None,
+            parent_path: None,
         })
     }
 
@@ -144,18 +165,13 @@ impl VhdImage {
         if len == 0 {
             return Ok(());
         }
-        let first = within / SECTOR;
-        let last = (within + len - 1) / SECTOR;
+        let (first, last) = (within / SECTOR, (within + len - 1) / SECTOR);
         let (byte_lo, byte_hi) = (first / 8, last / 8);
         let n = usize::try_from(byte_hi - byte_lo + 1).unwrap_or(0);
         let mut bits = vec![0u8; n];
         self.file.read_at(&mut bits, host + byte_lo)?;
         let before = bits.clone();
-        for s in first..=last {
-            if let Some(b) = bits.get_mut(usize::try_from(s / 8 - byte_lo).unwrap_or(usize::MAX)) {
-                *b |= 0x80 >> (s % 8);
-            }
-        }
+        set_bits(&mut bits, within - byte_lo * 8 * SECTOR, len);
         if bits != before {
             self.file.write_at(&bits, host + byte_lo)?;
         }
@@ -181,8 +197,13 @@ impl VhdImage {
         let new_footer = at + footprint;
         self.file.write_at(self.footer.as_bytes(), new_footer)?;
         self.file.sync()?;
-        // The old footer is now dead space; the block goes over it.
-        let bitmap = vec![0xffu8; usize::try_from(bitmap_len).unwrap_or(0)];
+        // The old footer is now dead space; the block goes over it. A dynamic block claims all
+        // its sectors; a differencing block only those written (the rest read the parent).
+        let mut bitmap = vec![0xffu8; usize::try_from(bitmap_len).unwrap_or(0)];
+        if self.disk_type == DiskType::Differencing {
+            bitmap.fill(0);
+            set_bits(&mut bitmap, within, buf.len() as u64);
+        }
         self.file.write_at(&bitmap, at)?;
         let data = at + bitmap_len;
         let zeros = vec![0u8; usize::try_from(ZERO_CHUNK.min(st.layout.block_size)).unwrap_or(0)];
@@ -217,12 +238,17 @@ impl BlockDevice for VhdImage {
             return self.file.read_at(buf, offset);
         };
         let layout = &st.layout;
+        let differencing = self.disk_type == DiskType::Differencing;
         for span in block_spans(offset, buf.len(), layout.block_size) {
             let part = &mut buf[span.buf];
             match layout.bat.host(span.block) {
+                Some(host) if differencing => {
+                    self.read_through_bitmap(layout, host, span.within, span.offset, part)?;
+                }
                 Some(host) => self
                     .file
                     .read_at(part, host + layout.bitmap_len + span.within)?,
+                None if differencing => self.read_parent(part, span.offset)?,
                 None => part.fill(0),
             }
         }
@@ -232,19 +258,33 @@ impl BlockDevice for VhdImage {
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         self.check_writable()?;
         check_range(self.size, offset, buf.len())?;
+        if self.disk_type == DiskType::Differencing {
+            // Whole sectors only, so that every sector whose bit gets set holds its full
+            // content (the parent's where the write does not cover it).
+            if let Some((aligned, at)) = self.sector_aligned(buf, offset)? {
+                return self.write_aligned(&aligned, at);
+            }
+        }
+        self.write_aligned(buf, offset)
+    }
+
+    fn flush(&self) -> Result<()> {
+        if self.writable {
+            self.file.sync()?;
+        }
+        Ok(())
+    }
+}
+
+impl VhdImage {
+    /// Writes `buf` at `offset` (already range-checked; sector-aligned for differencing disks).
+    fn write_aligned(&self, buf: &[u8], offset: u64) -> Result<()> {
         let Some(mut st) = self.write_state() else {
             return self.file.write_at(buf, offset);
         };
         let bs = st.layout.block_size;
         for span in block_spans(offset, buf.len(), bs) {
             self.write_block(&mut st, span.block, span.within, &buf[span.buf])?;
-        }
-        Ok(())
-    }
-
-    fn flush(&self) -> Result<()> {
-        if self.writable {
-            self.file.sync()?;
         }
         Ok(())
     }
@@ -353,6 +393,7 @@ impl DiskImage for VhdImage {
                 format!("{:#x}", st.layout.bat.offset()),
             ));
         }
+        d.extend(self.parent_details());
         d
     }
 
@@ -362,6 +403,14 @@ impl DiskImage for VhdImage {
             problems.push(Problem::warning(SAVED_STATE_MSG, Some(self.footer_pos())));
         }
         Ok(problems)
+    }
+
+    fn parent(&self) -> Option<&dyn DiskImage> {
+        self.parent.as_deref().map(|p| p as &dyn DiskImage)
+    }
+
+    fn parent_path(&self) -> Option<&Path> {
+        self.parent_path.as_deref()
     }
 
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {
@@ -386,6 +435,19 @@ impl VhdImage {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Sets the bits (MSB first) of the sectors `within..within + len` touches in `bits`, whose
+/// bit 0 is the sector at offset 0. Bits past `bits` are ignored.
+pub(crate) fn set_bits(bits: &mut [u8], within: u64, len: u64) {
+    if len == 0 {
+        return;
+    }
+    for s in within / SECTOR..=(within + len - 1) / SECTOR {
+        if let Some(b) = usize::try_from(s / 8).ok().and_then(|i| bits.get_mut(i)) {
+            *b |= 0x80 >> (s % 8);
+        }
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

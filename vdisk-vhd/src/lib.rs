@@ -1,20 +1,25 @@
 //! # vdisk-vhd
 //!
-//! The VHD 1.0 backend of vdisk: fixed and dynamic images (differencing images are refused
-//! with [`vdisk_core::ErrorKind::Unsupported`] for now).
+//! The VHD 1.0 backend of vdisk: fixed, dynamic and differencing images (with their parent
+//! chains).
 //!
 //! ```text
 //!   DRIVER.probe   "conectix" at 0 or at EOF-512
 //!   DRIVER.open ─► check::inspect (footer, dynamic header, whole BAT, block placement; reads
 //!        │         only) ─► VhdImage
 //!        ▼
+//!   DRIVER.open (differencing) ─► locators (W2ru, W2ku, Wi2r, Wi2k, MacX, parent name) ─►
+//!        core find_parent (folder policy, depth, cycles) ─► parent VhdImage, unique id checked
 //!   VhdImage: BlockDevice   read_at  → block data area (sector bitmap not consulted, as qemu)
+//!                                      differencing: bitmap bit set → child, clear → parent
 //!                           write_at → in place, or a new block where the footer was:
 //!                                      footer at new EOF, sync; block, sync; BAT sector, sync
+//!                                      differencing: widened to whole sectors first (parent's
+//!                                      bytes at the edges), bits set only for written sectors
 //!             DiskImage     block_state from the BAT loaded at open (no I/O)
 //!             Compactable   deallocate (BAT sectors, sync) · relocate (copy, sync, BAT, sync)
 //!                           · truncate (footer at the new end, sync, shorten, sync)
-//!   DRIVER.create  footer copy at 0, header at 512, BAT at 1536, footer at EOF
+//!   DRIVER.create  footer copy at 0, header at 512, [W2ru, W2ku locator data], BAT, footer
 //!   DRIVER.check   every structural problem, not only the first
 //! ```
 //!
@@ -25,16 +30,20 @@
 //!
 //! Compaction never changes the footer or header bytes (the unique id children point at in
 //! particular); it only rewrites BAT sectors, moves blocks and rewrites the footer at the new
-//! end of the file.
+//! end of the file. Parent locator data is metadata: blocks are never moved over it. A
+//! differencing block is freed only to read the parent again (VHD has no zero state), which
+//! the planner asks for only where the child reads the same as its parent.
 #![forbid(unsafe_code)]
 
 mod bat;
+mod chain;
 mod check;
 mod compact;
 mod create;
 mod footer;
 mod format;
 mod image;
+mod locator;
 
 use vdisk_core::{
     CheckReport, Confidence, CreateSpec, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions,
@@ -80,7 +89,7 @@ impl FormatDriver for VhdDriver {
     }
 
     fn open(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {
-        Ok(Box::new(VhdImage::open(file, opts.writable)?))
+        Ok(Box::new(VhdImage::open_with(file, opts)?))
     }
 
     fn create(&self, file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Box<dyn DiskImage>> {
@@ -92,8 +101,17 @@ impl FormatDriver for VhdDriver {
         match check::inspect(&*file, &mut problems) {
             Ok(_) => {
                 if vdisk_core::first_error(&problems).is_none() {
-                    let image = VhdImage::open(file, false)?;
-                    problems = image.check()?;
+                    match VhdImage::open(file, false) {
+                        Ok(image) => problems = image.check()?,
+                        // The structure is sound; the parent is missing, foreign or wrong.
+                        Err(e) => problems.push(Problem::error(
+                            match e.path() {
+                                Some(p) => format!("{}: {}", p.display(), e.message()),
+                                None => e.message().to_string(),
+                            },
+                            e.offset(),
+                        )),
+                    }
                 }
             }
             Err(e) if e.kind() == ErrorKind::InvalidImage => {

@@ -7,8 +7,11 @@
 mod main {
     mod bad_input;
     mod cancel;
+    pub mod chain_util;
     mod compaction;
     mod crash;
+    mod diff_crash;
+    mod differencing;
     mod fixtures;
     mod parse;
     mod qemu;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use vdisk_core::{
     CancelToken, CompactOptions, CompactReport, Compactor, Error, ErrorKind, GenericCompactor,
-    Mode, OpenOptions, Registry,
+    Mode, OpenOptions, ParentPolicy, Registry,
 };
 
 use crate::cli::CompactArgs;
@@ -37,10 +37,15 @@ fn effective_mode(requested: Mode) -> (Mode, Option<String>) {
 }
 
 /// Runs `vdisk compact`.
-pub fn run(args: &CompactArgs, registry: &Registry, cancel: &CancelToken) -> u8 {
+pub fn run(
+    args: &CompactArgs,
+    registry: &Registry,
+    parents: &ParentPolicy,
+    cancel: &CancelToken,
+) -> u8 {
     let mut result = FirstFailure::default();
     for file in &args.files {
-        let code = match compact_one(file, args, registry, cancel) {
+        let code = match compact_one(file, args, registry, parents, cancel) {
             Ok((format, report, notes)) => {
                 if args.json {
                     report::json_line(&CompactJson::new(file, format, args.mode, &report, notes));
@@ -65,6 +70,7 @@ fn compact_one(
     file: &Path,
     args: &CompactArgs,
     registry: &Registry,
+    parents: &ParentPolicy,
     cancel: &CancelToken,
 ) -> Result<Done, (Error, Stage)> {
     let untouched = |e: Error| (e, Stage::Untouched);
@@ -78,7 +84,8 @@ fn compact_one(
         OpenOptions::read_only()
     } else {
         OpenOptions::read_write()
-    };
+    }
+    .with_parents(parents.clone());
     let mut image = registry.open_path(file, &opts).map_err(untouched)?;
     let format = image.format();
     let (mode, fallback) = effective_mode(args.mode);

@@ -2,15 +2,17 @@
 
 use std::path::Path;
 
-use vdisk_core::{CreateSpec, Error, ErrorKind, Registry, StdFile, image_info};
+use vdisk_core::{
+    Access, CreateSpec, Error, ErrorKind, ImageKind, ParentPolicy, Registry, StdFile, image_info,
+};
 
 use crate::cli::CreateArgs;
 use crate::registry::known_ids;
 use crate::report::{self, Stage, human_size};
 
 /// Runs `vdisk create`.
-pub fn run(args: &CreateArgs, registry: &Registry) -> u8 {
-    match create(args, registry) {
+pub fn run(args: &CreateArgs, registry: &Registry, parents: &ParentPolicy) -> u8 {
+    match create(args, registry, parents) {
         Ok(line) => {
             report::out(&line);
             0
@@ -19,20 +21,69 @@ pub fn run(args: &CreateArgs, registry: &Registry) -> u8 {
     }
 }
 
-fn create(args: &CreateArgs, registry: &Registry) -> Result<String, (Error, Stage)> {
-    let id = args.format.to_ascii_lowercase();
+/// The spec to create and the format id asked for (or, for a child, its parent's).
+fn spec_for(
+    args: &CreateArgs,
+    registry: &Registry,
+    parents: &ParentPolicy,
+) -> Result<(CreateSpec, String), Error> {
+    let usage = |m: &str| Error::new(ErrorKind::InvalidInput, m.to_string());
+    if args.kind.kind() != ImageKind::Differencing {
+        if parents.explicit.is_some() {
+            return Err(usage(
+                "--parent is for differencing images (--type differencing)",
+            ));
+        }
+        let size = args
+            .size
+            .ok_or_else(|| usage("--size is required for fixed and dynamic images"))?;
+        let format = args
+            .format
+            .clone()
+            .ok_or_else(|| usage("--format is required (e.g. --format vhd)"))?;
+        return Ok((CreateSpec::new(args.kind.kind(), size), format));
+    }
+    let parent = parents
+        .explicit
+        .as_ref()
+        .ok_or_else(|| usage("--type differencing needs --parent PATH (the image to build on)"))?;
+    if args.size.is_some() {
+        return Err(usage(
+            "a differencing image has its parent's size; leave out --size",
+        ));
+    }
+    let format = match &args.format {
+        Some(f) => f.clone(),
+        None => {
+            let file = StdFile::open(parent, Access::ReadOnly)?;
+            registry
+                .detect(&file)
+                .map_err(|e| e.with_path(parent))?
+                .id()
+                .to_string()
+        }
+    };
+    Ok((CreateSpec::differencing(parent, &args.file), format))
+}
+
+fn create(
+    args: &CreateArgs,
+    registry: &Registry,
+    parents: &ParentPolicy,
+) -> Result<String, (Error, Stage)> {
+    let (mut spec, format) =
+        spec_for(args, registry, parents).map_err(|e| (e, Stage::NotCreated))?;
+    let id = format.to_ascii_lowercase();
     let driver = registry.by_id(&id).ok_or_else(|| {
         let e = Error::new(
             ErrorKind::Unsupported,
             format!(
-                "this build of vdisk cannot create {:?} images (formats it knows: {})",
-                args.format,
+                "this build of vdisk cannot create {format:?} images (formats it knows: {})",
                 known_ids(registry)
             ),
         );
         (e, Stage::NotCreated)
     })?;
-    let mut spec = CreateSpec::new(args.kind.kind(), args.size);
     if let Some(b) = args.block_size {
         spec = spec.block_size(b);
     }
@@ -47,9 +98,14 @@ fn create(args: &CreateArgs, registry: &Registry) -> Result<String, (Error, Stag
     let made = driver
         .create(Box::new(file), &spec)
         .and_then(|image| image_info(&*image));
+    let over = spec
+        .parent
+        .as_ref()
+        .map(|p| format!(", over parent {}", report::shown(p)))
+        .unwrap_or_default();
     match made {
         Ok(info) => Ok(format!(
-            "{}: created {} {} image, {} virtual ({} bytes), block size {}, file {}",
+            "{}: created {} {} image, {} virtual ({} bytes), block size {}, file {}{over}",
             report::shown(&args.file),
             info.kind.as_str(),
             info.format,

@@ -1,14 +1,14 @@
 //! Images made by Disk2VHD, Hyper-V, Virtual PC and qemu on Windows (shared/fixtures/real):
-//! sizes as the fixtures README gives them, compaction results, and refusal of differencing
-//! disks (not supported yet).
+//! sizes as the fixtures README gives them, compaction results, and differencing disks (one
+//! without its parent, one over image.vhd).
 
 use std::path::Path;
 
 use super::support::vhd;
 use super::support::{
-    EXIT_INVALID, EXIT_UNSUPPORTED, MIB_4, Snapshot, assert_libvhdi_identical,
-    assert_qemu_identical, assert_qemu_opens, assert_qemu_valid, compact_ok, copy_to, file_len,
-    fixture, libvhdi_read, libvhdi_read_prefix, num, run, tempdir, text, vdisk_cmd, vdisk_compact,
+    EXIT_INVALID, MIB_4, Snapshot, assert_libvhdi_identical, assert_qemu_identical,
+    assert_qemu_opens, assert_qemu_valid, compact_ok, copy_to, file_len, fixture, info_ok,
+    libvhdi_read, libvhdi_read_prefix, num, run, tempdir, text, vdisk_cmd, vdisk_compact,
 };
 
 /// 514,560 sectors (fixtures README).
@@ -191,55 +191,65 @@ fn ext2_fixture_compacts_with_every_byte_kept_for_qemu_and_libvhdi() {
 }
 
 #[test]
-fn differencing_fixtures_are_refused_with_exit_5_and_left_unchanged() {
+fn fat_differential_without_its_parent_fails_naming_the_stored_parent_path() {
     let dir = tempdir();
     // fat-differential.vhd: valid checksums, parent not shipped.
     let fat = fixture("fat-differential.vhd", dir.path());
-    // image-differential.vhd: parent image.vhd beside it, but both of its checksums are wrong,
-    // so "invalid" (4) is as right an answer as "unsupported" (5).
-    fixture("image.vhd", dir.path());
-    let img = fixture("image-differential.vhd", dir.path());
-    for (file, allowed) in [
-        (&fat, &[EXIT_UNSUPPORTED][..]),
-        (&img, &[EXIT_UNSUPPORTED, EXIT_INVALID][..]),
-    ] {
-        let pristine = Snapshot::of(file);
-        for mode in ["prezeroed", "full", "pretrimmed", "quick"] {
-            let out = vdisk_compact(file, mode, &[]);
-            assert!(
-                allowed.contains(&out.code),
-                "`{}` exited {} (allowed {allowed:?})\n{}{}",
-                out.cmdline,
-                out.code,
-                out.stdout,
-                out.stderr
-            );
-            let report = out.json();
-            let message = report["error"]["message"].as_str().unwrap_or_default();
-            assert!(!message.is_empty(), "error message expected: {report}");
-            if out.code == EXIT_UNSUPPORTED {
-                assert!(
-                    message.to_lowercase().contains("differencing"),
-                    "say that differencing disks are not supported yet: {report}"
-                );
-            }
-            pristine.assert_unchanged(file, true, &format!("{mode} on a differencing disk"));
-        }
-    }
-    // `info` either describes the child or says it is unsupported; never "invalid".
-    let out = run(vdisk_cmd().args(["info", "--json"]).arg(&fat));
-    if out.code == 0 {
-        assert_eq!(text(&out.json(), "type"), "differencing", "{}", out.stdout);
-    } else {
-        let names_parent = out.stderr.contains("fat-parent.vhd");
-        assert!(
-            out.code == EXIT_UNSUPPORTED || (out.code == 1 && names_parent),
-            "info on a valid differencing disk whose parent is missing must say it is \
-             unsupported (5) or that C:\\Projects\\dfvfs\\test_data\\fat-parent.vhd is not \
-             found (1): exit {}\n{}",
-            out.code,
-            out.stderr
+    let pristine = Snapshot::of(&fat);
+    let parent = r"C:\Projects\dfvfs\test_data\fat-parent.vhd";
+    for mode in ["prezeroed", "full", "pretrimmed", "quick"] {
+        let out = vdisk_compact(&fat, mode, &[]);
+        assert_eq!(
+            out.code, 1,
+            "`{}`\n{}{}",
+            out.cmdline, out.stdout, out.stderr
         );
+        let report = out.json();
+        assert_eq!(report["error"]["kind"], "not-found", "{report}");
+        let message = report["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(parent), "name the parent: {report}");
+        pristine.assert_unchanged(&fat, true, &format!("{mode} on a child without parent"));
+    }
+    let out = run(vdisk_cmd().args(["info"]).arg(&fat));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains(parent), "{}", out.stderr);
+}
+
+/// image-differential.vhd (dfvfs) sits on image.vhd; its footer and header checksums are
+/// stale from the dynamic image it was converted from (accepted with warnings). It compacts,
+/// and libvhdi reads the chain the same afterwards.
+#[test]
+fn image_differential_compacts_and_reads_the_same_through_its_parent() {
+    let dir = tempdir();
+    let parent = fixture("image.vhd", dir.path());
+    let child = fixture("image-differential.vhd", dir.path());
+    let read = || {
+        let out = run(std::process::Command::new(super::support::require(
+            "/usr/bin/python3",
+            "python3-libvhdi",
+        ))
+        .arg("-c")
+        .arg(
+            "import sys, pyvhdi, hashlib\n\
+             c = pyvhdi.file(); c.open(sys.argv[1]); p = pyvhdi.file(); p.open(sys.argv[2])\n\
+             c.set_parent(p)\n\
+             print(hashlib.sha256(c.read_buffer_at_offset(c.get_media_size(), 0)).hexdigest())",
+        )
+        .arg(&child)
+        .arg(&parent));
+        out.ok();
+        out.stdout
+    };
+    let before = read();
+    let info = info_ok(&child);
+    assert_eq!(text(&info, "type"), "differencing", "{info}");
+    assert!(
+        text(&info["chain"][0], "path").ends_with("image.vhd"),
+        "{info}"
+    );
+    for mode in ["prezeroed", "pretrimmed", "full"] {
+        compact_ok(&child, mode, &[]);
+        assert_eq!(read(), before, "{mode} changed what libvhdi reads");
     }
 }
 

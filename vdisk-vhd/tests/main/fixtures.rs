@@ -1,6 +1,6 @@
 //! Images made by other tools (see /work/shared/fixtures/README.md).
 
-use vdisk_core::{ErrorKind, FormatDriver, ImageKind, MemFile, Mode, image_info};
+use vdisk_core::{FormatDriver, ImageKind, MemFile, Mode, image_info};
 use vdisk_vhd::DRIVER;
 
 use super::util::{check, compact, content, fixture, open};
@@ -54,15 +54,6 @@ fn ext2_image_holds_an_ext2_superblock() {
     let mut magic = [0u8; 2];
     img.read_at(&mut magic, 1024 + 56).unwrap();
     assert_eq!(magic, [0x53, 0xef]);
-}
-
-#[test]
-fn differencing_images_are_refused_as_unsupported() {
-    for name in ["fat-differential.vhd", "image-differential.vhd"] {
-        let err = open(fixture(name), false).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unsupported, "{name}: {err}");
-        assert!(err.message().contains("differencing"), "{err}");
-    }
 }
 
 #[test]

@@ -65,7 +65,7 @@ fn created_fixed_is_size_plus_footer_and_refuses_block_compaction() {
 }
 
 #[test]
-fn create_rejects_differencing_and_odd_block_sizes() {
+fn create_rejects_differencing_without_parent_and_odd_block_sizes() {
     let e = DRIVER
         .create(
             Box::new(MemFile::new()),
@@ -73,7 +73,8 @@ fn create_rejects_differencing_and_odd_block_sizes() {
         )
         .err()
         .unwrap();
-    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.message().contains("parent"), "{e}");
     let e = DRIVER
         .create(
             Box::new(MemFile::new()),

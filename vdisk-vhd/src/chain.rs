@@ -1,0 +1,267 @@
+//! Differencing disks: finding and verifying the parent (spec: "Parent Unique ID", "Parent
+//! Time Stamp", parent locators), reading through the sector bitmap, and writing whole
+//! sectors so a child never shows a mix it did not mean.
+//!
+//! ```text
+//!   read of an allocated child block: bitmap bit set → child's data; clear → parent
+//!   read of an unallocated child block: parent (zeros past the parent's end)
+//!   write: widened to whole sectors (the parent's bytes fill the edges), then written to the
+//!          child only; allocating sets the bits of the written sectors alone
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use vdisk_core::parent::find_parent;
+use vdisk_core::{
+    Access, BlockDevice, ChainContext, Error, ErrorKind, FormatDriver, HostFile, OpenOptions,
+    Problem, Result, StdFile,
+};
+
+use crate::check::DynamicLayout;
+use crate::footer::DiskType;
+use crate::format::SECTOR;
+use crate::image::{VhdImage, hex};
+use crate::locator::{self, parent_name};
+
+impl VhdImage {
+    /// Opens and validates the image in `file` as `opts` says. A differencing disk's parent is
+    /// found through its locators (W2ru, W2ku, the deprecated Wi2r/Wi2k, MacX, then the parent
+    /// name) under `opts.parents`, opened read-only, and must be a VHD whose unique id is the
+    /// one the child names; its own parents follow the same way, up to
+    /// [`vdisk_core::parent::MAX_CHAIN_DEPTH`] levels. A parent time stamp that differs from the
+    /// child's record is only a warning (in `check` and `details`). Missing parents fail with
+    /// [`ErrorKind::NotFound`] naming the stored paths. Never writes.
+    pub fn open_with(file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<VhdImage> {
+        let chain = match (&opts.chain.path, file.path()) {
+            (None, Some(p)) => ChainContext::root(p),
+            _ => opts.chain.clone(),
+        };
+        let mut image = Self::open_unlinked(file, opts.writable)?;
+        if image.disk_type != DiskType::Differencing {
+            return Ok(image);
+        }
+        let locators = {
+            let st = image
+                .read_state()
+                .ok_or_else(|| Error::invalid("differencing disk without a dynamic header", 0))?;
+            locator::resolution_order(
+                &st.layout.locators,
+                &parent_name(&st.layout.header.parent_name),
+            )
+        };
+        let found = find_parent(&chain, &opts.parents, &locators)?;
+        let path = found.path.clone();
+        let parent = open_parent(found.file, &opts.for_parent(found.chain))
+            .map_err(|e| e.with_path(&path))?;
+        image.attach_parent(parent, Some(path))?;
+        Ok(image)
+    }
+
+    /// Opens the differencing disk in `file` over `parent`, already open (for images that do
+    /// not live in files, or parents found by other means). Linkage is verified as in
+    /// [`VhdImage::open_with`]. Base images refuse a parent with [`ErrorKind::InvalidInput`].
+    pub fn open_with_parent(
+        file: Box<dyn HostFile>,
+        writable: bool,
+        parent: VhdImage,
+    ) -> Result<VhdImage> {
+        let mut image = Self::open_unlinked(file, writable)?;
+        let path = parent.file.path().map(Path::to_path_buf);
+        image.attach_parent(parent, path)?;
+        Ok(image)
+    }
+
+    /// Makes `parent` this differencing disk's parent after checking that it is the image the
+    /// child was made from (its footer unique id); a time stamp mismatch becomes a warning.
+    pub(crate) fn attach_parent(&mut self, parent: VhdImage, path: Option<PathBuf>) -> Result<()> {
+        let shown = path
+            .as_ref()
+            .map_or_else(|| "the parent".to_string(), |p| p.display().to_string());
+        let Some(st) = self
+            .read_state()
+            .filter(|_| self.disk_type == DiskType::Differencing)
+        else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "only differencing images have a parent",
+            ));
+        };
+        let header = st.layout.header;
+        let header_offset = st.layout.header_offset;
+        drop(st);
+        if header.parent_unique_id != parent.unique_id() {
+            return Err(Error::new(
+                ErrorKind::InvalidImage,
+                format!(
+                    "parent {shown} is not the image this differencing disk was made from: its unique id is {}, the child expects {}",
+                    hex(&parent.unique_id()),
+                    hex(&header.parent_unique_id)
+                ),
+            ));
+        }
+        let (want, have) = (header.parent_timestamp.get(), parent.footer.timestamp.get());
+        if want != have {
+            self.notes.push(Problem::warning(
+                format!(
+                    "parent {shown} has time stamp {have}, but the child recorded {want}: the parent may have been changed since the child was made"
+                ),
+                Some(header_offset + 0x38),
+            ));
+        }
+        if parent.size < self.size {
+            self.notes.push(Problem::warning(
+                format!(
+                    "parent {shown} is {} bytes, smaller than the child's {}; the rest reads as zeros",
+                    parent.size, self.size
+                ),
+                None,
+            ));
+        }
+        self.parent = Some(Box::new(parent));
+        self.parent_path = path;
+        Ok(())
+    }
+
+    /// Reads `buf` at virtual `offset` from the parent; bytes past the parent's end read zero.
+    pub(crate) fn read_parent(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let Some(parent) = &self.parent else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "differencing image opened without its parent cannot read the parent's sectors",
+            ));
+        };
+        let inside = parent.size.saturating_sub(offset);
+        let n = usize::try_from(inside).map_or(buf.len(), |i| i.min(buf.len()));
+        let (mine, past) = buf.split_at_mut(n);
+        if !mine.is_empty() {
+            parent.read_at(mine, offset)?;
+        }
+        past.fill(0);
+        Ok(())
+    }
+
+    /// Reads `buf` from an allocated child block at `host`, `within` bytes into the block
+    /// (virtual `offset`): runs of sectors whose bitmap bit is set come from the child, the
+    /// others from the parent.
+    pub(crate) fn read_through_bitmap(
+        &self,
+        layout: &DynamicLayout,
+        host: u64,
+        within: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let len = buf.len() as u64;
+        let (first, last) = (within / SECTOR, (within + len - 1) / SECTOR);
+        let byte_lo = first / 8;
+        let mut bits = vec![0u8; usize::try_from(last / 8 - byte_lo + 1).unwrap_or(0)];
+        self.file.read_at(&mut bits, host + byte_lo)?;
+        let bit = |s: u64| {
+            usize::try_from(s / 8 - byte_lo)
+                .ok()
+                .and_then(|i| bits.get(i))
+                .is_some_and(|b| b & (0x80 >> (s % 8)) != 0)
+        };
+        let mut pos = within;
+        let end = within + len;
+        while pos < end {
+            let set = bit(pos / SECTOR);
+            let mut run_end = ((pos / SECTOR) + 1) * SECTOR;
+            while run_end < end && bit(run_end / SECTOR) == set {
+                run_end += SECTOR;
+            }
+            let run_end = run_end.min(end);
+            let part = &mut buf[usize::try_from(pos - within).unwrap_or(0)
+                ..usize::try_from(run_end - within).unwrap_or(0)];
+            if set {
+                self.file.read_at(part, host + layout.bitmap_len + pos)?;
+            } else {
+                self.read_parent(part, offset + (pos - within))?;
+            }
+            pos = run_end;
+        }
+        Ok(())
+    }
+
+    /// `buf` widened to whole sectors with the image's current content at the edges, and
+    /// where it starts; `None` if it already is (or is empty).
+    pub(crate) fn sector_aligned(&self, buf: &[u8], offset: u64) -> Result<Option<(Vec<u8>, u64)>> {
+        let end = offset + buf.len() as u64;
+        let start = offset / SECTOR * SECTOR;
+        let stop = end.next_multiple_of(SECTOR).min(self.size);
+        if buf.is_empty() || (start == offset && stop == end) {
+            return Ok(None);
+        }
+        let mut out = vec![0u8; usize::try_from(stop - start).unwrap_or(0)];
+        let head = usize::try_from(offset - start).unwrap_or(0);
+        if head > 0 {
+            self.read_at(&mut out[..head], start)?;
+        }
+        let tail = head + buf.len();
+        if tail < out.len() {
+            self.read_at(&mut out[tail..], end)?;
+        }
+        out[head..tail].copy_from_slice(buf);
+        Ok(Some((out, start)))
+    }
+
+    /// Facts about the parent link, for `details`.
+    pub(crate) fn parent_details(&self) -> Vec<(String, String)> {
+        let Some(st) = self
+            .read_state()
+            .filter(|_| self.disk_type == DiskType::Differencing)
+        else {
+            return Vec::new();
+        };
+        let h = &st.layout.header;
+        let mut d = vec![
+            ("parent unique id".to_string(), hex(&h.parent_unique_id)),
+            (
+                "parent timestamp".to_string(),
+                h.parent_timestamp.get().to_string(),
+            ),
+            ("parent name".to_string(), parent_name(&h.parent_name)),
+        ];
+        for l in &st.layout.locators {
+            if let Some(loc) = l.locator() {
+                d.push((format!("parent locator {}", loc.label), loc.path));
+            }
+        }
+        if let Some(p) = &self.parent_path {
+            d.push(("parent path".to_string(), p.display().to_string()));
+        }
+        for n in self
+            .notes
+            .iter()
+            .filter(|n| n.message.starts_with("parent "))
+        {
+            d.push(("parent warning".to_string(), n.message.clone()));
+        }
+        d
+    }
+}
+
+/// Opens a found parent as a VHD (any other format is refused: a VHD child can only sit on a
+/// VHD).
+fn open_parent(file: StdFile, opts: &OpenOptions) -> Result<VhdImage> {
+    if crate::DRIVER.probe(&file)? == vdisk_core::Confidence::No {
+        return Err(Error::new(
+            ErrorKind::InvalidImage,
+            "the parent of a differencing vhd must be a vhd image, and this file is not one",
+        ));
+    }
+    VhdImage::open_with(Box::new(file), opts)
+}
+
+/// Opens the parent named by `path` for creating a child over it.
+pub(crate) fn open_for_create(path: &Path) -> Result<VhdImage> {
+    let file = StdFile::open(path, Access::ReadOnly)?;
+    open_parent(
+        file,
+        &OpenOptions::read_only().for_parent(ChainContext::root(path)),
+    )
+    .map_err(|e| e.with_path(path))
+}
