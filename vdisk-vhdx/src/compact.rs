@@ -16,13 +16,13 @@ use std::ops::Range;
 
 use vdisk_core::{
     BlockIndex, Compactable, DiskImage, Error, ErrorKind, FreeAs, HostFile, HostLayout, ImageKind,
-    Relocation, Result, align_up,
+    Relocation, Result, align_up, is_zero,
 };
 
 use crate::bat::{Bat, BatEntry};
 use crate::format::{
-    HEADER_SECTION_LEN, LOG_SECTOR, MIB, PAYLOAD_FULLY_PRESENT, PAYLOAD_UNDEFINED,
-    PAYLOAD_UNMAPPED, PAYLOAD_ZERO,
+    HEADER_SECTION_LEN, LOG_SECTOR, MIB, PAYLOAD_FULLY_PRESENT, PAYLOAD_NOT_PRESENT,
+    PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_UNDEFINED, PAYLOAD_UNMAPPED, PAYLOAD_ZERO, SB_PRESENT,
 };
 use crate::image::VhdxImage;
 use crate::log_write::{PAGE, Page};
@@ -102,12 +102,13 @@ impl VhdxImage {
         highest
     }
 
-    /// Host ranges of the log and every region, sorted.
+    /// Host ranges of the log, every region and every sector bitmap block, sorted.
     fn metadata_ranges(&self) -> Vec<Range<u64>> {
         // The log's place never changes in a session: the header read at open has it.
         let h = &self.header.header;
         let log = h.log_offset.get()..h.log_offset.get() + u64::from(h.log_length.get());
         let mut all: Vec<Range<u64>> = self.regions.all.clone();
+        all.extend(self.bat().bitmap_ranges());
         if !log.is_empty() {
             all.push(log);
         }
@@ -128,7 +129,19 @@ impl Compactable for VhdxImage {
         })
     }
 
-    fn deallocate(&mut self, blocks: &[BlockIndex], _to: FreeAs) -> Result<()> {
+    /// Base images: ZERO either way. Differencing images: [`FreeAs::Parent`] → NOT_PRESENT,
+    /// [`FreeAs::Zero`] → ZERO; a freed PARTIALLY_PRESENT block's sector bits are cleared
+    /// afterwards (through the log), so the bitmap never claims sectors for a block that is
+    /// not partially present.
+    fn deallocate(&mut self, blocks: &[BlockIndex], to: FreeAs) -> Result<()> {
+        let differencing = self.kind() == ImageKind::Differencing;
+        let target = match to {
+            FreeAs::Parent if differencing => PAYLOAD_NOT_PRESENT,
+            _ => PAYLOAD_ZERO,
+        };
+        // Sector bits of freed blocks are cleared: before the BAT update where they do not
+        // count (FULLY_PRESENT and trimmed blocks), after it where they do (PARTIALLY_PRESENT).
+        let (mut before, mut after) = (Vec::new(), Vec::new());
         let mut changes = BTreeMap::new();
         for &block in blocks {
             let i = self.table_index(block)?;
@@ -138,17 +151,32 @@ impl Compactable for VhdxImage {
             else {
                 continue;
             };
-            if matches!(
-                entry.state(),
-                PAYLOAD_FULLY_PRESENT | PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED
-            ) {
-                changes.insert(i, BatEntry(u64::from(PAYLOAD_ZERO)));
+            match entry.state() {
+                PAYLOAD_FULLY_PRESENT | PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED => {
+                    before.push(block.0);
+                }
+                PAYLOAD_PARTIALLY_PRESENT if differencing => after.push(block.0),
+                _ => continue,
             }
+            changes.insert(i, BatEntry(u64::from(target)));
         }
         if changes.is_empty() {
             return Ok(());
         }
-        self.update_bat(&changes)
+        self.clear_sector_bits(&before)?;
+        self.update_bat(&changes)?;
+        self.clear_sector_bits(&after)
+    }
+
+    fn can_free_as_zero(&self) -> bool {
+        true
+    }
+
+    /// A new DataWriteGuid, durable on return (once per session): children made against the
+    /// old content no longer match this image.
+    fn begin_content_change(&mut self) -> Result<()> {
+        let session = writable(&mut self.session)?;
+        session.begin_data_write(self.view.file())
     }
 
     fn relocate(&mut self, moves: &[Relocation]) -> Result<()> {
@@ -161,7 +189,16 @@ impl Compactable for VhdxImage {
                 .bat()
                 .payload(m.block.0)
                 .map(|e| (e.state(), e.host_offset()));
-            if current != Some((PAYLOAD_FULLY_PRESENT, m.from.0)) {
+            // PARTIALLY_PRESENT blocks move with their state (their sector bits stay put).
+            let state = match current {
+                Some((s @ (PAYLOAD_FULLY_PRESENT | PAYLOAD_PARTIALLY_PRESENT), at))
+                    if at == m.from.0 =>
+                {
+                    s
+                }
+                _ => 0,
+            };
+            if state == 0 {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
                     format!(
@@ -186,10 +223,7 @@ impl Compactable for VhdxImage {
                 )
                 .with_offset(m.to.0));
             }
-            changes.insert(
-                i,
-                BatEntry((m.to.0 / MIB) << 20 | u64::from(PAYLOAD_FULLY_PRESENT)),
-            );
+            changes.insert(i, BatEntry((m.to.0 / MIB) << 20 | u64::from(state)));
         }
         if changes.is_empty() {
             return Ok(());
@@ -277,6 +311,65 @@ pub(crate) fn log_bat_changes(
         session.apply(file)?;
     }
     session.finish(file)
+}
+
+impl VhdxImage {
+    /// Clears the sector bitmap bits of `blocks` through the log (only pages with a bit set
+    /// are logged), a few pages per entry, then empties the log. Nothing for images without
+    /// sector bitmaps.
+    fn clear_sector_bits(&mut self, blocks: &[u64]) -> Result<()> {
+        if blocks.is_empty() || !self.bat().differencing {
+            return Ok(());
+        }
+        let mut pages: BTreeMap<u64, Box<[u8; PAGE]>> = BTreeMap::new();
+        let mut changed = false;
+        let file = self.view.file();
+        {
+            let bat = self.bat();
+            let bytes_per_block = bat.sectors_per_block / 8;
+            for &block in blocks {
+                let Some((_, sb)) = bat
+                    .bitmap_of(block)
+                    .filter(|(_, e)| e.state() == SB_PRESENT)
+                else {
+                    continue;
+                };
+                let start = sb.host_offset() + bat.bitmap_bit(block) / 8;
+                let end = start + bytes_per_block;
+                let mut at = start / LOG_SECTOR * LOG_SECTOR;
+                while at < end {
+                    let page = match pages.entry(at) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            let mut page = Box::new([0u8; PAGE]);
+                            file.read_at(&mut page[..], at)?;
+                            e.insert(page)
+                        }
+                    };
+                    let a = usize::try_from(start.max(at) - at).unwrap_or(PAGE);
+                    let b = usize::try_from(end.min(at + LOG_SECTOR) - at).unwrap_or(PAGE);
+                    if let Some(bits) = page.get_mut(a..b) {
+                        changed |= !is_zero(bits);
+                        bits.fill(0);
+                    }
+                    at += LOG_SECTOR;
+                }
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let session = writable(&mut self.session)?;
+        let pages: Vec<Page> = pages.into_iter().collect();
+        let mut rest = pages.as_slice();
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(session.max_pages().max(1).min(rest.len()));
+            session.log_pages(file, chunk.to_vec())?;
+            session.apply(file)?;
+            rest = tail;
+        }
+        session.finish(file)
+    }
 }
 
 /// The error of a writing primitive on a read-only open.

@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 mod bat;
+mod chain;
 mod compact;
 #[cfg(test)]
 mod crash_tests;
@@ -47,6 +48,7 @@ mod create;
 mod format;
 mod header;
 mod image;
+mod locator;
 mod log;
 mod log_write;
 mod metadata;
@@ -95,7 +97,7 @@ impl FormatDriver for VhdxDriver {
     }
 
     fn open(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {
-        Ok(Box::new(VhdxImage::open(file, opts.writable)?))
+        Ok(Box::new(VhdxImage::open_with(file, opts)?))
     }
 
     fn create(&self, file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Box<dyn DiskImage>> {

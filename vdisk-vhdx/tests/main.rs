@@ -11,6 +11,7 @@ mod main {
     mod compact_prop;
     mod crash;
     pub mod create;
+    pub mod diff;
     mod fixtures;
     mod fuzz;
     mod qemu;
