@@ -12,6 +12,9 @@ mod main {
     mod crash;
     pub mod create;
     pub mod diff;
+    pub mod diff_cases;
+    mod diff_crash;
+    mod diff_prop;
     mod fixtures;
     mod fuzz;
     mod qemu;
