@@ -169,15 +169,20 @@ impl VhdxImage {
     ) -> Result<()> {
         let bs = self.bat().block_size;
         let ls = u64::from(self.sector_size());
+        // The last block may reach past the end of the disk: only its visible part is filled.
+        let visible = bs.min(self.size().saturating_sub(block * bs));
+        if visible == 0 {
+            return Ok(());
+        }
         let bits = if partial {
-            Some(self.bitmap_bits(block, 0, bs / ls - 1)?)
+            Some(self.bitmap_bits(block, 0, visible.div_ceil(ls) - 1)?)
         } else {
             None
         };
         let mut buf = vec![0u8; index(FILL_CHUNK.min(bs))];
         let mut pos = 0;
-        while pos < bs {
-            let mut end = (pos + FILL_CHUNK).min(bs);
+        while pos < visible {
+            let mut end = (pos + FILL_CHUNK).min(visible);
             if let Some(bits) = &bits {
                 if bits.get(pos / ls) {
                     pos += ls;

@@ -482,6 +482,9 @@ impl DiskImage for VhdxImage {
             ("log guid".into(), guid(h.log_guid).to_string()),
             ("chunk ratio".into(), self.bat().chunk_ratio.to_string()),
         ];
+        if let Some((_, path)) = &self.parent {
+            details.push(("parent".into(), path.display().to_string()));
+        }
         if let Some(locator) = &self.meta.parent {
             details.push(("parent linkage".into(), format!("{{{}}}", locator.linkage)));
             for l in &locator.paths {

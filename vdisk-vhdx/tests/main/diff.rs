@@ -402,3 +402,41 @@ fn created_children_carry_the_parent_linkage_and_a_relative_locator_libvhdi_read
         "vhdiinfo shows the linkage: {out}"
     );
 }
+
+#[test]
+fn chains_with_4k_sectors_and_large_blocks_read_the_same_in_libvhdi_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = CreateSpec::new(ImageKind::Dynamic, 9 * MIB)
+        .block_size(4 * MIB)
+        .logical_sector_size(4096);
+    let a = create_file(dir.path(), "a.vhdx", &spec).0;
+    write(&a, &[(0, pattern(1, 9 * MIB as usize))]);
+    let b = child(dir.path(), "b.vhdx", &a);
+    let parent_head = pattern(1, 4096);
+    write(
+        &b,
+        &[
+            (5000, vec![0x5b; 3000]),
+            (0, parent_head),
+            (4 * MIB, vec![0; 4 * MIB as usize]),
+            (9 * MIB - 4096, pattern(8, 4096)),
+        ],
+    );
+    let chain = [a, b.clone()];
+    let image = open(&b, false).unwrap();
+    assert_eq!(image.sector_size(), 4096);
+    assert_eq!(
+        image.block_size(),
+        4 * MIB,
+        "block size taken from the parent"
+    );
+    drop(image);
+    let model = contents(&chain);
+    assert_libvhdi_agrees(&chain, &model, "4k before");
+    let mut image = open(&b, true).unwrap();
+    let report = compact(&mut *image, Mode::Prezeroed).unwrap();
+    assert_eq!(report.blocks_reclaimed_zero, 1, "{report:?}");
+    drop(image);
+    assert_levels(&contents(&chain), &model, "4k after");
+    assert_libvhdi_agrees(&chain, &model, "4k after");
+}
