@@ -247,6 +247,14 @@ fn chains_built_by_vdisk_read_the_same_in_libvhdi_before_and_after_compacting_ea
             );
             drop(image);
             let after = file_len(path);
+            eprintln!(
+                "{mode}: level {level}: {before} -> {after} bytes, reclaimed {} (same as parent \
+                 {}, zero {}), moved {}",
+                report.blocks_reclaimed,
+                report.blocks_reclaimed_parent,
+                report.blocks_reclaimed_zero,
+                report.blocks_moved
+            );
             assert!(after <= before, "{mode}: level {level} grew");
             if mode == Mode::Prezeroed && level == 1 {
                 assert!(report.blocks_reclaimed_parent >= 2, "{report:?}");
