@@ -8,8 +8,10 @@
 //!  read_partial  PARTIALLY_PRESENT: runs of sectors, bit 1 = this file, bit 0 = the parent
 //!  fill          a block about to become FULLY_PRESENT gets the parent's data wherever it
 //!                does not hold its own yet
+//!  clear bits    freed blocks' sector bits, through the log
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use vdisk_core::parent::find_parent;
@@ -19,8 +21,11 @@ use vdisk_core::{
 };
 
 use crate::bat::BatEntry;
+use crate::compact::writable;
+use crate::format::{LOG_SECTOR, SB_PRESENT};
 use crate::image::VhdxImage;
 use crate::locator::ParentLocator;
+use crate::log_write::{PAGE, Page};
 
 /// Bytes copied per request when filling a block from the parent.
 const FILL_CHUNK: u64 = 1 << 20;
@@ -202,6 +207,63 @@ impl VhdxImage {
             pos = end;
         }
         Ok(())
+    }
+
+    /// Clears the sector bitmap bits of `blocks` through the log (only pages with a bit set
+    /// are logged), a few pages per entry, then empties the log. Nothing for images without
+    /// sector bitmaps.
+    pub(crate) fn clear_sector_bits(&mut self, blocks: &[u64]) -> Result<()> {
+        if blocks.is_empty() || !self.bat().differencing {
+            return Ok(());
+        }
+        let mut pages: BTreeMap<u64, Box<[u8; PAGE]>> = BTreeMap::new();
+        let mut changed = false;
+        let file = self.view.file();
+        {
+            let bat = self.bat();
+            let bytes_per_block = bat.sectors_per_block / 8;
+            for &block in blocks {
+                let Some((_, sb)) = bat
+                    .bitmap_of(block)
+                    .filter(|(_, e)| e.state() == SB_PRESENT)
+                else {
+                    continue;
+                };
+                let start = sb.host_offset() + bat.bitmap_bit(block) / 8;
+                let end = start + bytes_per_block;
+                let mut at = start / LOG_SECTOR * LOG_SECTOR;
+                while at < end {
+                    let page = match pages.entry(at) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            let mut page = Box::new([0u8; PAGE]);
+                            file.read_at(&mut page[..], at)?;
+                            e.insert(page)
+                        }
+                    };
+                    let a = usize::try_from(start.max(at) - at).unwrap_or(PAGE);
+                    let b = usize::try_from(end.min(at + LOG_SECTOR) - at).unwrap_or(PAGE);
+                    if let Some(bits) = page.get_mut(a..b) {
+                        changed |= !is_zero(bits);
+                        bits.fill(0);
+                    }
+                    at += LOG_SECTOR;
+                }
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let session = writable(&mut self.session)?;
+        let pages: Vec<Page> = pages.into_iter().collect();
+        let mut rest = pages.as_slice();
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(session.max_pages().max(1).min(rest.len()));
+            session.log_pages(file, chunk.to_vec())?;
+            session.apply(file)?;
+            rest = tail;
+        }
+        session.finish(file)
     }
 }
 

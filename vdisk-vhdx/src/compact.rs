@@ -16,13 +16,13 @@ use std::ops::Range;
 
 use vdisk_core::{
     BlockIndex, Compactable, DiskImage, Error, ErrorKind, FreeAs, HostFile, HostLayout, ImageKind,
-    Relocation, Result, align_up, is_zero,
+    Relocation, Result, align_up,
 };
 
 use crate::bat::{Bat, BatEntry};
 use crate::format::{
     HEADER_SECTION_LEN, LOG_SECTOR, MIB, PAYLOAD_FULLY_PRESENT, PAYLOAD_NOT_PRESENT,
-    PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_UNDEFINED, PAYLOAD_UNMAPPED, PAYLOAD_ZERO, SB_PRESENT,
+    PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_UNDEFINED, PAYLOAD_UNMAPPED, PAYLOAD_ZERO,
 };
 use crate::image::VhdxImage;
 use crate::log_write::{PAGE, Page};
@@ -130,9 +130,9 @@ impl Compactable for VhdxImage {
     }
 
     /// Base images: ZERO either way. Differencing images: [`FreeAs::Parent`] → NOT_PRESENT,
-    /// [`FreeAs::Zero`] → ZERO; a freed PARTIALLY_PRESENT block's sector bits are cleared
-    /// afterwards (through the log), so the bitmap never claims sectors for a block that is
-    /// not partially present.
+    /// [`FreeAs::Zero`] → ZERO; the sector bits of freed blocks are cleared through the log
+    /// (see `clear_sector_bits`), so the bitmap never claims sectors for a block that is not
+    /// partially present.
     fn deallocate(&mut self, blocks: &[BlockIndex], to: FreeAs) -> Result<()> {
         let differencing = self.kind() == ImageKind::Differencing;
         let target = match to {
@@ -313,69 +313,10 @@ pub(crate) fn log_bat_changes(
     session.finish(file)
 }
 
-impl VhdxImage {
-    /// Clears the sector bitmap bits of `blocks` through the log (only pages with a bit set
-    /// are logged), a few pages per entry, then empties the log. Nothing for images without
-    /// sector bitmaps.
-    fn clear_sector_bits(&mut self, blocks: &[u64]) -> Result<()> {
-        if blocks.is_empty() || !self.bat().differencing {
-            return Ok(());
-        }
-        let mut pages: BTreeMap<u64, Box<[u8; PAGE]>> = BTreeMap::new();
-        let mut changed = false;
-        let file = self.view.file();
-        {
-            let bat = self.bat();
-            let bytes_per_block = bat.sectors_per_block / 8;
-            for &block in blocks {
-                let Some((_, sb)) = bat
-                    .bitmap_of(block)
-                    .filter(|(_, e)| e.state() == SB_PRESENT)
-                else {
-                    continue;
-                };
-                let start = sb.host_offset() + bat.bitmap_bit(block) / 8;
-                let end = start + bytes_per_block;
-                let mut at = start / LOG_SECTOR * LOG_SECTOR;
-                while at < end {
-                    let page = match pages.entry(at) {
-                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(e) => {
-                            let mut page = Box::new([0u8; PAGE]);
-                            file.read_at(&mut page[..], at)?;
-                            e.insert(page)
-                        }
-                    };
-                    let a = usize::try_from(start.max(at) - at).unwrap_or(PAGE);
-                    let b = usize::try_from(end.min(at + LOG_SECTOR) - at).unwrap_or(PAGE);
-                    if let Some(bits) = page.get_mut(a..b) {
-                        changed |= !is_zero(bits);
-                        bits.fill(0);
-                    }
-                    at += LOG_SECTOR;
-                }
-            }
-        }
-        if !changed {
-            return Ok(());
-        }
-        let session = writable(&mut self.session)?;
-        let pages: Vec<Page> = pages.into_iter().collect();
-        let mut rest = pages.as_slice();
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(session.max_pages().max(1).min(rest.len()));
-            session.log_pages(file, chunk.to_vec())?;
-            session.apply(file)?;
-            rest = tail;
-        }
-        session.finish(file)
-    }
-}
-
 /// The error of a writing primitive on a read-only open.
 /// The writing session of an image opened for writing; [`ErrorKind::ReadOnly`] otherwise.
 /// Takes the field, not the image, so the caller can still borrow the image's other fields.
-fn writable(session: &mut std::sync::Mutex<Option<Session>>) -> Result<&mut Session> {
+pub(crate) fn writable(session: &mut std::sync::Mutex<Option<Session>>) -> Result<&mut Session> {
     session
         .get_mut()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
