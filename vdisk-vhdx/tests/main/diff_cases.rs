@@ -267,3 +267,103 @@ fn partially_present_blocks_read_per_sector_and_survive_writes_and_compaction() 
     model2[1] = want;
     assert_libvhdi_agrees(&chain, &model2, "after a write");
 }
+
+/// A parent locator item with `pairs`, encoded by hand (MS-VHDX 2.6.2.6).
+fn locator_item(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let utf16 = |s: &str| -> Vec<u8> { s.encode_utf16().flat_map(u16::to_le_bytes).collect() };
+    let mut out = uuid::Uuid::from_u128(0xB04AEFB7_D19E_4A81_B789_25B8E9445913)
+        .to_bytes_le()
+        .to_vec();
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(pairs.len() as u16).to_le_bytes());
+    let mut strings = Vec::new();
+    let table_end = 20 + 12 * pairs.len();
+    for (k, v) in pairs {
+        let (k, v) = (utf16(k), utf16(v));
+        let ko = (table_end + strings.len()) as u32;
+        strings.extend_from_slice(&k);
+        let vo = (table_end + strings.len()) as u32;
+        strings.extend_from_slice(&v);
+        out.extend_from_slice(&ko.to_le_bytes());
+        out.extend_from_slice(&vo.to_le_bytes());
+        out.extend_from_slice(&(k.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+    }
+    out.extend_from_slice(&strings);
+    out
+}
+
+/// Replaces the parent locator of the image at `path` with `pairs` (in place, same offset;
+/// the metadata entry's length is updated).
+fn set_locator(path: &Path, pairs: &[(&str, &str)]) {
+    edit(path, |b| {
+        let r = item_range(b, LOCATOR);
+        let item = locator_item(pairs);
+        b[r.start..r.start + item.len()].copy_from_slice(&item);
+        let meta = region_offset(b, METADATA_REGION) as usize;
+        let want = uuid::Uuid::from_u128(LOCATOR).to_bytes_le();
+        let e = (0..6)
+            .map(|i| meta + 32 + 32 * i)
+            .find(|&e| b[e..e + 16] == want)
+            .unwrap();
+        b[e + 20..e + 24].copy_from_slice(&(item.len() as u32).to_le_bytes());
+    });
+}
+
+#[test]
+fn locators_are_tried_in_spec_order_and_windows_paths_map_to_the_child_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = base(dir.path(), "a.vhdx", 2 * MIB, MIB);
+    write(&a, &[(0, vec![0xab; 4096])]);
+    let b = child(dir.path(), "b.vhdx", &a);
+    let link = {
+        let image = open(&b, false).unwrap();
+        image
+            .details()
+            .into_iter()
+            .find(|(k, _)| k == "parent linkage")
+            .unwrap()
+            .1
+    };
+    // The relative path names nothing; the absolute Windows path's file name is a sibling.
+    set_locator(
+        &b,
+        &[
+            ("absolute_win32_path", "\\\\?\\D:\\Hyper-V\\disks\\a.vhdx"),
+            ("parent_linkage", &link),
+            ("relative_path", ".\\gone.vhdx"),
+            ("vendor_key", "ignored"),
+        ],
+    );
+    let image = open(&b, false).unwrap();
+    assert_eq!(
+        image.parent_path(),
+        Some(dir.path().join("a.vhdx").as_path())
+    );
+    assert_eq!(content(&*image)[..4096], [0xab; 4096]);
+    drop(image);
+    // parent_linkage2 is accepted as the parent's identity too.
+    set_locator(
+        &b,
+        &[
+            ("parent_linkage", "{00000000-0000-0000-0000-000000000001}"),
+            ("parent_linkage2", &link),
+            ("relative_path", ".\\a.vhdx"),
+        ],
+    );
+    open(&b, false).unwrap();
+    // No path at all that exists: not found, naming what was stored.
+    set_locator(
+        &b,
+        &[
+            ("parent_linkage", &link),
+            (
+                "volume_path",
+                "\\\\?\\Volume{26a21bda-a627-11d7-9931-806e6f6e6963}\\x\\nope.vhdx",
+            ),
+        ],
+    );
+    let err = open_err(&b);
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.message().contains("nope.vhdx"), "{err}");
+}
