@@ -12,8 +12,8 @@
 //!           differencing: one zeroed sector bitmap block per chunk (see `write_bat`)
 //! ```
 //!
-//! A differencing image takes its virtual size, logical and physical sector sizes and (unless
-//! the spec names one) its block size from the parent, which must be VHDX. Its locator holds
+//! A differencing image takes its virtual size, logical and physical sector sizes, virtual disk
+//! id and (unless the spec names one) its block size from the parent, which must be VHDX. Its locator holds
 //! `parent_linkage` (the parent's DataWriteGuid, lowercase in braces) and `relative_path`
 //! (`.\name` or `..\dir\name`, from the child's folder); `absolute_win32_path` only on
 //! Windows hosts, since elsewhere no meaningful Windows path exists, and no `volume_path`.
@@ -68,6 +68,9 @@ struct ParentFacts {
     logical_sector: u32,
     physical_sector: u32,
     block_size: u64,
+    /// The parent's virtual disk id (SCSI page 83), which the child keeps: it is the same
+    /// virtual disk, later in time (as Hyper-V checkpoints keep the disk's identity).
+    disk_id: uuid::Uuid,
     /// The encoded parent locator item.
     locator: Vec<u8>,
 }
@@ -120,6 +123,7 @@ fn parent_facts(spec: &CreateSpec) -> Result<ParentFacts> {
         logical_sector: image.sector_size(),
         physical_sector: image.physical_sector_size(),
         block_size: image.block_size(),
+        disk_id: image.disk_id(),
         locator: build_locator(image.data_write_guid(), child, parent)?,
     })
 }
@@ -228,7 +232,7 @@ pub(crate) fn create(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<VhdxI
     };
     file.set_len(end)?;
     write_header_section(&*file, &s)?;
-    write_metadata(&*file, &s, parent.as_ref().map(|p| p.locator.as_slice()))?;
+    write_metadata(&*file, &s, parent.as_ref())?;
     if s.fixed || s.differencing {
         write_bat(&*file, &s, data_start)?;
     }
@@ -311,7 +315,7 @@ fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
     clippy::cast_possible_truncation,
     reason = "at most six items, all inside the 1 MiB metadata region (checked)"
 )]
-fn write_metadata(file: &dyn HostFile, s: &Shape, locator: Option<&[u8]>) -> Result<()> {
+fn write_metadata(file: &dyn HostFile, s: &Shape, parent: Option<&ParentFacts>) -> Result<()> {
     let mut params = FileParameters::new_zeroed();
     // Checked in `shape`: at most 256 MiB.
     params.block_size = U32::new(u32::try_from(s.block_size).unwrap_or(MAX_BLOCK_SIZE));
@@ -322,7 +326,9 @@ fn write_metadata(file: &dyn HostFile, s: &Shape, locator: Option<&[u8]>) -> Res
     } else {
         0
     });
-    let disk_id = uuid::Uuid::new_v4().to_bytes_le();
+    let disk_id = parent
+        .map_or_else(uuid::Uuid::new_v4, |p| p.disk_id)
+        .to_bytes_le();
     let mut items: Vec<(uuid::Uuid, u32, Vec<u8>)> = vec![
         (ITEM_FILE_PARAMETERS, 0, params.as_bytes().to_vec()),
         (
@@ -342,8 +348,8 @@ fn write_metadata(file: &dyn HostFile, s: &Shape, locator: Option<&[u8]>) -> Res
             s.physical_sector.to_le_bytes().to_vec(),
         ),
     ];
-    if let Some(locator) = locator {
-        items.push((ITEM_PARENT_LOCATOR, 0, locator.to_vec()));
+    if let Some(parent) = parent {
+        items.push((ITEM_PARENT_LOCATOR, 0, parent.locator.clone()));
     }
     let used = METADATA_TABLE_LEN + items.iter().map(|i| i.2.len()).sum::<usize>();
     if used > METADATA_LEN as usize {

@@ -402,6 +402,18 @@ fn created_children_carry_the_parent_linkage_and_a_relative_locator_libvhdi_read
             .1
     };
     assert_eq!(get("parent linkage"), format!("{{{parent_dwg}}}"));
+    let parent_id = open(&a, false)
+        .unwrap()
+        .details()
+        .into_iter()
+        .find(|(k, _)| k == "virtual disk id")
+        .unwrap()
+        .1;
+    assert_eq!(
+        get("virtual disk id"),
+        parent_id,
+        "the child keeps the disk's identity"
+    );
     assert_eq!(image.size(), 3 * MIB + 4096);
     let out = run("vhdiinfo", &[b.to_str().unwrap()]);
     assert!(out.contains("Differential"), "{out}");
