@@ -8,7 +8,7 @@ use vdisk_core::{Error, Problem, Result};
 use crate::format::{
     CHUNK_SECTORS, HEADER_SECTION_LEN, MIB, PAYLOAD_FULLY_PRESENT, PAYLOAD_NOT_PRESENT,
     PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_UNDEFINED, PAYLOAD_UNMAPPED, PAYLOAD_ZERO, SB_NOT_PRESENT,
-    SB_PRESENT,
+    SB_PRESENT, SECTOR_BITMAP_LEN,
 };
 use crate::metadata::Metadata;
 use crate::overlay::HostView;
@@ -47,6 +47,10 @@ pub(crate) struct Bat {
     pub block_size: u64,
     /// Host offset of the table.
     pub file_offset: u64,
+    /// A differencing image: sector bitmaps and PARTIALLY_PRESENT blocks are allowed.
+    pub differencing: bool,
+    /// Logical sectors per payload block.
+    pub sectors_per_block: u64,
 }
 
 impl Bat {
@@ -62,6 +66,35 @@ impl Bat {
         }
         let i = usize::try_from(self.payload_index(block)).ok()?;
         self.entries.get(i).copied()
+    }
+
+    /// The sector bitmap entry of the chunk holding payload block `block`, with its index.
+    pub(crate) fn bitmap_of(&self, block: u64) -> Option<(u64, BatEntry)> {
+        let chunk = block / self.chunk_ratio;
+        let i = chunk * (self.chunk_ratio + 1) + self.chunk_ratio;
+        let e = self.entries.get(usize::try_from(i).ok()?).copied()?;
+        Some((i, e))
+    }
+
+    /// Host ranges of the sector bitmap blocks present in the file.
+    pub(crate) fn bitmap_ranges(&self) -> Vec<Range<u64>> {
+        if !self.differencing {
+            return Vec::new();
+        }
+        let step = usize::try_from(self.chunk_ratio + 1).unwrap_or(usize::MAX);
+        self.entries
+            .iter()
+            .skip(step - 1)
+            .step_by(step)
+            .filter(|e| e.state() == SB_PRESENT)
+            .map(|e| e.host_offset()..e.host_offset().saturating_add(SECTOR_BITMAP_LEN))
+            .collect()
+    }
+
+    /// Where, inside its chunk's sector bitmap block, the bit of the first logical sector of
+    /// payload block `block` lies (a bit index).
+    pub(crate) fn bitmap_bit(&self, block: u64) -> u64 {
+        (block % self.chunk_ratio) * self.sectors_per_block
     }
 
     /// Host offset of the entry at table index `i`.
@@ -82,8 +115,14 @@ pub(crate) fn read_bat(
     let block_size = u64::from(meta.block_size);
     let chunk_ratio = (CHUNK_SECTORS * u64::from(meta.logical_sector_size)) / block_size;
     let data_blocks = meta.disk_size.div_ceil(block_size);
-    // Dynamic and fixed images: a sector-bitmap entry follows each full chunk only.
-    let total = data_blocks + (data_blocks - 1) / chunk_ratio;
+    let differencing = meta.parent.is_some();
+    // Dynamic and fixed images: a sector-bitmap entry follows each full chunk only;
+    // differencing images: every chunk, the last partial one included (MS-VHDX 2.5).
+    let total = if differencing {
+        data_blocks.div_ceil(chunk_ratio) * (chunk_ratio + 1)
+    } else {
+        data_blocks + (data_blocks - 1) / chunk_ratio
+    };
     let needed = total * 8;
     let region_len = region.end - region.start;
     if needed > region_len {
@@ -113,6 +152,8 @@ pub(crate) fn read_bat(
         data_blocks,
         block_size,
         file_offset: region.start,
+        differencing,
+        sectors_per_block: block_size / u64::from(meta.logical_sector_size),
     };
     validate(&bat, view.len(), reserved, problems);
     Ok(bat)
@@ -121,7 +162,8 @@ pub(crate) fn read_bat(
 /// Checks every entry: known states, blocks inside the file, clear of metadata and of each
 /// other.
 fn validate(bat: &Bat, file_len: u64, reserved: &[Range<u64>], problems: &mut Vec<Problem>) {
-    let mut blocks: Vec<(u64, u64)> = Vec::new();
+    // (host offset, table index, length) of everything placed in the file.
+    let mut blocks: Vec<(u64, u64, u64)> = Vec::new();
     for (i, &entry) in bat.entries.iter().enumerate() {
         let i = i as u64;
         let at = bat.entry_offset(i);
@@ -136,6 +178,31 @@ fn validate(bat: &Bat, file_len: u64, reserved: &[Range<u64>], problems: &mut Ve
         if is_bitmap {
             match state {
                 SB_NOT_PRESENT => {}
+                SB_PRESENT if bat.differencing => {
+                    let host = entry.host_offset();
+                    let end = host.saturating_add(SECTOR_BITMAP_LEN);
+                    if host < HEADER_SECTION_LEN || end > file_len {
+                        problems.push(Problem::error(
+                            format!(
+                                "sector bitmap block {i} at {host:#x} lies in the header \
+                                 section or past the end of the {file_len}-byte file"
+                            ),
+                            Some(at),
+                        ));
+                    } else if let Some(r) = reserved.iter().find(|r| host < r.end && r.start < end)
+                    {
+                        problems.push(Problem::error(
+                            format!(
+                                "sector bitmap block {i} at {host:#x} overlaps metadata or the \
+                                 log at {:#x}",
+                                r.start
+                            ),
+                            Some(at),
+                        ));
+                    } else {
+                        blocks.push((host, i, SECTOR_BITMAP_LEN));
+                    }
+                }
                 SB_PRESENT => problems.push(Problem::warning(
                     format!("sector bitmap entry {i} is present in an image without a parent"),
                     Some(at),
@@ -166,6 +233,22 @@ fn validate(bat: &Bat, file_len: u64, reserved: &[Range<u64>], problems: &mut Ve
                     ));
                 }
                 continue;
+            }
+            PAYLOAD_PARTIALLY_PRESENT if bat.differencing => {
+                let block = i - i / (bat.chunk_ratio + 1);
+                if bat
+                    .bitmap_of(block)
+                    .is_none_or(|(_, e)| e.state() != SB_PRESENT)
+                {
+                    problems.push(Problem::error(
+                        format!(
+                            "block {block} is partially present but its chunk has no sector \
+                             bitmap"
+                        ),
+                        Some(at),
+                    ));
+                    continue;
+                }
             }
             PAYLOAD_PARTIALLY_PRESENT => {
                 problems.push(Problem::error(
@@ -213,12 +296,12 @@ fn validate(bat: &Bat, file_len: u64, reserved: &[Range<u64>], problems: &mut Ve
             ));
             continue;
         }
-        blocks.push((host, i));
+        blocks.push((host, i, bat.block_size));
     }
     blocks.sort_unstable();
     for pair in blocks.windows(2) {
-        let ((a, ia), (b, ib)) = (pair[0], pair[1]);
-        if b < a + bat.block_size {
+        let ((a, ia, len), (b, ib, _)) = (pair[0], pair[1]);
+        if b < a + len {
             problems.push(Problem::error(
                 format!(
                     "bat entries {ia} and {ib} place their blocks at overlapping {a:#x} and {b:#x}"

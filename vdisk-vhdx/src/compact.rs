@@ -21,8 +21,8 @@ use vdisk_core::{
 
 use crate::bat::{Bat, BatEntry};
 use crate::format::{
-    HEADER_SECTION_LEN, LOG_SECTOR, MIB, PAYLOAD_FULLY_PRESENT, PAYLOAD_UNDEFINED,
-    PAYLOAD_UNMAPPED, PAYLOAD_ZERO,
+    HEADER_SECTION_LEN, LOG_SECTOR, MIB, PAYLOAD_FULLY_PRESENT, PAYLOAD_NOT_PRESENT,
+    PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_UNDEFINED, PAYLOAD_UNMAPPED, PAYLOAD_ZERO,
 };
 use crate::image::VhdxImage;
 use crate::log_write::{PAGE, Page};
@@ -102,12 +102,13 @@ impl VhdxImage {
         highest
     }
 
-    /// Host ranges of the log and every region, sorted.
+    /// Host ranges of the log, every region and every sector bitmap block, sorted.
     fn metadata_ranges(&self) -> Vec<Range<u64>> {
         // The log's place never changes in a session: the header read at open has it.
         let h = &self.header.header;
         let log = h.log_offset.get()..h.log_offset.get() + u64::from(h.log_length.get());
         let mut all: Vec<Range<u64>> = self.regions.all.clone();
+        all.extend(self.bat().bitmap_ranges());
         if !log.is_empty() {
             all.push(log);
         }
@@ -128,7 +129,19 @@ impl Compactable for VhdxImage {
         })
     }
 
-    fn deallocate(&mut self, blocks: &[BlockIndex], _to: FreeAs) -> Result<()> {
+    /// Base images: ZERO either way. Differencing images: [`FreeAs::Parent`] → NOT_PRESENT,
+    /// [`FreeAs::Zero`] → ZERO; the sector bits of freed blocks are cleared through the log
+    /// (see `clear_sector_bits`), so the bitmap never claims sectors for a block that is not
+    /// partially present.
+    fn deallocate(&mut self, blocks: &[BlockIndex], to: FreeAs) -> Result<()> {
+        let differencing = self.kind() == ImageKind::Differencing;
+        let target = match to {
+            FreeAs::Parent if differencing => PAYLOAD_NOT_PRESENT,
+            _ => PAYLOAD_ZERO,
+        };
+        // Sector bits of freed blocks are cleared: before the BAT update where they do not
+        // count (FULLY_PRESENT and trimmed blocks), after it where they do (PARTIALLY_PRESENT).
+        let (mut before, mut after) = (Vec::new(), Vec::new());
         let mut changes = BTreeMap::new();
         for &block in blocks {
             let i = self.table_index(block)?;
@@ -138,17 +151,32 @@ impl Compactable for VhdxImage {
             else {
                 continue;
             };
-            if matches!(
-                entry.state(),
-                PAYLOAD_FULLY_PRESENT | PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED
-            ) {
-                changes.insert(i, BatEntry(u64::from(PAYLOAD_ZERO)));
+            match entry.state() {
+                PAYLOAD_FULLY_PRESENT | PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED => {
+                    before.push(block.0);
+                }
+                PAYLOAD_PARTIALLY_PRESENT if differencing => after.push(block.0),
+                _ => continue,
             }
+            changes.insert(i, BatEntry(u64::from(target)));
         }
         if changes.is_empty() {
             return Ok(());
         }
-        self.update_bat(&changes)
+        self.clear_sector_bits(&before)?;
+        self.update_bat(&changes)?;
+        self.clear_sector_bits(&after)
+    }
+
+    fn can_free_as_zero(&self) -> bool {
+        true
+    }
+
+    /// A new DataWriteGuid, durable on return (once per session): children made against the
+    /// old content no longer match this image.
+    fn begin_content_change(&mut self) -> Result<()> {
+        let session = writable(&mut self.session)?;
+        session.begin_data_write(self.view.file())
     }
 
     fn relocate(&mut self, moves: &[Relocation]) -> Result<()> {
@@ -161,7 +189,16 @@ impl Compactable for VhdxImage {
                 .bat()
                 .payload(m.block.0)
                 .map(|e| (e.state(), e.host_offset()));
-            if current != Some((PAYLOAD_FULLY_PRESENT, m.from.0)) {
+            // PARTIALLY_PRESENT blocks move with their state (their sector bits stay put).
+            let state = match current {
+                Some((s @ (PAYLOAD_FULLY_PRESENT | PAYLOAD_PARTIALLY_PRESENT), at))
+                    if at == m.from.0 =>
+                {
+                    s
+                }
+                _ => 0,
+            };
+            if state == 0 {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
                     format!(
@@ -186,10 +223,7 @@ impl Compactable for VhdxImage {
                 )
                 .with_offset(m.to.0));
             }
-            changes.insert(
-                i,
-                BatEntry((m.to.0 / MIB) << 20 | u64::from(PAYLOAD_FULLY_PRESENT)),
-            );
+            changes.insert(i, BatEntry((m.to.0 / MIB) << 20 | u64::from(state)));
         }
         if changes.is_empty() {
             return Ok(());
@@ -282,7 +316,7 @@ pub(crate) fn log_bat_changes(
 /// The error of a writing primitive on a read-only open.
 /// The writing session of an image opened for writing; [`ErrorKind::ReadOnly`] otherwise.
 /// Takes the field, not the image, so the caller can still borrow the image's other fields.
-fn writable(session: &mut std::sync::Mutex<Option<Session>>) -> Result<&mut Session> {
+pub(crate) fn writable(session: &mut std::sync::Mutex<Option<Session>>) -> Result<&mut Session> {
     session
         .get_mut()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -1,4 +1,4 @@
-//! Creating fixed and dynamic images, laid out as Hyper-V and qemu do.
+//! Creating fixed, dynamic and differencing images, laid out as Hyper-V and qemu do.
 //!
 //! ```text
 //!  0        file identifier ("vhdxfile", creator "vdisk")
@@ -6,28 +6,41 @@
 //!  192 KiB  region table 1              256 KiB  region table 2 (identical)
 //!  1 MiB    log (1 MiB, empty: LogGuid zero)
 //!  2 MiB    metadata region (1 MiB): table, then the five required items at 64 KiB
+//!           (differencing: and the parent locator after them)
 //!  3 MiB    BAT (payload entries + a sector-bitmap slot per chunk, rounded up to 1 MiB)
-//!  ...      payload blocks (fixed: all of them, FULLY_PRESENT, zeros; dynamic: none)
+//!  ...      fixed: every payload block, FULLY_PRESENT, zeros; dynamic: nothing;
+//!           differencing: one zeroed sector bitmap block per chunk (see `write_bat`)
 //! ```
+//!
+//! A differencing image takes its virtual size, logical and physical sector sizes, virtual disk
+//! id and (unless the spec names one) its block size from the parent, which must be VHDX. Its locator holds
+//! `parent_linkage` (the parent's DataWriteGuid, lowercase in braces) and `relative_path`
+//! (`.\name` or `..\dir\name`, from the child's folder); `absolute_win32_path` only on
+//! Windows hosts, since elsewhere no meaningful Windows path exists, and no `volume_path`.
 //!
 //! Choices: the default block size is 32 MiB (Hyper-V's default for dynamic and fixed VHDX;
 //! qemu picks 8 to 64 MiB by disk size, 32 MiB for 100 GiB..32 TiB). The virtual size is
 //! rounded up to the logical sector size (as the VHD backend rounds up to 512 bytes), and
 //! must lie between one sector and 64 TiB (MS-VHDX 2.6.2.2).
 
-use vdisk_core::{CreateSpec, Error, ErrorKind, HostFile, ImageKind, Result};
+use vdisk_core::{
+    Access, BlockDevice, ChainContext, Confidence, CreateSpec, DiskImage, Error, ErrorKind,
+    FormatDriver, HostFile, ImageKind, OpenOptions, Result, StdFile,
+};
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::format::{
     BAT_REGION, CHUNK_SECTORS, FILE_SIGNATURE, FileIdentifier, FileParameters, HEADER_OFFSETS,
     HEADER_SIGNATURE, HEADER_VERSION, Header, ITEM_DISK_ID, ITEM_DISK_SIZE, ITEM_FILE_PARAMETERS,
-    ITEM_LOGICAL_SECTOR, ITEM_PHYSICAL_SECTOR, LOG_VERSION, MAX_BLOCK_SIZE, MAX_DISK_SIZE,
-    META_IS_REQUIRED, METADATA_REGION, METADATA_SIGNATURE, METADATA_TABLE_LEN, MIB, MIN_BLOCK_SIZE,
-    MetadataEntry, MetadataTableHeader, PARAM_LEAVE_BLOCK_ALLOCATED, PAYLOAD_FULLY_PRESENT,
-    REGION_SIGNATURE, REGION_TABLE_LEN, REGION_TABLE_OFFSETS, RegionEntry, RegionTableHeader,
+    ITEM_LOGICAL_SECTOR, ITEM_PARENT_LOCATOR, ITEM_PHYSICAL_SECTOR, LOG_VERSION, MAX_BLOCK_SIZE,
+    MAX_DISK_SIZE, META_IS_REQUIRED, METADATA_REGION, METADATA_SIGNATURE, METADATA_TABLE_LEN, MIB,
+    MIN_BLOCK_SIZE, MetadataEntry, MetadataTableHeader, PARAM_HAS_PARENT,
+    PARAM_LEAVE_BLOCK_ALLOCATED, PAYLOAD_FULLY_PRESENT, REGION_SIGNATURE, REGION_TABLE_LEN,
+    REGION_TABLE_OFFSETS, RegionEntry, RegionTableHeader, SB_PRESENT, SECTOR_BITMAP_LEN,
 };
 use crate::image::VhdxImage;
+use crate::locator::build_locator;
 
 /// Block size used when the spec names none (Hyper-V's default).
 pub(crate) const DEFAULT_BLOCK_SIZE: u64 = 32 * MIB;
@@ -48,10 +61,26 @@ const META_IS_VIRTUAL_DISK: u32 = 2;
 /// BAT bytes written per call for fixed images.
 const BAT_CHUNK: usize = 1 << 20;
 
+/// What a differencing image takes from its parent.
+#[derive(Debug, Clone)]
+struct ParentFacts {
+    size: u64,
+    logical_sector: u32,
+    physical_sector: u32,
+    block_size: u64,
+    /// The parent's virtual disk id (SCSI page 83), which the child keeps: it is the same
+    /// virtual disk, later in time (as Hyper-V checkpoints keep the disk's identity).
+    disk_id: uuid::Uuid,
+    /// The encoded parent locator item.
+    locator: Vec<u8>,
+}
+
 /// The validated shape of a new image.
 #[derive(Debug, Clone, Copy)]
 struct Shape {
     fixed: bool,
+    differencing: bool,
+    physical_sector: u32,
     size: u64,
     block_size: u64,
     logical_sector: u32,
@@ -65,25 +94,63 @@ fn invalid(msg: String) -> Error {
     Error::new(ErrorKind::InvalidInput, msg)
 }
 
-/// Checks `spec` and derives the layout; nothing is written.
-fn shape(spec: &CreateSpec) -> Result<Shape> {
-    let fixed = match spec.kind {
-        ImageKind::Fixed => true,
-        ImageKind::Dynamic => false,
-        _ => {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "creating differencing vhdx images is not supported",
-            ));
+/// Opens the parent named by a differencing `spec` (read-only, with its own parents) and
+/// collects what the child takes from it.
+fn parent_facts(spec: &CreateSpec) -> Result<ParentFacts> {
+    let parent = spec.parent.as_deref().ok_or_else(|| {
+        invalid("a differencing image needs a parent image to be named".to_string())
+    })?;
+    let child = spec.path.as_deref().ok_or_else(|| {
+        invalid(
+            "creating a differencing image needs the new image's path (its parent locator \
+             is relative to it)"
+                .to_string(),
+        )
+    })?;
+    let file = StdFile::open(parent, Access::ReadOnly)?;
+    if crate::DRIVER.probe(&file)? != Confidence::Yes {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "the parent is not a vhdx image (a vhdx child needs a vhdx parent)",
+        )
+        .with_path(parent));
+    }
+    let mut opts = OpenOptions::read_only();
+    opts.chain = ChainContext::root(parent);
+    let image = VhdxImage::open_with(Box::new(file), &opts).map_err(|e| e.with_path(parent))?;
+    Ok(ParentFacts {
+        size: image.size(),
+        logical_sector: image.sector_size(),
+        physical_sector: image.physical_sector_size(),
+        block_size: image.block_size(),
+        disk_id: image.disk_id(),
+        locator: build_locator(image.data_write_guid(), child, parent)?,
+    })
+}
+
+/// Checks `spec` and derives the layout; nothing is written. A differencing image takes its
+/// size, sector sizes and (unless the spec names one) block size from `parent`.
+fn shape(spec: &CreateSpec, parent: Option<&ParentFacts>) -> Result<Shape> {
+    let (fixed, differencing) = match (spec.kind, parent) {
+        (ImageKind::Fixed, _) => (true, false),
+        (ImageKind::Dynamic, _) => (false, false),
+        (ImageKind::Differencing, Some(_)) => (false, true),
+        (ImageKind::Differencing, None) => {
+            return Err(invalid("a differencing image needs its parent".to_string()));
         }
     };
-    let logical_sector = spec.logical_sector_size.unwrap_or(512);
+    let logical_sector = parent.map_or(spec.logical_sector_size.unwrap_or(512), |p| {
+        p.logical_sector
+    });
     if logical_sector != 512 && logical_sector != 4096 {
         return Err(invalid(format!(
             "vhdx logical sectors are 512 or 4096 bytes; {logical_sector} was asked for"
         )));
     }
-    let block_size = spec.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
+    let block_size = spec
+        .block_size
+        .or(parent.map(|p| p.block_size))
+        .unwrap_or(DEFAULT_BLOCK_SIZE);
     if !block_size.is_power_of_two()
         || !(u64::from(MIN_BLOCK_SIZE)..=u64::from(MAX_BLOCK_SIZE)).contains(&block_size)
     {
@@ -91,8 +158,8 @@ fn shape(spec: &CreateSpec) -> Result<Shape> {
             "block size of {block_size} bytes is not a power of two between 1 MiB and 256 MiB"
         )));
     }
-    let size = spec
-        .size
+    let size = parent
+        .map_or(spec.size, |p| p.size)
         .checked_next_multiple_of(u64::from(logical_sector))
         .filter(|&s| s > 0 && s <= MAX_DISK_SIZE)
         .ok_or_else(|| {
@@ -103,8 +170,13 @@ fn shape(spec: &CreateSpec) -> Result<Shape> {
         })?;
     let data_blocks = size.div_ceil(block_size);
     let chunk_ratio = CHUNK_SECTORS * u64::from(logical_sector) / block_size;
-    // Room for a sector-bitmap slot after every chunk, including a last partial one.
-    let bat_entries = data_blocks + data_blocks.div_ceil(chunk_ratio);
+    // Room for a sector-bitmap slot after every chunk, including a last partial one; a
+    // differencing BAT has every payload slot of the last chunk too (MS-VHDX 2.5).
+    let bat_entries = if differencing {
+        data_blocks.div_ceil(chunk_ratio) * (chunk_ratio + 1)
+    } else {
+        data_blocks + data_blocks.div_ceil(chunk_ratio)
+    };
     let bat_len = (bat_entries * 8).next_multiple_of(MIB);
     if u32::try_from(bat_len).is_err() {
         return Err(invalid(format!(
@@ -114,6 +186,8 @@ fn shape(spec: &CreateSpec) -> Result<Shape> {
     }
     Ok(Shape {
         fixed,
+        differencing,
+        physical_sector: parent.map_or(PHYSICAL_SECTOR, |p| p.physical_sector),
         size,
         block_size,
         logical_sector,
@@ -124,9 +198,14 @@ fn shape(spec: &CreateSpec) -> Result<Shape> {
     })
 }
 
-/// Creates an image as `spec` says in the empty `file`, durable on return.
+/// Creates an image as `spec` says in the empty `file`, durable on return. A differencing
+/// image is returned opened with its parent (named explicitly by the spec).
 pub(crate) fn create(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<VhdxImage> {
-    let s = shape(spec)?;
+    let parent = match spec.kind {
+        ImageKind::Differencing => Some(parent_facts(spec)?),
+        _ => None,
+    };
+    let s = shape(spec, parent.as_ref())?;
     if !file.is_writable() {
         return Err(Error::new(
             ErrorKind::ReadOnly,
@@ -145,17 +224,25 @@ pub(crate) fn create(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<VhdxI
             .checked_mul(s.block_size)
             .and_then(|d| d.checked_add(data_start))
             .ok_or_else(|| invalid("file size overflows".to_string()))?
+    } else if s.differencing {
+        // One zeroed (sparse) sector bitmap block per chunk, right after the BAT.
+        data_start + s.data_blocks.div_ceil(s.chunk_ratio) * SECTOR_BITMAP_LEN
     } else {
         data_start
     };
     file.set_len(end)?;
     write_header_section(&*file, &s)?;
-    write_metadata(&*file, &s)?;
-    if s.fixed {
-        write_fixed_bat(&*file, &s, data_start)?;
+    write_metadata(&*file, &s, parent.as_ref())?;
+    if s.fixed || s.differencing {
+        write_bat(&*file, &s, data_start)?;
     }
     file.sync()?;
-    VhdxImage::open(file, true)
+    let mut opts = OpenOptions::read_write();
+    if let (Some(parent), Some(path)) = (&spec.parent, &spec.path) {
+        opts.parents.explicit = Some(parent.clone());
+        opts.chain = ChainContext::root(path);
+    }
+    VhdxImage::open_with(file, &opts)
 }
 
 /// File identifier, both headers and both region tables.
@@ -222,22 +309,27 @@ fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
     }
 }
 
-/// The metadata table and its five required items.
+/// The metadata table, its five required items and, for a differencing image, the parent
+/// locator.
 #[expect(
     clippy::cast_possible_truncation,
-    reason = "five items of at most 16 bytes each, placed just after the 64 KiB table"
+    reason = "at most six items, all inside the 1 MiB metadata region (checked)"
 )]
-fn write_metadata(file: &dyn HostFile, s: &Shape) -> Result<()> {
+fn write_metadata(file: &dyn HostFile, s: &Shape, parent: Option<&ParentFacts>) -> Result<()> {
     let mut params = FileParameters::new_zeroed();
     // Checked in `shape`: at most 256 MiB.
     params.block_size = U32::new(u32::try_from(s.block_size).unwrap_or(MAX_BLOCK_SIZE));
     params.flags = U32::new(if s.fixed {
         PARAM_LEAVE_BLOCK_ALLOCATED
+    } else if s.differencing {
+        PARAM_HAS_PARENT
     } else {
         0
     });
-    let disk_id = uuid::Uuid::new_v4().to_bytes_le();
-    let items: [(uuid::Uuid, u32, Vec<u8>); 5] = [
+    let disk_id = parent
+        .map_or_else(uuid::Uuid::new_v4, |p| p.disk_id)
+        .to_bytes_le();
+    let mut items: Vec<(uuid::Uuid, u32, Vec<u8>)> = vec![
         (ITEM_FILE_PARAMETERS, 0, params.as_bytes().to_vec()),
         (
             ITEM_DISK_SIZE,
@@ -253,10 +345,19 @@ fn write_metadata(file: &dyn HostFile, s: &Shape) -> Result<()> {
         (
             ITEM_PHYSICAL_SECTOR,
             META_IS_VIRTUAL_DISK,
-            PHYSICAL_SECTOR.to_le_bytes().to_vec(),
+            s.physical_sector.to_le_bytes().to_vec(),
         ),
     ];
-    let mut region = vec![0u8; METADATA_TABLE_LEN + 4096];
+    if let Some(parent) = parent {
+        items.push((ITEM_PARENT_LOCATOR, 0, parent.locator.clone()));
+    }
+    let used = METADATA_TABLE_LEN + items.iter().map(|i| i.2.len()).sum::<usize>();
+    if used > METADATA_LEN as usize {
+        return Err(invalid(format!(
+            "the metadata items need {used} bytes, more than the {METADATA_LEN}-byte region"
+        )));
+    }
+    let mut region = vec![0u8; used.next_multiple_of(4096)];
     let mut head = MetadataTableHeader::new_zeroed();
     head.signature = METADATA_SIGNATURE;
     head.entry_count = U16::new(items.len() as u16);
@@ -275,15 +376,24 @@ fn write_metadata(file: &dyn HostFile, s: &Shape) -> Result<()> {
     file.write_at(&region, METADATA_OFFSET)
 }
 
-/// Every payload entry FULLY_PRESENT, blocks in order from `data_start`; sector-bitmap slots
-/// stay zero (NOT_PRESENT).
-fn write_fixed_bat(file: &dyn HostFile, s: &Shape, data_start: u64) -> Result<()> {
+/// Fixed: every payload entry FULLY_PRESENT, blocks in order from `data_start`, sector-bitmap
+/// slots NOT_PRESENT. Differencing: payload entries NOT_PRESENT, every chunk's sector bitmap
+/// PRESENT, 1 MiB each in order from `data_start` (all zero: every sector from the parent).
+///
+/// Why differencing images get their bitmaps up front: libvhdi reads a chunk's bitmap for any
+/// block that is not FULLY_PRESENT even when the bitmap entry is NOT_PRESENT (from offset 0,
+/// which holds the file identifier), so NOT_PRESENT blocks would show garbage there. The
+/// blocks are made by growing the file, so they occupy no disk space on sparse-capable hosts.
+fn write_bat(file: &dyn HostFile, s: &Shape, data_start: u64) -> Result<()> {
     let mut buf = Vec::with_capacity(BAT_CHUNK);
     let mut written = 0u64;
     let mut block = 0u64;
     for i in 0..s.bat_entries {
         let is_bitmap = (i + 1).is_multiple_of(s.chunk_ratio + 1);
-        let entry = if is_bitmap || block >= s.data_blocks {
+        let entry = if is_bitmap && s.differencing {
+            let host = data_start + (i / (s.chunk_ratio + 1)) * SECTOR_BITMAP_LEN;
+            (host / MIB) << 20 | u64::from(SB_PRESENT)
+        } else if is_bitmap || block >= s.data_blocks || s.differencing {
             0
         } else {
             let host = data_start + block * s.block_size;

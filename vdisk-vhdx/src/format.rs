@@ -90,6 +90,11 @@ pub(crate) const ITEM_PHYSICAL_SECTOR: Uuid =
 pub(crate) const ITEM_PARENT_LOCATOR: Uuid =
     Uuid::from_u128(0xA8D35F2D_B30B_454D_ABF7_D3D84834AB0C);
 
+/// Parent locator type of a VHDX parent (MS-VHDX 2.6.2.6.3).
+pub(crate) const VHDX_LOCATOR_TYPE: Uuid = Uuid::from_u128(0xB04AEFB7_D19E_4A81_B789_25B8E9445913);
+/// Bytes of one sector bitmap block.
+pub(crate) const SECTOR_BITMAP_LEN: u64 = MIB;
+
 /// BAT payload state: not present (reads zeros, or the parent in a child).
 pub(crate) const PAYLOAD_NOT_PRESENT: u8 = 0;
 /// BAT payload state: undefined (trimmed; content may be anything).
@@ -224,6 +229,32 @@ pub(crate) const PARAM_LEAVE_BLOCK_ALLOCATED: u32 = 1;
 /// File parameters flag: the image has a parent (a differencing disk).
 pub(crate) const PARAM_HAS_PARENT: u32 = 2;
 
+/// The 20-byte header of the parent locator metadata item.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct LocatorHeader {
+    /// What kind of parent the key/value pairs locate (VHDX: [`VHDX_LOCATOR_TYPE`]).
+    pub locator_type: [u8; 16],
+    /// Zero.
+    pub reserved: U16,
+    /// Number of key/value entries that follow.
+    pub key_value_count: U16,
+}
+
+/// One key/value entry of the parent locator; strings are UTF-16LE without a NUL.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub(crate) struct LocatorEntry {
+    /// Offset of the key from the start of the item, non-zero.
+    pub key_offset: U32,
+    /// Offset of the value from the start of the item, non-zero.
+    pub value_offset: U32,
+    /// Bytes of the key, non-zero.
+    pub key_length: U16,
+    /// Bytes of the value, non-zero.
+    pub value_length: U16,
+}
+
 /// The 64-byte header at the start of every log entry.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -303,6 +334,8 @@ const _: () = assert!(size_of::<RegionEntry>() == 32);
 const _: () = assert!(size_of::<MetadataTableHeader>() == 32);
 const _: () = assert!(size_of::<MetadataEntry>() == 32);
 const _: () = assert!(size_of::<FileParameters>() == 8);
+const _: () = assert!(size_of::<LocatorHeader>() == 20);
+const _: () = assert!(size_of::<LocatorEntry>() == 12);
 const _: () = assert!(size_of::<LogEntryHeader>() == 64);
 const _: () = assert!(size_of::<ZeroDescriptor>() == 32);
 const _: () = assert!(size_of::<DataDescriptor>() == 32);

@@ -1,18 +1,19 @@
 //! An opened VHDX: the parse pipeline (header, log, regions, metadata, BAT) and the guest view.
 
 use std::cell::Cell;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use uuid::Uuid;
 use vdisk_core::{
     BlockDevice, BlockIndex, BlockState, DiskImage, Error, ErrorKind, HostFile, HostOffset,
-    ImageKind, Problem, Result, block_spans, check_range,
+    ImageKind, OpenOptions, Problem, Result, block_spans, check_range,
 };
 
 use crate::bat::{Bat, read_bat};
 use crate::format::{
-    PAYLOAD_FULLY_PRESENT, PAYLOAD_NOT_PRESENT, PAYLOAD_UNDEFINED, PAYLOAD_UNMAPPED, PAYLOAD_ZERO,
-    guid,
+    PAYLOAD_FULLY_PRESENT, PAYLOAD_NOT_PRESENT, PAYLOAD_PARTIALLY_PRESENT, PAYLOAD_UNDEFINED,
+    PAYLOAD_UNMAPPED, PAYLOAD_ZERO, guid,
 };
 use crate::header::{CurrentHeader, read_headers};
 use crate::log::{Action, Log, SCAN_BUDGET_FACTOR, Sequence, find_active};
@@ -111,7 +112,7 @@ pub(crate) fn inspect(file: Box<dyn HostFile>, problems: &mut Vec<Problem>) -> R
     })
 }
 
-/// An opened VHDX image (fixed or dynamic).
+/// An opened VHDX image (fixed, dynamic or differencing).
 #[derive(Debug)]
 pub struct VhdxImage {
     pub(crate) view: HostView,
@@ -127,6 +128,9 @@ pub struct VhdxImage {
     notes: Vec<Problem>,
     /// Header and log writing state of a writable open; held by a guest write throughout.
     pub(crate) session: Mutex<Option<Session>>,
+    /// The parent of a differencing image (opened read-only with its own parents), and the
+    /// path it was found at.
+    pub(crate) parent: Option<(Box<VhdxImage>, PathBuf)>,
 }
 
 impl VhdxImage {
@@ -136,9 +140,35 @@ impl VhdxImage {
     /// with a new FileWriteGuid) and parses the file again; a clean image is not written until
     /// a compaction primitive writes. Fails with [`ErrorKind::InvalidImage`] on any structural
     /// error, with [`ErrorKind::ReadOnly`] for a writable open of a read-only file, and with
-    /// [`ErrorKind::Unsupported`] for differencing images and unknown required regions or
-    /// metadata.
+    /// [`ErrorKind::Unsupported`] for unknown required regions or metadata.
+    ///
+    /// A differencing image is opened without a chain context: its parent is looked for from
+    /// the file's own path with the default policy; see [`VhdxImage::open_with`].
     pub fn open(file: Box<dyn HostFile>, writable: bool) -> Result<VhdxImage> {
+        let opts = if writable {
+            OpenOptions::read_write()
+        } else {
+            OpenOptions::read_only()
+        };
+        Self::open_with(file, &opts)
+    }
+
+    /// Opens as [`VhdxImage::open`] does, with `opts`' writability, parent policy and chain
+    /// context. A differencing image's parent is found through its locators (relative_path,
+    /// volume_path, absolute_win32_path, in that order) by [`vdisk_core::parent::find_parent`],
+    /// opened read-only with this driver (recursively), and must carry the DataWriteGuid the
+    /// child's parent_linkage names, and the same virtual size and logical sector size.
+    /// Errors: [`ErrorKind::NotFound`] naming the stored path when no parent is found,
+    /// [`ErrorKind::InvalidImage`] for a linkage, size or format mismatch or a loop.
+    pub fn open_with(file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<VhdxImage> {
+        let mut image = Self::open_own(file, opts.writable)?;
+        if let Some(locator) = image.meta.parent.clone() {
+            image.parent = Some(crate::chain::open_parent(&image, &locator, opts)?);
+        }
+        Ok(image)
+    }
+
+    fn open_own(file: Box<dyn HostFile>, writable: bool) -> Result<VhdxImage> {
         if writable && !file.is_writable() {
             return Err(Error::new(
                 ErrorKind::ReadOnly,
@@ -196,6 +226,7 @@ impl VhdxImage {
             bat: RwLock::new(bat),
             notes,
             session: Mutex::new(session),
+            parent: None,
         }
     }
 
@@ -226,6 +257,16 @@ impl VhdxImage {
     /// Physical sector size in bytes (512 or 4096).
     pub fn physical_sector_size(&self) -> u32 {
         self.meta.physical_sector_size
+    }
+
+    /// The DataWriteGuid in effect: what a child's parent_linkage must name.
+    pub fn data_write_guid(&self) -> Uuid {
+        guid(self.current_header().header.data_write_guid)
+    }
+
+    /// The parent, for differencing images.
+    pub(crate) fn parent_image(&self) -> Option<&VhdxImage> {
+        self.parent.as_ref().map(|(p, _)| &**p)
     }
 }
 
@@ -319,11 +360,18 @@ impl BlockDevice for VhdxImage {
             let entry = self.bat().payload(span.block).ok_or_else(|| {
                 Error::new(ErrorKind::OutOfRange, "block outside the bat").with_offset(span.offset)
             })?;
-            if entry.state() == PAYLOAD_FULLY_PRESENT {
-                self.view.read_at(part, entry.host_offset() + span.within)?;
-            } else {
-                // NOT_PRESENT, ZERO, UNMAPPED, UNDEFINED: zeros (no parent yet).
-                part.fill(0);
+            match (entry.state(), self.parent_image()) {
+                (PAYLOAD_FULLY_PRESENT, _) => {
+                    self.view.read_at(part, entry.host_offset() + span.within)?;
+                }
+                (PAYLOAD_PARTIALLY_PRESENT, Some(parent)) => {
+                    self.read_partial(parent, part, span.block, span.within, entry)?;
+                }
+                (PAYLOAD_NOT_PRESENT, Some(parent)) => parent.read_at(part, span.offset)?,
+                // ZERO reads zeros, also in a child. NOT_PRESENT in a base image, and UNMAPPED
+                // and UNDEFINED everywhere, may read anything (MS-VHDX 2.5.1.1): zeros, never
+                // stale bytes; the compactor frees trimmed blocks as ZERO, which keeps this.
+                _ => part.fill(0),
             }
         }
         Ok(())
@@ -336,7 +384,9 @@ impl DiskImage for VhdxImage {
     }
 
     fn kind(&self) -> ImageKind {
-        if self.meta.leave_block_allocated {
+        if self.meta.parent.is_some() {
+            ImageKind::Differencing
+        } else if self.meta.leave_block_allocated {
             ImageKind::Fixed
         } else {
             ImageKind::Dynamic
@@ -364,7 +414,7 @@ impl DiskImage for VhdxImage {
         })?;
         let host = entry.host_offset();
         Ok(match entry.state() {
-            PAYLOAD_FULLY_PRESENT => BlockState::Allocated {
+            PAYLOAD_FULLY_PRESENT | PAYLOAD_PARTIALLY_PRESENT => BlockState::Allocated {
                 host: HostOffset(host),
             },
             PAYLOAD_ZERO => BlockState::Zero,
@@ -399,7 +449,7 @@ impl DiskImage for VhdxImage {
                 if entries == 1 { "y" } else { "ies" }
             ),
         };
-        vec![
+        let mut details = vec![
             ("creator".into(), current.creator.clone()),
             ("block size".into(), self.bat().block_size.to_string()),
             (
@@ -431,11 +481,29 @@ impl DiskImage for VhdxImage {
             ),
             ("log guid".into(), guid(h.log_guid).to_string()),
             ("chunk ratio".into(), self.bat().chunk_ratio.to_string()),
-        ]
+        ];
+        if let Some((_, path)) = &self.parent {
+            details.push(("parent".into(), path.display().to_string()));
+        }
+        if let Some(locator) = &self.meta.parent {
+            details.push(("parent linkage".into(), format!("{{{}}}", locator.linkage)));
+            for l in &locator.paths {
+                details.push((format!("parent {}", l.label), l.path.clone()));
+            }
+        }
+        details
     }
 
     fn check(&self) -> Result<Vec<Problem>> {
         Ok(self.notes.clone())
+    }
+
+    fn parent(&self) -> Option<&dyn DiskImage> {
+        self.parent_image().map(|p| p as &dyn DiskImage)
+    }
+
+    fn parent_path(&self) -> Option<&Path> {
+        self.parent.as_ref().map(|(_, path)| path.as_path())
     }
 
     fn as_compactable(&mut self) -> Result<&mut dyn vdisk_core::Compactable> {

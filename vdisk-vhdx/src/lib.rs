@@ -1,8 +1,7 @@
 //! # vdisk-vhdx
 //!
-//! The VHDX backend of vdisk ([MS-VHDX] v1.0): fixed and dynamic images; creating, reading,
-//! guest writes, checking and compacting. Differencing images are refused with
-//! [`vdisk_core::ErrorKind::Unsupported`].
+//! The VHDX backend of vdisk ([MS-VHDX] v1.0): fixed, dynamic and differencing images;
+//! creating, reading, guest writes, checking and compacting.
 //!
 //! ```text
 //!   DRIVER.probe   "vhdxfile" at 0
@@ -12,22 +11,31 @@
 //!        │                  in-memory Overlay; file shorter than the FlushedFileOffset →
 //!        │                  refused as truncated
 //!        │      ─► region   both region tables through the overlay; BAT + metadata regions
-//!        │      ─► metadata file parameters, sizes, disk id; unknown required item → refused
+//!        │      ─► metadata file parameters, sizes, disk id; unknown required item → refused;
+//!        │                  HasParent: the parent locator (locator)
 //!        │      ─► bat      the whole table in one read; every entry checked against the file
+//!        │                  (differencing: sector bitmap blocks and PARTIALLY_PRESENT too)
 //!        │   writable only, once all of that passed:
 //!        │      ─► replay   the log's entries onto the file, sync; header update (new
 //!        │                  FileWriteGuid, LogGuid zero); parse again from the file
+//!        │   differencing:
+//!        │      ─► chain    parent found by vdisk_core::parent::find_parent, opened read-only
+//!        │                  (recursively), DataWriteGuid = parent_linkage, same size
 //!        ▼
 //!   VhdxImage: BlockDevice  read_at → per block: FULLY_PRESENT reads host bytes through the
-//!                                     HostView (file + overlay); other states read zeros
+//!                                     HostView (file + overlay); NOT_PRESENT in a child reads
+//!                                     the parent; PARTIALLY_PRESENT per sector (bitmap);
+//!                                     other states read zeros
 //!              DiskImage    block_state from the BAT loaded at open (no I/O)
-//!              Compactable  (dynamic only) BAT changes through the log (log_write, session):
+//!              Compactable  (dynamic, differencing) BAT changes through the log (log_write,
+//!                           session):
 //!                           entry, sync, header LogGuid set, sync, pages in place, sync,
 //!                           LogGuid zero, sync; payload moves are copied and synced before
 //!                           the BAT points at them; truncation logs the new size first
 //!              write_at     (writable) FULLY_PRESENT in place; other states get a new block at
 //!                           the 1 MiB-aligned end, synced, then the BAT entry through the log
-//!   DRIVER.create  header section, 1 MiB log, metadata, BAT (fixed: every block present)
+//!   DRIVER.create  header section, 1 MiB log, metadata, BAT (fixed: every block present;
+//!                  differencing: parent locator, a sector bitmap per chunk)
 //!   DRIVER.check   every problem found by a lenient pass, not only the first
 //! ```
 //!
@@ -36,10 +44,13 @@
 //! writes. Header updates follow the two-header protocol (the non-current copy is written with
 //! the sequence number plus one, and synced). The FileWriteGuid changes once per writing
 //! session, before its first write; the DataWriteGuid changes once per session before the
-//! first guest write (compaction never changes it: it does not change what the disk reads).
+//! first guest write, and when a compaction is about to drop content that may not read the
+//! same afterwards (`begin_content_change`); block moves and zero or same-as-parent reclaim
+//! keep it, so children stay valid.
 #![forbid(unsafe_code)]
 
 mod bat;
+mod chain;
 mod compact;
 #[cfg(test)]
 mod crash_tests;
@@ -47,6 +58,7 @@ mod create;
 mod format;
 mod header;
 mod image;
+mod locator;
 mod log;
 mod log_write;
 mod metadata;
@@ -95,7 +107,7 @@ impl FormatDriver for VhdxDriver {
     }
 
     fn open(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {
-        Ok(Box::new(VhdxImage::open(file, opts.writable)?))
+        Ok(Box::new(VhdxImage::open_with(file, opts)?))
     }
 
     fn create(&self, file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Box<dyn DiskImage>> {

@@ -13,6 +13,7 @@ use crate::format::{
     MIN_BLOCK_SIZE, MetadataEntry, MetadataTableHeader, PARAM_HAS_PARENT,
     PARAM_LEAVE_BLOCK_ALLOCATED, guid,
 };
+use crate::locator::{ParentLocator, parse_locator};
 use crate::overlay::HostView;
 
 /// The metadata items this crate uses.
@@ -30,10 +31,12 @@ pub(crate) struct Metadata {
     pub logical_sector_size: u32,
     /// Physical sector size: 512 or 4096.
     pub physical_sector_size: u32,
+    /// HasParent: a differencing disk, with its parent locator.
+    pub parent: Option<ParentLocator>,
 }
 
-/// Reads the metadata table and the known items. Unknown required items and differencing
-/// images are refused with [`ErrorKind::Unsupported`].
+/// Reads the metadata table and the known items. Unknown required items (and parent locators
+/// of another type than VHDX) are refused with [`ErrorKind::Unsupported`].
 pub(crate) fn read_metadata(view: &HostView, region: &Range<u64>) -> Result<Metadata> {
     let base = region.start;
     let region_len = region.end - region.start;
@@ -75,6 +78,7 @@ pub(crate) fn read_metadata(view: &HostView, region: &Range<u64>) -> Result<Meta
         ITEM_PARENT_LOCATOR,
     ];
     let mut placed: Vec<Range<u64>> = Vec::new();
+    let mut item_at = [base; 6];
     for (i, e) in entries.iter().enumerate() {
         let at = base + 32 + 32 * i as u64;
         let id = guid(e.item_id);
@@ -127,19 +131,25 @@ pub(crate) fn read_metadata(view: &HostView, region: &Range<u64>) -> Result<Meta
         let mut data = vec![0u8; length as usize];
         view.read_at(&mut data, base + offset)?;
         items[slot] = Some(data);
+        item_at[slot] = base + offset;
     }
-    let [params, size, disk_id, logical, physical, _locator] = items;
+    let [params, size, disk_id, logical, physical, locator] = items;
     let missing = |what: &str| Error::invalid(format!("metadata item \"{what}\" is missing"), base);
     let params = params.ok_or_else(|| missing("file parameters"))?;
     let params = FileParameters::read_from_bytes(&params)
         .map_err(|_| Error::invalid("the file parameters item is not 8 bytes", base))?;
     let flags = params.flags.get();
-    if flags & PARAM_HAS_PARENT != 0 {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            "differencing vhdx images are not supported yet",
-        ));
-    }
+    let parent = if flags & PARAM_HAS_PARENT != 0 {
+        let item = locator.ok_or_else(|| {
+            Error::invalid(
+                "the image is differencing (HasParent) but has no parent locator item",
+                base,
+            )
+        })?;
+        Some(parse_locator(&item, item_at[5])?)
+    } else {
+        None
+    };
     let block_size = params.block_size.get();
     if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) || !block_size.is_power_of_two() {
         return Err(Error::invalid(
@@ -173,11 +183,14 @@ pub(crate) fn read_metadata(view: &HostView, region: &Range<u64>) -> Result<Meta
         .ok_or_else(|| missing("virtual disk id (16 bytes)"))?;
     Ok(Metadata {
         block_size,
-        leave_block_allocated: flags & PARAM_LEAVE_BLOCK_ALLOCATED != 0,
+        // Ignored when HasParent is set (MS-VHDX 2.6.2.1).
+        leave_block_allocated: flags & PARAM_LEAVE_BLOCK_ALLOCATED != 0
+            && flags & PARAM_HAS_PARENT == 0,
         disk_size,
         disk_id,
         logical_sector_size,
         physical_sector_size,
+        parent,
     })
 }
 

@@ -10,6 +10,13 @@
 //!            ─► sync ─► BAT entries FULLY_PRESENT through the log (compact::log_bat_changes)
 //! ```
 //!
+//! Differencing images: a block is never allocated PARTIALLY_PRESENT. A write to a
+//! NOT_PRESENT block allocates it FULLY_PRESENT with the parent's data copied around the
+//! written bytes (a zero write over a parent range that reads zeros writes nothing); a write to
+//! a PARTIALLY_PRESENT block first copies the parent's data into the sectors the block does not
+//! hold, in place, then the block becomes FULLY_PRESENT. Either way nothing the child reads
+//! changes before the BAT update, except the written bytes themselves.
+//!
 //! A crash before the BAT update leaves the old content (plus unused space at the end, which
 //! compaction reclaims); after it, the new. New blocks are zeros apart from the bytes written,
 //! so a ZERO, UNMAPPED or UNDEFINED block reads zeros around them.
@@ -20,7 +27,7 @@ use vdisk_core::{Error, ErrorKind, Result, align_up, block_spans, check_range, i
 
 use crate::bat::BatEntry;
 use crate::compact::log_bat_changes;
-use crate::format::{MIB, PAYLOAD_FULLY_PRESENT};
+use crate::format::{MIB, PAYLOAD_FULLY_PRESENT, PAYLOAD_NOT_PRESENT, PAYLOAD_PARTIALLY_PRESENT};
 use crate::image::{VhdxImage, lock};
 
 impl VhdxImage {
@@ -72,7 +79,22 @@ impl VhdxImage {
                 file.write_at(part, entry.host_offset() + within)?;
                 continue;
             }
-            if is_zero(part) {
+            let parent = self.parent_image();
+            if let (PAYLOAD_PARTIALLY_PRESENT, Some(parent)) = (entry.state(), parent) {
+                // Made whole in place: the parent's data into the sectors the block does not
+                // hold (invisible while it is PARTIALLY_PRESENT), then FULLY_PRESENT below.
+                session.begin_data_write(file)?;
+                self.fill_from_parent(file, parent, block, entry.host_offset(), true)?;
+                file.write_at(part, entry.host_offset() + within)?;
+                changes.insert(
+                    index,
+                    BatEntry(entry.0 & !7 | u64::from(PAYLOAD_FULLY_PRESENT)),
+                );
+                continue;
+            }
+            // NOT_PRESENT in a child reads the parent; every other state reads zeros.
+            let through = parent.filter(|_| entry.state() == PAYLOAD_NOT_PRESENT);
+            if is_zero(part) && !self.parent_shows_data(through, pos, part.len())? {
                 continue;
             }
             session.begin_data_write(file)?;
@@ -86,6 +108,11 @@ impl VhdxImage {
                 Error::new(ErrorKind::NoSpace, "the image file cannot grow further")
             })?;
             file.set_len(end)?;
+            if let Some(parent) = through
+                && part.len() as u64 != bs
+            {
+                self.fill_from_parent(file, parent, block, at, false)?;
+            }
             file.write_at(part, at + within)?;
             next_free = Some(end);
             changes.insert(
@@ -93,16 +120,41 @@ impl VhdxImage {
                 BatEntry((at / MIB) << 20 | u64::from(PAYLOAD_FULLY_PRESENT)),
             );
         }
-        let Some(end) = next_free else {
+        if changes.is_empty() {
             return Ok(());
-        };
+        }
         // The new blocks are durable before the BAT points at them.
         file.sync()?;
-        self.view.set_file_len(end);
+        if let Some(end) = next_free {
+            self.view.set_file_len(end);
+        }
         let mut bat = self
             .bat
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         log_bat_changes(session, file, &mut bat, &changes)
+    }
+
+    /// Whether `parent` (if any) reads anything but zeros in `len` bytes at `offset`.
+    fn parent_shows_data(
+        &self,
+        parent: Option<&VhdxImage>,
+        offset: u64,
+        len: usize,
+    ) -> Result<bool> {
+        let Some(parent) = parent else {
+            return Ok(false);
+        };
+        let mut buf = vec![0u8; len.min(1 << 20)];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len());
+            vdisk_core::BlockDevice::read_at(parent, &mut buf[..n], offset + done as u64)?;
+            if !is_zero(&buf[..n]) {
+                return Ok(true);
+            }
+            done += n;
+        }
+        Ok(false)
     }
 }

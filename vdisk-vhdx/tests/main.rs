@@ -11,6 +11,10 @@ mod main {
     mod compact_prop;
     mod crash;
     pub mod create;
+    pub mod diff;
+    pub mod diff_cases;
+    mod diff_crash;
+    mod diff_prop;
     mod fixtures;
     mod fuzz;
     mod qemu;

@@ -246,7 +246,7 @@ fn unknown_required_metadata_item_is_unsupported() {
 }
 
 #[test]
-fn differencing_images_are_unsupported_for_now() {
+fn has_parent_without_a_parent_locator_is_refused() {
     let mut b = base();
     let meta = region_offset(&b, METADATA_REGION) as usize;
     let e = metadata_entry(&b, FILE_PARAMETERS);
@@ -254,8 +254,8 @@ fn differencing_images_are_unsupported_for_now() {
     b[meta + off + 4] |= 2;
     expect_err(
         &b,
-        ErrorKind::Unsupported,
-        "differencing vhdx images are not supported yet",
+        ErrorKind::InvalidImage,
+        "differencing (HasParent) but has no parent locator item",
     );
 }
 

@@ -146,6 +146,6 @@ fn absurd_specs_are_refused_without_writing() {
             Box::new(MemFile::new()),
             &CreateSpec::new(ImageKind::Differencing, MIB),
         )
-        .expect_err("differencing refused");
-    assert_eq!(err.kind(), ErrorKind::Unsupported);
+        .expect_err("differencing without a parent refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }

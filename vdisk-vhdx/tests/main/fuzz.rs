@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use vdisk_core::{BlockIndex, FormatDriver, MemFile};
+use vdisk_core::{BlockIndex, FormatDriver, MIB, MemFile};
 
 use super::util::{FIXTURES, fix_crc, run};
 
@@ -99,5 +99,67 @@ proptest! {
         }
         fix_crc(&mut b, 0x10_c000, 8192);
         exercise(b);
+    }
+}
+
+/// A parent and a differencing child made by vdisk (full and partial blocks), built once:
+/// (parent bytes, child bytes).
+fn chain() -> &'static (Vec<u8>, Vec<u8>) {
+    static CHAIN: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
+    CHAIN.get_or_init(|| {
+        use super::diff::{base, child, write};
+        let dir = tempfile::tempdir().unwrap();
+        let a = base(dir.path(), "a.vhdx", 6 * MIB, MIB);
+        write(&a, &[(0, vec![0x5a; 3 * MIB as usize])]);
+        let b = child(dir.path(), "b.vhdx", &a);
+        write(
+            &b,
+            &[
+                (MIB, vec![0x6b; MIB as usize]),
+                (4 * MIB + 512, vec![7; 4096]),
+            ],
+        );
+        super::diff_cases::make_partial(&b, 1, &[0, 3, 1000]);
+        (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+    /// A differencing child corrupted behind valid checksums (its parent locator, BAT, sector
+    /// bitmap and blocks), opened with its parent: errors, never panics.
+    #[test]
+    fn random_flips_in_a_differencing_child_never_panic(
+        flips in prop::collection::vec((prop_oneof![
+            // Anywhere; the metadata table and items (the parent locator last); the BAT's
+            // payload entries and the sector bitmap entry; the sector bitmap block.
+            0x10000usize..6 << 20,
+            0x20_0000usize..0x21_0200,
+            0x30_0000usize..0x30_0040,
+            0x30_8000usize..0x30_8008,
+            0x40_0000usize..0x40_0400,
+        ], any::<u8>()), 1..6)
+    ) {
+        let (parent, child) = chain();
+        let mut b = child.clone();
+        for (at, x) in flips {
+            if at < b.len() { b[at] ^= x | 1; }
+        }
+        for h in [0x10000, 0x20000] { fix_crc(&mut b, h, 4096); }
+        for r in [0x30000, 0x40000] { fix_crc(&mut b, r, 0x10000); }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.vhdx"), parent).unwrap();
+        let path = dir.path().join("b.vhdx");
+        std::fs::write(&path, &b).unwrap();
+        exercise(b);
+        if let Ok(image) = super::diff::open(&path, false) {
+            let _ = image.details();
+            let mut buf = vec![0u8; 1 << 20];
+            for off in (0..image.size()).step_by(1 << 20) {
+                let n = buf.len().min((image.size() - off) as usize);
+                let _ = image.read_at(&mut buf[..n], off);
+            }
+        }
     }
 }
