@@ -3,6 +3,7 @@
 //! ```text
 //!   main ─► cli (clap) ─► commands::{info, compact, create, check}
 //!                              │ registry::registry()   (the one list of format drivers)
+//!                              │ registry::analyzers()  (the one list of file systems)
 //!                              │ progress::Bar          (indicatif, stderr, terminals only)
 //!                              ▼
 //!                         report (human lines / JSON Lines) · exit (ErrorKind → exit code)
@@ -15,6 +16,7 @@ mod exit;
 mod progress;
 mod registry;
 mod report;
+mod volumes;
 
 use std::process::ExitCode;
 

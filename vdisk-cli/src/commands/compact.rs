@@ -3,52 +3,45 @@
 use std::path::Path;
 
 use vdisk_core::{
-    CancelToken, CompactOptions, CompactReport, Compactor, Error, ErrorKind, GenericCompactor,
-    Mode, OpenOptions, Registry,
+    BlockDevice, CancelToken, CompactOptions, CompactReport, Compactor, DiskAnalysis, Error,
+    ErrorKind, GenericCompactor, ImageKind, OpenOptions, Registry, analyze_disk,
 };
 
 use crate::cli::CompactArgs;
 use crate::exit::FirstFailure;
 use crate::progress::Bar;
+use crate::registry;
 use crate::report::{self, CompactJson, Stage};
-
-/// The mode actually run, and a note if it differs from the one asked for. There is no
-/// file-system analyser yet, so the file-system-aware modes fall back to their agnostic halves.
-fn effective_mode(requested: Mode) -> (Mode, Option<String>) {
-    match requested {
-        Mode::Full => (
-            Mode::Prezeroed,
-            Some(
-                "full: no file-system analyser yet, so this ran as prezeroed \
-                 (all-zero and trimmed blocks only; file-system free space is not reclaimed)"
-                    .to_string(),
-            ),
-        ),
-        Mode::Quick => (
-            Mode::Pretrimmed,
-            Some(
-                "quick: no file-system analyser yet, so this ran as pretrimmed \
-                 (only blocks the image already marks trimmed)"
-                    .to_string(),
-            ),
-        ),
-        other => (other, None),
-    }
-}
+use crate::volumes;
 
 /// Runs `vdisk compact`.
 pub fn run(args: &CompactArgs, registry: &Registry, cancel: &CancelToken) -> u8 {
     let mut result = FirstFailure::default();
     for file in &args.files {
         let code = match compact_one(file, args, registry, cancel) {
-            Ok((format, report, notes)) => {
+            Ok(Done {
+                format,
+                report,
+                notes,
+                analysis,
+            }) => {
                 if args.json {
-                    report::json_line(&CompactJson::new(file, format, args.mode, &report, notes));
+                    report::json_line(&CompactJson::new(
+                        file,
+                        format,
+                        args.mode,
+                        &report,
+                        notes,
+                        analysis.as_ref(),
+                    ));
                 } else {
                     for n in &notes {
                         report::note(file, n);
                     }
                     report::out(&report::compact_human(file, &report));
+                    if analysis.is_some() && !report::nothing_to_reclaim(&report) {
+                        report::out(&report::reclaim_sources(&report));
+                    }
                 }
                 0
             }
@@ -59,7 +52,14 @@ pub fn run(args: &CompactArgs, registry: &Registry, cancel: &CancelToken) -> u8 
     result.code()
 }
 
-type Done = (&'static str, CompactReport, Vec<String>);
+/// What a successful compaction of one file gives the report.
+struct Done {
+    format: &'static str,
+    report: CompactReport,
+    notes: Vec<String>,
+    /// The file-system analysis, for modes that use one.
+    analysis: Option<DiskAnalysis>,
+}
 
 fn compact_one(
     file: &Path,
@@ -81,14 +81,25 @@ fn compact_one(
     };
     let mut image = registry.open_path(file, &opts).map_err(untouched)?;
     let format = image.format();
-    let (mode, fallback) = effective_mode(args.mode);
+    let mode = args.mode;
     let bar = Bar::new(&report::shown(file), !args.json);
-    if let Some(n) = fallback {
-        vdisk_core::Progress::note(&bar, &n);
-    }
+    let mut opts = CompactOptions::new(mode);
+    // A fixed disk in a block-moving mode is refused by the planner: no need to read it first.
+    let refused = image.kind() == ImageKind::Fixed && mode.moves_blocks();
+    let analysis = if mode.uses_file_system() && !refused {
+        let disk: &dyn BlockDevice = &*image;
+        let analysis = analyze_disk(disk, registry::analyzers()).map_err(untouched)?;
+        for n in volumes::notes(&analysis, mode) {
+            vdisk_core::Progress::note(&bar, &n);
+        }
+        opts.fs_free = Some(analysis.free.clone());
+        Some(analysis)
+    } else {
+        None
+    };
     let compactor = GenericCompactor;
     let outcome = compactor
-        .plan(&mut *image, &CompactOptions::new(mode), &bar, cancel)
+        .plan(&mut *image, &opts, &bar, cancel)
         .map_err(untouched)
         .and_then(|plan| {
             let dry = plan.report(true);
@@ -103,21 +114,10 @@ fn compact_one(
         });
     let notes = bar.finish();
     let report = outcome?;
-    Ok((format, report, notes))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fs_aware_modes_fall_back_and_say_so_the_others_run_as_asked() {
-        assert_eq!(effective_mode(Mode::Full).0, Mode::Prezeroed);
-        assert_eq!(effective_mode(Mode::Quick).0, Mode::Pretrimmed);
-        assert!(effective_mode(Mode::Full).1.is_some());
-        assert!(effective_mode(Mode::Quick).1.is_some());
-        for m in [Mode::Prezeroed, Mode::Pretrimmed, Mode::Retrim] {
-            assert_eq!(effective_mode(m), (m, None));
-        }
-    }
+    Ok(Done {
+        format,
+        report,
+        notes,
+        analysis,
+    })
 }

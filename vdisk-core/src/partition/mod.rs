@@ -79,7 +79,7 @@ impl PartitionKind {
     pub fn describe(&self) -> String {
         match self {
             PartitionKind::Mbr { type_id, logical } => {
-                let l = if *logical { "logical, " } else { "" };
+                let l = if *logical { "logical " } else { "" };
                 format!("mbr {l}type {type_id:#04x}")
             }
             PartitionKind::Gpt {
