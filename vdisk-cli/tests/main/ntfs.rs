@@ -581,3 +581,109 @@ fn a_dirty_ntfs_volume_is_not_trusted_and_only_zero_scanned() {
         human.stdout
     );
 }
+
+/// A raw disk of 24 MiB of random bytes with 4 MiB of zeros at 8 MiB, partitioned by
+/// `table` (an sfdisk script) if given.
+fn plain_raw(dir: &Path, table: Option<&str>) -> PathBuf {
+    let raw = dir.join("plain.raw");
+    let mut bytes = noise(24 << 20, 3);
+    bytes[8 << 20..12 << 20].fill(0);
+    fs::write(&raw, bytes).unwrap();
+    if let Some(script) = table {
+        tool(
+            "sfdisk",
+            "fdisk",
+            &[os("-q"), raw.as_os_str()],
+            Some(script),
+        );
+    }
+    raw
+}
+
+/// `raw` converted to a dynamic VHD with every block allocated (zeros too).
+fn to_vhd(raw: &Path) -> PathBuf {
+    let image = raw.with_extension("vhd");
+    qemu_img([
+        os("convert"),
+        os("-S"),
+        os("0"),
+        os("-f"),
+        os("raw"),
+        os("-O"),
+        os("vpc"),
+        os("-o"),
+        os("subformat=dynamic"),
+        raw.as_os_str(),
+        image.as_os_str(),
+    ])
+    .ok();
+    image
+}
+
+fn notes(r: &Value) -> Vec<String> {
+    r["notes"]
+        .as_array()
+        .map(|n| {
+            n.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn quick_without_a_trusted_file_system_says_so_and_reclaims_no_zero_blocks() {
+    let dir = tempdir();
+    let image = to_vhd(&plain_raw(dir.path(), None));
+    let before = fs::read(&image).unwrap();
+    let r = compact_ok(&image, "quick", &[]);
+    assert_eq!(text(&r, "partition_table"), "none", "{r}");
+    assert_eq!(num(&r, "blocks_reclaimed"), 0, "{r}");
+    let n = notes(&r);
+    assert!(
+        n.iter()
+            .any(|n| n.starts_with("quick: no trusted file system")),
+        "{n:?}"
+    );
+    assert!(
+        n.iter()
+            .any(|n| n.contains("no partition table and no known file system")),
+        "{n:?}"
+    );
+    assert!(
+        fs::read(&image).unwrap() == before,
+        "quick changed the file"
+    );
+    // full on the same disk finds the zero blocks.
+    let full = compact_ok(&image, "full", &["--dry-run"]);
+    assert_eq!(num(&full, "blocks_reclaimed_zero"), 2, "{full}");
+}
+
+#[test]
+fn an_inconsistent_partition_table_is_unknown_and_the_disk_gets_the_zero_scan_only() {
+    let dir = tempdir();
+    // Two overlapping primaries: sfdisk refuses to write them, so patch the second entry's
+    // start LBA (entry 2 at 462, field at +8) to 4096, inside partition 1.
+    let raw = plain_raw(
+        dir.path(),
+        Some("label: dos\nstart=2048, size=10000, type=7\nstart=20480, size=8192, type=7\n"),
+    );
+    let f = fs::OpenOptions::new().write(true).open(&raw).unwrap();
+    f.write_all_at(&4096u32.to_le_bytes(), 462 + 8).unwrap();
+    drop(f);
+    let image = to_vhd(&raw);
+    let r = compact_ok(&image, "full", &["--dry-run"]);
+    assert_eq!(text(&r, "partition_table"), "unknown", "{r}");
+    assert_eq!(r["volumes"].as_array().map(Vec::len), Some(0), "{r}");
+    assert_eq!(num(&r, "blocks_reclaimed_fs"), 0, "{r}");
+    assert_eq!(num(&r, "blocks_reclaimed_zero"), 2, "{r}");
+    let n = notes(&r);
+    assert!(
+        n.iter()
+            .any(|n| n.starts_with("partition table not understood (")
+                && n.contains("overlaps")
+                && n.ends_with("file-system free space is not used on this disk")),
+        "{n:?}"
+    );
+}
