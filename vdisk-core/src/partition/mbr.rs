@@ -23,6 +23,8 @@ pub const MAX_LOGICAL: usize = 252;
 const SIGNATURE: [u8; 2] = [0x55, 0xAA];
 /// The system id of a GPT protective entry.
 pub const TYPE_GPT_PROTECTIVE: u8 = 0xEE;
+/// OEM ids (bytes 3..11) of volume boot records that carry boot code in the entry area.
+const VOLUME_OEM_IDS: [&[u8; 8]; 2] = [b"NTFS    ", b"EXFAT   "];
 /// System ids of extended (container) partitions: CHS, LBA, Linux.
 const EXTENDED_TYPES: [u8; 3] = [0x05, 0x0F, 0x85];
 
@@ -78,10 +80,12 @@ impl BootSector {
     }
 
     /// True if the sector has the signature and four plausible entries (boot flags 0x00 or
-    /// 0x80, at least one entry used). A file system's boot sector at LBA 0 normally fails this
-    /// (its boot code occupies the entry area).
+    /// 0x80, at least one entry used), and is not a volume boot record: a file system at LBA 0
+    /// (NTFS or exFAT, whose OEM id sits at offset 3) has boot code where the entries would be.
     fn is_table(&self) -> bool {
+        let oem = self.code.get(3..11);
         self.signature == SIGNATURE
+            && !VOLUME_OEM_IDS.iter().any(|id| oem == Some(&id[..]))
             && self.entries.iter().all(|e| matches!(e.boot, 0x00 | 0x80))
             && self.entries.iter().any(MbrEntry::is_used)
     }

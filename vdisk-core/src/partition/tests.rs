@@ -238,6 +238,12 @@ fn a_disk_without_a_table_is_unpartitioned() {
         read_layout(&Disk::new(100, 512)).unwrap(),
         Layout::Unpartitioned
     );
+    // Boot code that happens to look like one valid entry: the NTFS OEM id still says
+    // "volume boot record".
+    let mut d = Disk::new(MIB, 512);
+    d.boot_record(0, &[(0x80, 0x07, 63, 100)]);
+    d.put(3, b"NTFS    ");
+    assert_eq!(read_layout(&d).unwrap(), Layout::Unpartitioned);
 }
 
 fn gpt_disk(sector: u32) -> Disk {
