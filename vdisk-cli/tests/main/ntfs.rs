@@ -447,6 +447,13 @@ fn full_compaction_reclaims_ntfs_free_space(table: Table, format: &str) {
         "the zero region outside the partitions is found by the zero scan: {r}"
     );
     let shrink = num(&r, "bytes_before") - num(&r, "bytes_after");
+    eprintln!(
+        "{table:?} {format}: ntfs-3g free {} bytes, {expected} in whole {block}-byte blocks; \
+         reclaimed by fs {fs_bytes}, file {} -> {} (shrank {shrink})",
+        disk.free.iter().map(|r| r.end - r.start).sum::<u64>(),
+        num(&r, "bytes_before"),
+        num(&r, "bytes_after")
+    );
     assert!(
         shrink * 10 >= expected * 9,
         "file shrank by {shrink} bytes, want at least 90% of {expected}: {r}"
