@@ -74,6 +74,11 @@ pub struct CompactArgs {
     /// Only report what would be reclaimed; open read-only and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Reclaim file-system free space even from an image that differencing images in its
+    /// folder read through. Their content then changes (VHDX children refuse to open, VHD
+    /// children read whatever the parent now holds): only for children you will discard.
+    #[arg(long)]
+    pub force: bool,
     /// Print one JSON object per file (JSON Lines) on stdout.
     #[arg(long)]
     pub json: bool,
@@ -140,16 +145,14 @@ impl KindArg {
 /// One-line help for each mode, shown by `--help`.
 fn mode_help(mode: Mode) -> &'static str {
     match mode {
-        Mode::Full => {
-            "file-system free space + all-zero + trimmed blocks (no file-system analyser yet: runs as prezeroed)"
-        }
+        Mode::Full => "file-system free space + all-zero + trimmed blocks (the smallest file)",
         Mode::Quick => {
-            "file-system free space + trimmed blocks, no zero scan (no file-system analyser yet: runs as pretrimmed)"
+            "file-system free space + trimmed blocks; reads only file-system metadata (no zero scan)"
         }
         Mode::Prezeroed => "all-zero blocks + trimmed blocks; byte-exact",
         Mode::Pretrimmed => "only blocks the image already marks trimmed; reads no data",
         Mode::Retrim => {
-            "punch free space out of the host file in place; nothing moves (fixed disks)"
+            "punch file-system free, zero and trimmed space out of the host file in place; nothing moves (fixed disks)"
         }
     }
 }

@@ -3,6 +3,7 @@
 //! ```text
 //!   main ─► cli (clap) ─► commands::{info, compact, create, check}
 //!                              │ registry::registry()   (the one list of format drivers)
+//!                              │ registry::analyzers()  (the one list of file systems)
 //!                              │ cli.parent_policy()    (--parent, --parent-dir → every open)
 //!                              │ children::children_of  (differencing images over a file)
 //!                              │ progress::Bar          (indicatif, stderr, terminals only)
@@ -18,6 +19,7 @@ mod exit;
 mod progress;
 mod registry;
 mod report;
+mod volumes;
 
 use std::process::ExitCode;
 

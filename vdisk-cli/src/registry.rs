@@ -1,11 +1,22 @@
-//! The formats this build of `vdisk` knows. Adding a format is one line in [`DRIVERS`].
+//! The formats and file systems this build of `vdisk` knows. Adding a format is one line in
+//! [`DRIVERS`]; adding a file system one line in [`ANALYZERS`].
 
 use vdisk_core::{
-    Confidence, DiskImage, Error, ErrorKind, FormatDriver, HostFile, OpenOptions, Registry, Result,
+    Confidence, DiskImage, Error, ErrorKind, FormatDriver, FsAnalyzer, HostFile, OpenOptions,
+    Registry, Result,
 };
 
 /// Every supported format driver, in detection priority order.
 static DRIVERS: &[&dyn FormatDriver] = &[&vdisk_vhd::DRIVER, &vdisk_vhdx::DRIVER];
+
+/// Every file-system analyser, tried in this order on each volume; the first that recognises
+/// a volume decides about it.
+static ANALYZERS: &[&dyn FsAnalyzer] = &[&vdisk_ntfs::ANALYZER];
+
+/// The file-system analysers `compact` and `info` use.
+pub fn analyzers() -> &'static [&'static dyn FsAnalyzer] {
+    ANALYZERS
+}
 
 /// Formats recognised by their signature only, so that a healthy image of a format this build
 /// cannot handle is called unsupported (exit 5), not "not a disk image" (exit 4). They come

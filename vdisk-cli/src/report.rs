@@ -8,9 +8,10 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::Serialize;
-use vdisk_core::{CheckReport, CompactReport, Error, ImageInfo, Severity};
+use vdisk_core::{CheckReport, CompactReport, DiskAnalysis, Error, ImageInfo, Severity};
 
 use crate::exit;
+use crate::volumes::VolumeJson;
 
 /// Prints one line on stdout.
 pub fn out(line: &str) {
@@ -175,6 +176,12 @@ pub struct InfoJson {
     details: serde_json::Map<String, serde_json::Value>,
     /// The parent chain, immediate parent first; empty for base images.
     chain: Vec<ChainMember>,
+    /// "none", "mbr", "gpt" or "unknown"; absent if the guest disk could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition_table: Option<&'static str>,
+    /// Partitions (or the whole disk) and their file systems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volumes: Option<Vec<VolumeJson>>,
 }
 
 /// One ancestor of a differencing image, for `vdisk info`.
@@ -196,8 +203,8 @@ impl InfoJson {
         self
     }
 
-    /// The object for `info` of `file`.
-    pub fn new(file: &Path, info: &ImageInfo) -> InfoJson {
+    /// The object for `info` of `file`, with the file-system analysis if there is one.
+    pub fn new(file: &Path, info: &ImageInfo, analysis: Option<&DiskAnalysis>) -> InfoJson {
         InfoJson {
             file: shown(file),
             format: info.format,
@@ -213,6 +220,8 @@ impl InfoJson {
                 .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
                 .collect(),
             chain: Vec::new(),
+            partition_table: analysis.map(|a| a.layout.scheme_name()),
+            volumes: analysis.map(|a| a.volumes.iter().map(VolumeJson::new).collect()),
         }
     }
 }
@@ -291,8 +300,20 @@ pub struct CompactJson {
     blocks_reclaimed_trimmed: u64,
     blocks_reclaimed_fs: u64,
     blocks_reclaimed_parent: u64,
+    /// Virtual bytes of the blocks reclaimed because the file system does not use them.
+    bytes_reclaimed_fs: u64,
+    /// Virtual bytes of the blocks reclaimed because they read as zeros.
+    bytes_reclaimed_zero: u64,
+    /// Virtual bytes of the blocks reclaimed because the image marks them trimmed.
+    bytes_reclaimed_trimmed: u64,
     blocks_moved: u64,
     bytes_punched: u64,
+    /// "none", "mbr", "gpt" or "unknown"; absent when the mode does not use the file system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition_table: Option<&'static str>,
+    /// The volumes examined; absent when the mode does not use the file system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volumes: Option<Vec<VolumeJson>>,
     notes: Vec<String>,
 }
 
@@ -304,6 +325,7 @@ impl CompactJson {
         requested: vdisk_core::Mode,
         r: &CompactReport,
         notes: Vec<String>,
+        analysis: Option<&DiskAnalysis>,
     ) -> CompactJson {
         CompactJson {
             file: shown(file),
@@ -321,8 +343,13 @@ impl CompactJson {
             blocks_reclaimed_trimmed: r.blocks_reclaimed_trimmed,
             blocks_reclaimed_fs: r.blocks_reclaimed_fs,
             blocks_reclaimed_parent: r.blocks_reclaimed_parent,
+            bytes_reclaimed_fs: r.blocks_reclaimed_fs.saturating_mul(r.block_size),
+            bytes_reclaimed_zero: r.blocks_reclaimed_zero.saturating_mul(r.block_size),
+            bytes_reclaimed_trimmed: r.blocks_reclaimed_trimmed.saturating_mul(r.block_size),
             blocks_moved: r.blocks_moved,
             bytes_punched: r.bytes_punched,
+            partition_table: analysis.map(|a| a.layout.scheme_name()),
+            volumes: analysis.map(|a| a.volumes.iter().map(VolumeJson::new).collect()),
             notes,
         }
     }
@@ -388,6 +415,18 @@ pub fn compact_human(file: &Path, r: &CompactReport) -> String {
     }
     text.push(')');
     text
+}
+
+/// The second line of a file-system-aware compaction's summary: how much each engine found.
+pub fn reclaim_sources(r: &CompactReport) -> String {
+    let would = if r.dry_run { "would be " } else { "" };
+    let bytes = |blocks: u64| human_size(blocks.saturating_mul(r.block_size));
+    format!(
+        "  {would}reclaimed by file-system knowledge: {}; by zero scan: {}; already trimmed: {}",
+        bytes(r.blocks_reclaimed_fs),
+        bytes(r.blocks_reclaimed_zero),
+        bytes(r.blocks_reclaimed_trimmed)
+    )
 }
 
 /// `vdisk check --json`.

@@ -18,6 +18,7 @@ mod main {
     mod fixtures;
     mod in_use;
     mod interrupted;
+    mod ntfs;
     mod prop;
     mod quirks;
     mod read_only;

@@ -26,9 +26,15 @@
 //! Lifecycle of a compaction: open writable (exclusive lock) → [`GenericCompactor::plan`]
 //! (allocation map, trimmed blocks, file-system free ranges, parallel zero scan, move plan) →
 //! optionally stop for a dry run → [`GenericCompactor::apply`] (deallocate, relocate, truncate).
+//! File-system knowledge comes from [`analyze_disk`]: [`partition::read_layout`] finds the
+//! volumes (MBR with logical partitions, GPT, or none), each registered [`FsAnalyzer`] looks at
+//! each volume through a [`VolumeView`], and the trusted free ranges, in disk offsets, become
+//! [`CompactOptions::fs_free`].
+//!
 //! The invariant: every virtual byte reads the same afterwards, except inside ranges the guest
 //! file system reported free (which may read as zeros).
 
+mod analysis;
 mod block;
 mod check;
 pub mod compact;
@@ -39,13 +45,16 @@ mod host_file;
 mod image;
 mod mem_file;
 pub mod parent;
+pub mod partition;
 mod progress;
 mod sys;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod units;
+mod volume;
 mod zero;
 
+pub use analysis::{DiskAnalysis, VolumeReport, VolumeState, analyze_disk};
 pub use block::{BlockDevice, check_range};
 pub use check::{CheckReport, Problem, Severity, first_error};
 pub use compact::{
@@ -65,4 +74,5 @@ pub use progress::{CancelToken, NoProgress, Phase, Progress};
 pub use units::{
     BlockIndex, BlockSpan, HostOffset, MIB, SECTOR, VirtOffset, align_up, block_spans,
 };
+pub use volume::VolumeView;
 pub use zero::is_zero;

@@ -3,38 +3,17 @@
 use std::path::Path;
 
 use vdisk_core::{
-    CancelToken, CompactOptions, CompactReport, Compactor, Error, ErrorKind, GenericCompactor,
-    Mode, OpenOptions, ParentPolicy, Registry,
+    BlockDevice, CancelToken, CompactOptions, CompactReport, Compactor, DiskAnalysis, Error,
+    ErrorKind, GenericCompactor, ImageKind, OpenOptions, ParentPolicy, Registry, analyze_disk,
 };
 
+use crate::children::ChildIndex;
 use crate::cli::CompactArgs;
 use crate::exit::FirstFailure;
 use crate::progress::Bar;
+use crate::registry;
 use crate::report::{self, CompactJson, Stage};
-
-/// The mode actually run, and a note if it differs from the one asked for. There is no
-/// file-system analyser yet, so the file-system-aware modes fall back to their agnostic halves.
-fn effective_mode(requested: Mode) -> (Mode, Option<String>) {
-    match requested {
-        Mode::Full => (
-            Mode::Prezeroed,
-            Some(
-                "full: no file-system analyser yet, so this ran as prezeroed \
-                 (all-zero and trimmed blocks only; file-system free space is not reclaimed)"
-                    .to_string(),
-            ),
-        ),
-        Mode::Quick => (
-            Mode::Pretrimmed,
-            Some(
-                "quick: no file-system analyser yet, so this ran as pretrimmed \
-                 (only blocks the image already marks trimmed)"
-                    .to_string(),
-            ),
-        ),
-        other => (other, None),
-    }
-}
+use crate::volumes;
 
 /// Runs `vdisk compact`.
 pub fn run(
@@ -44,16 +23,32 @@ pub fn run(
     cancel: &CancelToken,
 ) -> u8 {
     let mut result = FirstFailure::default();
+    let mut children = ChildIndex::default();
     for file in &args.files {
-        let code = match compact_one(file, args, registry, parents, cancel) {
-            Ok((format, report, notes)) => {
+        let code = match compact_one(file, args, registry, parents, &mut children, cancel) {
+            Ok(Done {
+                format,
+                report,
+                notes,
+                analysis,
+            }) => {
                 if args.json {
-                    report::json_line(&CompactJson::new(file, format, args.mode, &report, notes));
+                    report::json_line(&CompactJson::new(
+                        file,
+                        format,
+                        args.mode,
+                        &report,
+                        notes,
+                        analysis.as_ref(),
+                    ));
                 } else {
                     for n in &notes {
                         report::note(file, n);
                     }
                     report::out(&report::compact_human(file, &report));
+                    if analysis.is_some() && !report::nothing_to_reclaim(&report) {
+                        report::out(&report::reclaim_sources(&report));
+                    }
                 }
                 0
             }
@@ -64,13 +59,21 @@ pub fn run(
     result.code()
 }
 
-type Done = (&'static str, CompactReport, Vec<String>);
+/// What a successful compaction of one file gives the report.
+struct Done {
+    format: &'static str,
+    report: CompactReport,
+    notes: Vec<String>,
+    /// The file-system analysis, for modes that use one.
+    analysis: Option<DiskAnalysis>,
+}
 
 fn compact_one(
     file: &Path,
     args: &CompactArgs,
     registry: &Registry,
     parents: &ParentPolicy,
+    children: &mut ChildIndex,
     cancel: &CancelToken,
 ) -> Result<Done, (Error, Stage)> {
     let untouched = |e: Error| (e, Stage::Untouched);
@@ -80,6 +83,12 @@ fn compact_one(
             "cancelled before this file was started",
         )));
     }
+    // Asked before the writable open: each child's open takes a shared lock on this file.
+    let kids = if args.mode.uses_file_system() && !args.force {
+        children.children_of(file, registry)
+    } else {
+        Vec::new()
+    };
     let opts = if args.dry_run {
         OpenOptions::read_only()
     } else {
@@ -88,14 +97,38 @@ fn compact_one(
     .with_parents(parents.clone());
     let mut image = registry.open_path(file, &opts).map_err(untouched)?;
     let format = image.format();
-    let (mode, fallback) = effective_mode(args.mode);
+    let mode = args.mode;
     let bar = Bar::new(&report::shown(file), !args.json);
-    if let Some(n) = fallback {
-        vdisk_core::Progress::note(&bar, &n);
-    }
+    let mut opts = CompactOptions::new(mode);
+    // A fixed disk in a block-moving mode is refused by the planner: no need to read it first.
+    let refused = image.kind() == ImageKind::Fixed && mode.moves_blocks();
+    let analysis = if mode.uses_file_system() && !refused {
+        let disk: &dyn BlockDevice = &*image;
+        let analysis = analyze_disk(disk, registry::analyzers()).map_err(untouched)?;
+        for n in volumes::notes(&analysis, mode) {
+            vdisk_core::Progress::note(&bar, &n);
+        }
+        if kids.is_empty() {
+            opts.fs_free = Some(analysis.free.clone());
+        } else if !analysis.free.is_empty() {
+            let names: Vec<String> = kids.iter().map(|k| report::shown(k)).collect();
+            vdisk_core::Progress::note(
+                &bar,
+                &format!(
+                    "differencing images read through this one ({}): file-system free space \
+                     is not reclaimed, because that would change what they read; zero and \
+                     trimmed blocks still are (--force reclaims it anyway and invalidates them)",
+                    names.join(", ")
+                ),
+            );
+        }
+        Some(analysis)
+    } else {
+        None
+    };
     let compactor = GenericCompactor;
     let outcome = compactor
-        .plan(&mut *image, &CompactOptions::new(mode), &bar, cancel)
+        .plan(&mut *image, &opts, &bar, cancel)
         .map_err(untouched)
         .and_then(|plan| {
             let dry = plan.report(true);
@@ -110,21 +143,10 @@ fn compact_one(
         });
     let notes = bar.finish();
     let report = outcome?;
-    Ok((format, report, notes))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fs_aware_modes_fall_back_and_say_so_the_others_run_as_asked() {
-        assert_eq!(effective_mode(Mode::Full).0, Mode::Prezeroed);
-        assert_eq!(effective_mode(Mode::Quick).0, Mode::Pretrimmed);
-        assert!(effective_mode(Mode::Full).1.is_some());
-        assert!(effective_mode(Mode::Quick).1.is_some());
-        for m in [Mode::Prezeroed, Mode::Pretrimmed, Mode::Retrim] {
-            assert_eq!(effective_mode(m), (m, None));
-        }
-    }
+    Ok(Done {
+        format,
+        report,
+        notes,
+        analysis,
+    })
 }
