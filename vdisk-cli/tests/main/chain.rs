@@ -12,7 +12,7 @@ use super::support::{
 };
 
 /// Bytes libvhdi reads through `chain[0]` with `chain[1..]` as its parents.
-fn libvhdi_chain(chain: &[&Path]) -> Vec<u8> {
+pub fn libvhdi_chain(chain: &[&Path]) -> Vec<u8> {
     const SCRIPT: &str = "
 import sys, pyvhdi
 fs = []

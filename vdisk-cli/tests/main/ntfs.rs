@@ -22,8 +22,9 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 
 use serde_json::Value;
 
+use super::chain::libvhdi_chain;
 use super::support::ntfs::{Table, build, plain_raw, to_vhd};
-use super::support::{compact_ok, num, tempdir, text};
+use super::support::{compact_ok, num, tempdir, text, vdisk};
 
 /// The volume entry of partition `index` in a JSON report.
 fn volume(report: &Value, index: u32) -> &Value {
@@ -284,4 +285,50 @@ fn an_inconsistent_partition_table_is_unknown_and_the_disk_gets_the_zero_scan_on
                 && n.ends_with("file-system free space is not used on this disk")),
         "{n:?}"
     );
+}
+
+/// A parent with a differencing child in its folder: file-system-aware reclaim would change
+/// what the child reads, so it is skipped with a note naming the child (the child reads the
+/// same afterwards); zero blocks are still reclaimed. `--force` reclaims the free space.
+fn parent_with_child_keeps_its_free_space_unless_forced(format: &str) {
+    let disk = build(Table::Mbr, None);
+    let image = disk.image(format, "dynamic");
+    let ext = if format == "vpc" { "vhd" } else { "vhdx" };
+    let child = disk.dir.path().join(format!("child.{ext}"));
+    let out = vdisk([
+        "create".as_ref(),
+        "--type".as_ref(),
+        "differencing".as_ref(),
+        "--parent".as_ref(),
+        image.as_os_str(),
+        child.as_os_str(),
+    ]);
+    assert_eq!(out.code, 0, "create child: {}", out.stderr);
+    let before = libvhdi_chain(&[&child, &image]);
+    let r = compact_ok(&image, "full", &[]);
+    assert_eq!(num(&r, "blocks_reclaimed_fs"), 0, "{r}");
+    assert!(num(&r, "blocks_reclaimed_zero") > 0, "{r}");
+    let notes = r["notes"].to_string();
+    assert!(
+        notes.contains("child.") && notes.contains("--force"),
+        "the note names the child and the way out: {r}"
+    );
+    assert_eq!(
+        libvhdi_chain(&[&child, &image]),
+        before,
+        "the child reads the same through its compacted parent"
+    );
+    let forced = compact_ok(&image, "full", &["--force"]);
+    assert!(num(&forced, "blocks_reclaimed_fs") > 0, "{forced}");
+    disk.assert_content_kept(&image, format);
+}
+
+#[test]
+fn full_compaction_of_a_vhd_parent_with_a_child_in_its_folder_keeps_free_space_unless_forced() {
+    parent_with_child_keeps_its_free_space_unless_forced("vpc");
+}
+
+#[test]
+fn full_compaction_of_a_vhdx_parent_with_a_child_in_its_folder_keeps_free_space_unless_forced() {
+    parent_with_child_keeps_its_free_space_unless_forced("vhdx");
 }
