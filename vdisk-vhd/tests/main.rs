@@ -10,6 +10,7 @@ mod main {
     mod compaction;
     mod crash;
     mod fixtures;
+    mod holes;
     mod parse;
     mod qemu;
     mod retrim;

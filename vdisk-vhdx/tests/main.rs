@@ -13,6 +13,7 @@ mod main {
     pub mod create;
     mod fixtures;
     mod fuzz;
+    mod holes;
     mod qemu;
     pub mod util;
     mod write;
