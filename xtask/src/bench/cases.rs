@@ -207,7 +207,7 @@ pub fn all(quick: bool) -> Vec<Case> {
     let spread = Layout::Spread {
         data: pick(GIB, 128 * MIB),
     };
-    let ntfs_size = pick(4 * GIB, 512 * MIB);
+    let ntfs_size = pick(2 * GIB, 256 * MIB);
     let base = Case {
         name: "",
         format: Format::Vhdx,
