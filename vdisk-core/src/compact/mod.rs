@@ -163,8 +163,8 @@ pub struct CompactPlan {
     pub blocks_allocated: u64,
     /// Blocks to free, with the reason.
     pub reclaim: Vec<(BlockIndex, Reason)>,
-    /// Of the [`Reason::Zero`] blocks, how many the zero scan took without reading because
-    /// their whole host footprint is a hole in the host file.
+    /// Of the [`Reason::Zero`] blocks, how many the zero scan took without reading any byte,
+    /// because their data lies wholly in holes of the host file (`SEEK_DATA`/`SEEK_HOLE`).
     pub blocks_zero_from_holes: u64,
     /// Block moves, in the order to apply them.
     pub moves: Vec<Relocation>,
