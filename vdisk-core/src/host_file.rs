@@ -54,6 +54,22 @@ pub trait HostFile: Send + Sync + fmt::Debug {
         copy_through_buffer(self, from, to, len)
     }
 
+    /// The first offset at or after `offset` that may hold data, or `None` when everything
+    /// from `offset` to the end of the file is a hole (reads zeros and has no storage) or
+    /// `offset` is at or past the end. Conservative: an implementation may call a hole data
+    /// (the default calls everything data), never data a hole. Lets the zero scan skip sparse
+    /// regions of the host file without reading them.
+    fn next_data(&self, offset: u64) -> Result<Option<u64>> {
+        Ok(Some(offset))
+    }
+
+    /// The first offset at or after `offset` that starts a hole; the end of the file counts as
+    /// one (`SEEK_HOLE`). Conservative like [`HostFile::next_data`]: the default says the
+    /// file is data up to its end.
+    fn next_hole(&self, offset: u64) -> Result<u64> {
+        Ok(self.len()?.max(offset))
+    }
+
     /// The path the file was opened from, for messages and for resolving relative names.
     fn path(&self) -> Option<&Path> {
         None
@@ -251,11 +267,58 @@ impl HostFile for StdFile {
         Ok(())
     }
 
+    fn next_data(&self, offset: u64) -> Result<Option<u64>> {
+        sys::next_data(&self.file, offset)
+            .map_err(|e| self.ctx(e, "cannot look for data (SEEK_DATA)", offset))
+    }
+
+    fn next_hole(&self, offset: u64) -> Result<u64> {
+        sys::next_hole(&self.file, offset)
+            .map_err(|e| self.ctx(e, "cannot look for holes (SEEK_HOLE)", offset))
+    }
+
     fn path(&self) -> Option<&Path> {
         Some(&self.path)
     }
 
     fn is_writable(&self) -> bool {
         self.writable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_queries_find_holes_and_never_call_data_a_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let f = StdFile::create_new(&path).unwrap();
+        f.set_len(4 << 20).unwrap();
+        f.write_at(&[7u8; 4096], 2 << 20).unwrap();
+        f.sync().unwrap();
+        assert_eq!(f.next_data(0).unwrap(), Some(2 << 20), "skips the hole");
+        assert_eq!(f.next_data((2 << 20) + 100).unwrap(), Some((2 << 20) + 100));
+        assert_eq!(f.next_hole(2 << 20).unwrap(), (2 << 20) + 4096);
+        assert_eq!(f.next_hole(0).unwrap(), 0, "already in a hole");
+        assert_eq!(
+            f.next_data((2 << 20) + 4096).unwrap(),
+            None,
+            "only hole after"
+        );
+        assert_eq!(f.next_data(5 << 20).unwrap(), None, "past the end");
+        assert_eq!(f.next_hole(5 << 20).unwrap(), 5 << 20);
+        // Data written but not yet synced counts as data too (delayed allocation).
+        f.write_at(&[1u8; 4096], 0).unwrap();
+        assert_eq!(f.next_data(0).unwrap(), Some(0));
+        assert_eq!(f.next_hole(0).unwrap(), 4096);
+    }
+
+    #[test]
+    fn files_without_hole_support_report_no_holes() {
+        let m = crate::MemFile::from_bytes(vec![0; 8192]);
+        assert_eq!(m.next_data(100).unwrap(), Some(100));
+        assert_eq!(m.next_hole(100).unwrap(), 8192);
     }
 }

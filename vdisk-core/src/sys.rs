@@ -230,3 +230,52 @@ pub(crate) fn copy_in_kernel(file: &File, from: u64, to: u64, len: u64) -> io::R
 pub(crate) fn copy_in_kernel(_file: &File, _from: u64, _to: u64, _len: u64) -> io::Result<u64> {
     Ok(0)
 }
+
+/// The first offset at or after `offset` where `file` may hold data (`SEEK_DATA`), or `None`
+/// if only a hole lies between `offset` and the end of the file. File systems without sparse
+/// support answer `offset` itself (every byte is data), which is always safe.
+///
+/// `lseek` moves the descriptor's cursor as a side effect; nothing in vdisk reads or writes
+/// through the cursor (positional I/O only), so this is harmless and safe between threads.
+#[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "macos"))]
+pub(crate) fn next_data(file: &File, offset: u64) -> io::Result<Option<u64>> {
+    use rustix::fs::{SeekFrom, seek};
+    match seek(file, SeekFrom::Data(offset)) {
+        Ok(at) => Ok(Some(at)),
+        // ENXIO: no data at or after `offset` (or `offset` is at or past the end).
+        Err(rustix::io::Errno::NXIO) => Ok(None),
+        // No SEEK_DATA support: treat everything as data.
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP) => {
+            Ok(Some(offset))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// No sparse-file queries here: every byte may be data.
+#[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "macos")))]
+pub(crate) fn next_data(_file: &File, offset: u64) -> io::Result<Option<u64>> {
+    Ok(Some(offset))
+}
+
+/// The first offset at or after `offset` that starts a hole, the end of the file counting as
+/// one (`SEEK_HOLE`); `offset` itself when it is at or past the end. File systems without
+/// sparse support answer the end of the file. Same cursor note as [`next_data`].
+#[cfg(any(target_os = "linux", target_os = "freebsd", target_os = "macos"))]
+pub(crate) fn next_hole(file: &File, offset: u64) -> io::Result<u64> {
+    use rustix::fs::{SeekFrom, seek};
+    match seek(file, SeekFrom::Hole(offset)) {
+        Ok(at) => Ok(at.max(offset)),
+        Err(rustix::io::Errno::NXIO) => Ok(offset),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP) => {
+            Ok(file.metadata()?.len().max(offset))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// No sparse-file queries here: the file is data up to its end.
+#[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "macos")))]
+pub(crate) fn next_hole(file: &File, offset: u64) -> io::Result<u64> {
+    Ok(file.metadata()?.len().max(offset))
+}

@@ -13,6 +13,7 @@ mod main {
     mod diff_crash;
     mod differencing;
     mod fixtures;
+    mod holes;
     mod parse;
     mod qemu;
     mod retrim;

@@ -17,6 +17,7 @@ mod main {
     mod diff_prop;
     mod fixtures;
     mod fuzz;
+    mod holes;
     mod qemu;
     pub mod util;
     mod write;

@@ -23,10 +23,12 @@ use crate::units::{BlockIndex, HostOffset};
 
 /// Blocks freed per `deallocate` call; cancellation is checked between calls.
 const DEALLOCATE_BATCH: usize = 4096;
-/// Most blocks per `relocate` call (one sync pair per call).
-const RELOCATE_BATCH_BLOCKS: usize = 64;
-/// Most bytes per `relocate` call.
-const RELOCATE_BATCH_BYTES: u64 = 256 << 20;
+/// Most blocks per `relocate` call. Each call costs a data sync plus the table update's own
+/// syncs (five for VHDX, through the log), so small blocks are batched by the thousand.
+const RELOCATE_BATCH_BLOCKS: usize = 4096;
+/// Most bytes per `relocate` call: bounds the work an interruption throws away (copies not yet
+/// pointed at) and the time between cancellation checks.
+const RELOCATE_BATCH_BYTES: u64 = 1 << 30;
 
 /// What a compaction reclaims (names follow Hyper-V's `Optimize-VHD -Mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -161,6 +163,9 @@ pub struct CompactPlan {
     pub blocks_allocated: u64,
     /// Blocks to free, with the reason.
     pub reclaim: Vec<(BlockIndex, Reason)>,
+    /// Of the [`Reason::Zero`] blocks, how many the zero scan took without reading any byte,
+    /// because their data lies wholly in holes of the host file (`SEEK_DATA`/`SEEK_HOLE`).
+    pub blocks_zero_from_holes: u64,
     /// Block moves, in the order to apply them.
     pub moves: Vec<Relocation>,
     /// Host ranges to punch out (retrim).
@@ -297,8 +302,21 @@ impl Compactor for GenericCompactor {
         // state; otherwise the block would start showing the parent's data.
         let differencing = image.kind() == ImageKind::Differencing;
         let zero_ok = !differencing || image.as_compactable()?.can_free_as_zero();
+        // Where a block's data starts within its host footprint, so the zero scan can skip
+        // host-file holes: the footprint ends with the block's data (VHD: sector bitmap, then
+        // data; VHDX: data only); a fixed image's block is its data.
+        let data_within = match image.kind() {
+            ImageKind::Fixed => Some(0),
+            _ => {
+                let footprint = match &layout {
+                    Some(l) => l.block_footprint,
+                    None => image.as_compactable()?.host_layout()?.block_footprint,
+                };
+                footprint.checked_sub(block_size)
+            }
+        };
         let mut reclaim = Vec::new();
-        let mut scan = Vec::new();
+        let mut scan: Vec<scan::Candidate> = Vec::new();
         for (i, state) in states.iter().enumerate() {
             let block = BlockIndex(i as u64);
             let start = block.0.saturating_mul(block_size);
@@ -315,17 +333,21 @@ impl Compactor for GenericCompactor {
                 {
                     reclaim.push((block, Reason::FsFree))
                 }
-                BlockState::Allocated { .. } if mode.scans_for_zeros() => scan.push(block),
+                BlockState::Allocated { host } if mode.scans_for_zeros() => {
+                    scan.push((block, data_within.and_then(|d| host.0.checked_add(d))));
+                }
                 _ => {}
             }
         }
         cancel.check()?;
         progress.phase(Phase::ZeroScan, scan.len() as u64);
         let image_ref: &dyn DiskImage = image;
+        let mut blocks_from_holes = 0;
         match image_ref.parent().filter(|_| differencing) {
             Some(parent) => {
+                let blocks: Vec<BlockIndex> = scan.iter().map(|&(b, _)| b).collect();
                 reclaim.extend(scan::child_blocks(
-                    image_ref, parent, zero_ok, &scan, progress, cancel,
+                    image_ref, parent, zero_ok, &blocks, progress, cancel,
                 )?);
             }
             None if differencing => {
@@ -335,9 +357,9 @@ impl Compactor for GenericCompactor {
                 ));
             }
             None => {
-                for block in scan::zero_blocks(image_ref, &scan, progress, cancel)? {
-                    reclaim.push((block, Reason::Zero));
-                }
+                let found = scan::zero_blocks(image_ref, &scan, progress, cancel)?;
+                blocks_from_holes = found.from_holes;
+                reclaim.extend(found.zero.into_iter().map(|b| (b, Reason::Zero)));
             }
         }
         reclaim.sort_unstable_by_key(|&(b, _)| b);
@@ -349,6 +371,7 @@ impl Compactor for GenericCompactor {
             blocks_total,
             blocks_allocated,
             reclaim,
+            blocks_zero_from_holes: blocks_from_holes,
             moves: Vec::new(),
             punch: Vec::new(),
             truncate_to: None,

@@ -28,7 +28,7 @@ impl Progress for CancelAfter {
 }
 
 /// 48 blocks of 4 KiB: data, zero-overwritten data and holes interleaved, so the run has zero
-/// scan, deallocation, several move batches (64 moves per batch at most) and a truncation.
+/// scan, deallocation, move batches and a truncation.
 fn bloated() -> Vec<u8> {
     let bs = 4096u64;
     let (img, mem) = create_dynamic(200 * bs, bs);

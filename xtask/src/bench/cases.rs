@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use vdisk_core::{CreateSpec, FormatDriver, ImageKind, StdFile};
+use vdisk_core::{CreateSpec, FormatDriver, HostFile, ImageKind, StdFile};
+
+use super::ntfs;
 
 use crate::shared::fill_random;
 
@@ -51,6 +53,10 @@ pub enum Layout {
     Mixed,
     /// `data` bytes of random data in whole blocks, spread evenly over the disk.
     Spread { data: u64 },
+    /// An NTFS volume over the whole disk, made over random bytes (`mkntfs -Q` does not zero),
+    /// with `files` bytes of random files copied in (`ntfscp`): the rest is free space full of
+    /// garbage that only a file-system-aware compaction can reclaim.
+    Ntfs { files: u64 },
 }
 
 /// One bench case.
@@ -61,6 +67,13 @@ pub struct Case {
     pub virtual_size: u64,
     pub block: u64,
     pub layout: Layout,
+    /// `vdisk compact --mode` for this case.
+    pub mode: &'static str,
+    /// Whether `qemu-img convert` is timed too (it cannot see file-system free space, so a
+    /// comparison on a case made for that would say nothing).
+    pub peer: bool,
+    /// Printed with the case (what the numbers do and do not show yet).
+    pub note: &'static str,
 }
 
 /// What one block of a case holds.
@@ -86,6 +99,7 @@ impl Case {
                 1 => Content::Zeroed,
                 _ => Content::Untouched,
             },
+            Layout::Ntfs { .. } => Content::Data(block + 1),
             Layout::Spread { data } => {
                 let wanted = (data / self.block).max(1);
                 let stride = (self.blocks() / wanted).max(1);
@@ -100,6 +114,19 @@ impl Case {
 
     /// A one-line description for the report.
     pub fn describe(&self) -> String {
+        if let Layout::Ntfs { files } = self.layout {
+            let used = files as f64 / self.virtual_size as f64 * 100.0;
+            return format!(
+                "{} dynamic, {} virtual, {} MiB blocks: NTFS over random bytes, {} MiB of files \
+                 ({used:.0}% used), free space is garbage; --mode {}{}",
+                self.format.ext(),
+                human(self.virtual_size),
+                self.block / MIB,
+                files / MIB,
+                self.mode,
+                self.note
+            );
+        }
         let (data, zeroed) = (0..self.blocks()).fold((0, 0), |(d, z), b| match self.content(b) {
             Content::Data(_) => (d + 1, z),
             Content::Zeroed => (d, z + 1),
@@ -115,15 +142,44 @@ impl Case {
         )
     }
 
-    /// Writes the pristine image to `path` with our own driver.
-    pub fn make(&self, path: &Path) -> vdisk_core::Result<()> {
+    /// Writes the pristine image to `path` with our own driver (scratch files go to `work`).
+    pub fn make(&self, path: &Path, work: &Path) -> Result<(), String> {
+        if let Layout::Ntfs { files } = self.layout {
+            let raw = work.join(format!("{}.raw", self.name));
+            ntfs::make_volume(&raw, self.virtual_size, files, work)?;
+            let done = self.copy_raw(&raw, path).map_err(|e| e.to_string());
+            let _ = std::fs::remove_file(&raw);
+            return done;
+        }
+        self.make_blocks(path).map_err(|e| e.to_string())
+    }
+
+    /// The image of a raw disk: every block written (none of them is zero).
+    fn copy_raw(&self, raw: &Path, path: &Path) -> vdisk_core::Result<()> {
+        let src = StdFile::open(raw, vdisk_core::Access::ReadOnly)?;
+        let image = self.create(path)?;
+        let mut buf = vec![0u8; usize::try_from(self.block).unwrap_or(32 << 20)];
+        for block in 0..self.blocks() {
+            let offset = block * self.block;
+            let n = usize::try_from(self.block.min(self.virtual_size - offset)).unwrap_or(0);
+            src.read_at(&mut buf[..n], offset)?;
+            image.write_at(&buf[..n], offset)?;
+        }
+        image.flush()
+    }
+
+    fn create(&self, path: &Path) -> vdisk_core::Result<Box<dyn vdisk_core::DiskImage>> {
         let file = StdFile::create_new(path)?;
         let spec = CreateSpec::new(ImageKind::Dynamic, self.virtual_size).block_size(self.block);
         let driver: &dyn FormatDriver = match self.format {
             Format::Vhd => &vdisk_vhd::DRIVER,
             Format::Vhdx => &vdisk_vhdx::DRIVER,
         };
-        let image = driver.create(Box::new(file), &spec)?;
+        driver.create(Box::new(file), &spec)
+    }
+
+    fn make_blocks(&self, path: &Path) -> vdisk_core::Result<()> {
+        let image = self.create(path)?;
         let mut data = vec![0u8; usize::try_from(self.block).unwrap_or(32 << 20)];
         let zeros = vec![0u8; data.len()];
         for block in 0..self.blocks() {
@@ -151,6 +207,17 @@ pub fn all(quick: bool) -> Vec<Case> {
     let spread = Layout::Spread {
         data: pick(GIB, 128 * MIB),
     };
+    let ntfs_size = pick(2 * GIB, 256 * MIB);
+    let base = Case {
+        name: "",
+        format: Format::Vhdx,
+        virtual_size: 0,
+        block: 32 * MIB,
+        layout: Layout::Mixed,
+        mode: "prezeroed",
+        peer: true,
+        note: "",
+    };
     vec![
         Case {
             name: "a-vhdx-mixed",
@@ -158,6 +225,7 @@ pub fn all(quick: bool) -> Vec<Case> {
             virtual_size: pick(8 * GIB, GIB),
             block: 32 * MIB,
             layout: Layout::Mixed,
+            ..base
         },
         Case {
             name: "b-vhd-mixed",
@@ -165,6 +233,7 @@ pub fn all(quick: bool) -> Vec<Case> {
             virtual_size: pick(8 * GIB, GIB),
             block: 2 * MIB,
             layout: Layout::Mixed,
+            ..base
         },
         Case {
             name: "c-vhdx-huge",
@@ -172,6 +241,7 @@ pub fn all(quick: bool) -> Vec<Case> {
             virtual_size: pick(2048 * GIB, 256 * GIB),
             block: 32 * MIB,
             layout: spread,
+            ..base
         },
         Case {
             name: "c-vhdx-small",
@@ -179,6 +249,22 @@ pub fn all(quick: bool) -> Vec<Case> {
             virtual_size: pick(16 * GIB, 2 * GIB),
             block: 32 * MIB,
             layout: spread,
+            ..base
+        },
+        Case {
+            name: "d-vhdx-ntfs",
+            format: Format::Vhdx,
+            virtual_size: ntfs_size,
+            block: 32 * MIB,
+            layout: Layout::Ntfs {
+                files: ntfs_size / 10 * 3,
+            },
+            // The file-system-aware `full` mode needs the NTFS analyser (issue 5); until it is
+            // in, `full` would run as `prezeroed` and reclaim nothing here either.
+            mode: "prezeroed",
+            peer: false,
+            note: " (full mode arrives with issue 5: prezeroed reclaims nothing here, the \
+                   numbers show the cost of scanning a disk full of garbage)",
         },
     ]
 }

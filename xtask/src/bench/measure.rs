@@ -173,3 +173,11 @@ pub fn command_line(program: &str, args: &[&str]) -> String {
         })
         .unwrap_or_else(|| "?".to_string())
 }
+
+/// Writes back `path`'s dirty pages and waits for them (the file stays in the page cache), so
+/// the next timed tool starts from a clean, warm file and pays only for its own writes.
+pub fn settle(path: &Path) -> Result<(), String> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("cannot sync {}: {e}", path.display()))
+}

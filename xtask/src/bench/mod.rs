@@ -1,16 +1,21 @@
-//! `cargo xtask bench [--quick] [--runs N] [--out DIR]`: vdisk's in-place compaction against
-//! the copy-based compaction users run today, `qemu-img convert -O <same format>`.
+//! `cargo xtask bench [--quick] [--runs N] [--out DIR] [--only CASE] [--keep]`: vdisk's
+//! in-place compaction against the copy-based compaction users run today,
+//! `qemu-img convert -O <same format>`.
 //!
 //! 1. `cargo build --release -p vdisk-cli` (with the `cargo` that runs us).
 //! 2. Reference images made with our own drivers (see `cases`), in a work folder under the
 //!    target directory (not /tmp, which may be a small tmpfs).
-//! 3. Per case, N interleaved runs: copy the pristine image (holes kept), time
-//!    `vdisk compact --mode prezeroed --json <copy>` and check with `qemu-img compare` that the
-//!    content did not change (the bench fails loudly otherwise); time `qemu-img convert`.
+//! 3. Per case, N interleaved runs: copy the pristine image and write the copy back (so no
+//!    tool pays for the harness's own writes; the files stay in the page cache: every tool
+//!    starts warm); time `vdisk compact --mode <mode> --json <copy>` and check with
+//!    `qemu-img compare` that the content did not change (the bench fails loudly otherwise);
+//!    then time two peers: `qemu-img convert` as users run it (the output is never flushed)
+//!    and `qemu-img convert -t writeback` (flushed before exit, durable like vdisk's result).
 //! 4. A table on stdout, `bench.json` and `bench.md` in --out (default `<target>/bench`).
 
 mod cases;
 mod measure;
+mod ntfs;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -28,6 +33,10 @@ struct Options {
     quick: bool,
     runs: usize,
     out: Option<PathBuf>,
+    /// Only cases whose name starts with one of these.
+    only: Vec<String>,
+    /// Keep the work folder (images stay for profiling).
+    keep: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
@@ -35,6 +44,8 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         quick: false,
         runs: 0,
         out: None,
+        only: Vec::new(),
+        keep: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -50,9 +61,13 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
                 }
             }
             "--out" => o.out = Some(it.next().ok_or("--out needs a folder")?.into()),
+            "--only" => o
+                .only
+                .push(it.next().ok_or("--only needs a case name")?.clone()),
+            "--keep" => o.keep = true,
             _ => {
                 return Err(format!(
-                    "bench takes --quick, --runs N, --out DIR; got {a:?}"
+                    "bench takes --quick, --runs N, --out DIR, --only CASE, --keep; got {a:?}"
                 ));
             }
         }
@@ -95,12 +110,21 @@ impl ToolResult {
     }
 }
 
-/// Both tools on one case.
+/// Every tool on one case: vdisk first, then the peers (none for cases without one).
 struct CaseResult {
     case: Case,
     description: String,
-    vdisk: ToolResult,
-    qemu: ToolResult,
+    tools: Vec<ToolResult>,
+}
+
+impl CaseResult {
+    fn vdisk(&self) -> &ToolResult {
+        &self.tools[0]
+    }
+    /// vdisk's median time over `peer`'s.
+    fn ratio(&self, peer: &ToolResult) -> f64 {
+        self.vdisk().wall() / peer.wall()
+    }
 }
 
 /// Runs the bench.
@@ -118,15 +142,28 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let mut warnings = Vec::new();
     let mut results = Vec::new();
-    for case in cases::all(opts.quick) {
-        match bench_case(&vdisk, &case, &work, opts.runs, &mut warnings) {
+    let cases: Vec<Case> = cases::all(opts.quick)
+        .into_iter()
+        .filter(|c| {
+            opts.only.is_empty() || opts.only.iter().any(|o| c.name.starts_with(o.as_str()))
+        })
+        .collect();
+    if cases.is_empty() {
+        return Err(format!("no case matches --only {:?}", opts.only));
+    }
+    for case in cases {
+        match bench_case(&vdisk, &case, &work, opts.runs, opts.keep, &mut warnings) {
             Ok(r) => results.push(r),
             Err(e) => {
                 return Err(format!("{e}\n(the work folder {} is kept)", work.display()));
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&work);
+    if opts.keep {
+        println!("kept the work folder {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
 
     let facts = machine_facts(&opts);
     let table = markdown(&results);
@@ -155,6 +192,7 @@ fn bench_case(
     case: &Case,
     work: &Path,
     runs: usize,
+    keep: bool,
     warnings: &mut Vec<String>,
 ) -> Result<CaseResult, String> {
     let ext = case.format.ext();
@@ -166,8 +204,9 @@ fn bench_case(
     println!("== {}: {description}", case.name);
     let t = std::time::Instant::now();
     let _ = std::fs::remove_file(&orig);
-    case.make(&orig)
+    case.make(&orig, work)
         .map_err(|e| format!("making {} failed: {e}", orig.display()))?;
+    measure::settle(&orig)?;
     let before = measure::file_size(&orig)?;
     println!(
         "   made in {:.1} s: {:.1} MiB ({:.1} MiB allocated)",
@@ -176,65 +215,77 @@ fn bench_case(
         before.alloc as f64 / MIB
     );
     let fmt = case.format.qemu();
-    let mut v = ToolResult {
-        tool: "vdisk",
+    let new_tool = |tool| ToolResult {
+        tool,
         samples: Vec::new(),
         before,
         after: before,
     };
-    let mut q = ToolResult {
-        tool: "qemu-img",
-        samples: Vec::new(),
-        before,
-        after: before,
-    };
+    let mut tools = vec![new_tool("vdisk")];
+    if case.peer {
+        tools.push(new_tool("qemu-img"));
+        tools.push(new_tool("qemu-img -t writeback"));
+    }
     for run in 1..=runs {
         if let Some(w) = measure::copy_sparse(&orig, &copy)? {
             println!("!! {w}");
             warnings.push(w);
         }
-        v.before = measure::file_size(&copy)?;
+        // Neither tool may pay for writing back the harness's own copy.
+        measure::settle(&copy)?;
+        tools[0].before = measure::file_size(&copy)?;
         let args = [
             OsStr::new("compact"),
             OsStr::new("--mode"),
-            OsStr::new("prezeroed"),
+            OsStr::new(case.mode),
             OsStr::new("--json"),
             copy.as_os_str(),
         ];
         let s = measure::run_timed(vdisk.as_os_str(), &args, &stats)?;
         measure::same_content(fmt, &orig, &copy)?;
-        v.after = measure::file_size(&copy)?;
+        tools[0].after = measure::file_size(&copy)?;
         println!(
-            "   run {run}: vdisk    {:8.3} s (content identical)",
-            s.wall
+            "   run {run}: {:<22} {:8.3} s (content identical)",
+            "vdisk", s.wall
         );
-        v.samples.push(s);
+        tools[0].samples.push(s);
 
-        let _ = std::fs::remove_file(&conv);
-        let args = [
-            OsStr::new("convert"),
-            OsStr::new("-f"),
-            OsStr::new(fmt),
-            OsStr::new("-O"),
-            OsStr::new(fmt),
-            OsStr::new("-o"),
-            OsStr::new(case.format.qemu_options()),
-            orig.as_os_str(),
-            conv.as_os_str(),
-        ];
-        let s = measure::run_timed(OsStr::new("qemu-img"), &args, &stats)?;
-        q.after = measure::file_size(&conv)?;
-        println!("   run {run}: qemu-img {:8.3} s", s.wall);
-        q.samples.push(s);
+        for (i, cache) in [(1, None), (2, Some("writeback"))] {
+            let Some(t) = tools.get_mut(i) else { continue };
+            let _ = std::fs::remove_file(&conv);
+            let mut args = vec![OsStr::new("convert")];
+            // Default: no flush at all (qemu-img's cache=unsafe for the output); writeback:
+            // the output is flushed to stable storage before qemu-img exits.
+            if let Some(c) = cache {
+                args.extend([OsStr::new("-t"), OsStr::new(c)]);
+            }
+            args.extend([
+                OsStr::new("-f"),
+                OsStr::new(fmt),
+                OsStr::new("-O"),
+                OsStr::new(fmt),
+                OsStr::new("-o"),
+                OsStr::new(case.format.qemu_options()),
+                orig.as_os_str(),
+                conv.as_os_str(),
+            ]);
+            let s = measure::run_timed(OsStr::new("qemu-img"), &args, &stats)?;
+            t.after = measure::file_size(&conv)?;
+            println!("   run {run}: {:<22} {:8.3} s", t.tool, s.wall);
+            t.samples.push(s);
+            // The next tool starts without this one's dirty pages waiting to be written.
+            measure::settle(&conv)?;
+        }
     }
-    for f in [&orig, &copy, &conv] {
-        let _ = std::fs::remove_file(f);
+    if !keep {
+        for f in [&orig, &copy, &conv] {
+            let _ = std::fs::remove_file(f);
+        }
     }
     Ok(CaseResult {
         case: case.clone(),
         description,
-        vdisk: v,
-        qemu: q,
+        tools,
     })
 }
 
@@ -303,16 +354,20 @@ fn size(f: FileSize) -> String {
 fn markdown(results: &[CaseResult]) -> String {
     let mut s = String::from(
         "| case | tool | wall s (median) | peak RSS MiB | read MiB | written MiB \
-         | before MiB (size / alloc) | after MiB (size / alloc) | time vdisk/qemu-img |\n\
+         | before MiB (size / alloc) | after MiB (size / alloc) | time vdisk / this tool |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
-        let ratio = r.vdisk.wall() / r.qemu.wall();
-        for t in [&r.vdisk, &r.qemu] {
+        for t in &r.tools {
             let io = t.io_mib();
+            let ratio = if t.tool == "vdisk" {
+                String::new()
+            } else {
+                format!("{:.3}", r.ratio(t))
+            };
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.3} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.3} | {} | {} | {} | {} | {} | {ratio} |",
                 r.case.name,
                 t.tool,
                 t.wall(),
@@ -321,11 +376,6 @@ fn markdown(results: &[CaseResult]) -> String {
                 opt(io.map(|x| x.1)),
                 size(t.before),
                 size(t.after),
-                if t.tool == "vdisk" {
-                    format!("{ratio:.3}")
-                } else {
-                    String::new()
-                }
             );
         }
     }
@@ -339,11 +389,12 @@ fn scaling_text(results: &[CaseResult]) -> String {
         return String::new();
     };
     let factor = big.case.virtual_size / small.case.virtual_size;
+    let peer = |r: &CaseResult| r.tools.get(1).map_or(f64::NAN, ToolResult::wall);
     format!(
         "case c, same data on a {factor}x larger virtual disk: time ratio huge/small: \
          vdisk {:.2}, qemu-img {:.2} (1.0 = cost follows data, not virtual size)\n",
-        big.vdisk.wall() / small.vdisk.wall(),
-        big.qemu.wall() / small.qemu.wall()
+        big.vdisk().wall() / small.vdisk().wall(),
+        peer(big) / peer(small)
     )
 }
 
@@ -404,16 +455,21 @@ fn json(facts: &[(&str, String)], results: &[CaseResult], warnings: &[String]) -
     let cases: Vec<String> = results
         .iter()
         .map(|r| {
+            let ratios: Vec<String> = r.tools[1..]
+                .iter()
+                .map(|t| format!("{}: {}", js(t.tool), jnum(Some(r.ratio(t)))))
+                .collect();
+            let tools: Vec<String> = r.tools.iter().map(json_tool).collect();
             format!(
-                "    {{\"case\": {}, \"description\": {}, \"virtual_size\": {}, \"block_size\": {}, \
-                 \"time_ratio_vdisk_over_qemu\": {},\n     \"tools\": [\n      {},\n      {}]}}",
+                "    {{\"case\": {}, \"description\": {}, \"mode\": {}, \"virtual_size\": {}, \
+                 \"block_size\": {}, \"time_ratio_vdisk_over\": {{{}}},\n     \"tools\": [\n      {}]}}",
                 js(r.case.name),
                 js(&r.description),
+                js(r.case.mode),
                 r.case.virtual_size,
                 r.case.block,
-                jnum(Some(r.vdisk.wall() / r.qemu.wall())),
-                json_tool(&r.vdisk),
-                json_tool(&r.qemu)
+                ratios.join(", "),
+                tools.join(",\n      ")
             )
         })
         .collect();
