@@ -104,6 +104,9 @@ pub fn copy_through_buffer<F: HostFile + ?Sized>(
     Ok(())
 }
 
+/// How long a conflicting lock is retried before the file counts as in use.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How to open a host file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -126,7 +129,7 @@ impl StdFile {
     ///
     /// Errors: [`ErrorKind::NotFound`], [`ErrorKind::ReadOnly`] (permission denied or read-only
     /// file system when asking for writing), [`ErrorKind::InUse`] (another program holds a
-    /// conflicting lock), [`ErrorKind::WrongType`] (not a regular file).
+    /// conflicting lock for more than a second), [`ErrorKind::WrongType`] (not a regular file).
     pub fn open(path: impl AsRef<Path>, access: Access) -> Result<StdFile> {
         let path = path.as_ref();
         let writable = access == Access::ReadWrite;
@@ -179,8 +182,18 @@ impl StdFile {
         }
         sys::restore_blocking(&file)
             .map_err(|e| Error::io(e, "cannot set file flags").with_path(path))?;
-        let locked = sys::try_lock(&file, writable)
-            .map_err(|e| Error::io(e, "cannot lock the file").with_path(path))?;
+        // A process spawned by any thread of a multi-threaded program holds copies of its open
+        // files between fork and exec, so a lock released an instant ago can still look held:
+        // a conflict is retried for a short while before it counts as "in use".
+        let deadline = std::time::Instant::now() + LOCK_RETRY;
+        let locked = loop {
+            let locked = sys::try_lock(&file, writable)
+                .map_err(|e| Error::io(e, "cannot lock the file").with_path(path))?;
+            if locked || std::time::Instant::now() >= deadline {
+                break locked;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         if !locked {
             let how = if writable { "open" } else { "open for writing" };
             return Err(Error::new(

@@ -7,14 +7,23 @@ use vdisk_core::{Access, CreateSpec, DiskImage, ErrorKind, FormatDriver, ImageKi
 use super::util::{libvhdi_raw, open_path, qemu_convert_raw, run};
 
 /// Creates an image at `dir/name` through the driver and returns its path and the open image.
+///
+/// A differencing spec opens the parent, whose lock a tool spawned by another test thread can
+/// hold for a moment between `fork` and `exec` (see `vdisk_core::testing::open_std_file`): an
+/// in-use failure is retried from an empty file for up to 5 s.
 pub fn create_file(dir: &Path, name: &str, spec: &CreateSpec) -> (PathBuf, Box<dyn DiskImage>) {
     let path = dir.join(name);
-    std::fs::write(&path, []).unwrap();
-    let file = vdisk_core::testing::open_std_file(&path, Access::ReadWrite).unwrap();
-    let image = vdisk_vhdx::DRIVER
-        .create(Box::new(file), spec)
-        .expect("create succeeds");
-    (path, image)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        std::fs::write(&path, []).unwrap();
+        let file = vdisk_core::testing::open_std_file(&path, Access::ReadWrite).unwrap();
+        match vdisk_vhdx::DRIVER.create(Box::new(file), spec) {
+            Err(e) if e.kind() == ErrorKind::InUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return (path, other.expect("create succeeds")),
+        }
+    }
 }
 
 /// qemu-img check passes and qemu-img info reports `size`.
