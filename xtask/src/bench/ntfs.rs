@@ -51,6 +51,58 @@ fn write_random(path: &Path, len: u64, seed: u64) -> Result<(), String> {
     f.sync_all().map_err(err)
 }
 
+/// The bytes [`write_random`] writes for `len` and `seed`.
+fn random_bytes(len: u64, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    for (i, chunk) in out.chunks_mut(1 << 20).enumerate() {
+        fill_random(chunk, seed.wrapping_mul(1 << 32) + ((i as u64) << 20));
+    }
+    out
+}
+
+/// Checks a compacted case (d) image the way a user would: ntfs-3g reads every file copied
+/// in by [`make_volume`] back byte for byte (file-system-aware modes may zero free clusters,
+/// so a whole-disk comparison would not apply). `format` is qemu's name for the image format.
+pub fn verify_files(image: &Path, format: &str, files: u64, work: &Path) -> Result<(), String> {
+    let raw = work.join("ntfs-verify.raw");
+    let _ = std::fs::remove_file(&raw);
+    let out = Command::new("qemu-img")
+        .args(["convert", "-f", format, "-O", "raw"])
+        .arg(image)
+        .arg(&raw)
+        .output()
+        .map_err(|e| format!("cannot run qemu-img convert: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "qemu-img convert of {} failed: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let count = files.div_ceil(FILE_LEN);
+    let result = (0..count).try_for_each(|i| {
+        let len = FILE_LEN.min(files - i * FILE_LEN);
+        let name = format!("/file{i:03}.bin");
+        let out = Command::new("ntfscat")
+            .arg(&raw)
+            .arg(&name)
+            .output()
+            .map_err(|e| format!("cannot run ntfscat (Debian package ntfs-3g): {e}"))?;
+        if !out.status.success() || out.stdout != random_bytes(len, 1000 + i) {
+            return Err(format!(
+                "CONTENT MISMATCH: ntfscat {name} from the compacted {} does not return the \
+                 file copied in ({} of {len} bytes read; {})",
+                image.display(),
+                out.stdout.len(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_file(&raw);
+    result
+}
+
 /// Runs an ntfs-3g tool on the volume; fails (never skips) when it is missing or fails.
 fn run(tool: &str, opts: &[&str], raw: &Path, rest: &[&str]) -> Result<(), String> {
     let out = Command::new(tool)
