@@ -10,18 +10,22 @@ mod main {
     pub mod support;
 
     mod bad_input;
+    mod check_verdict;
     mod cli;
     mod create;
+    mod disk_full;
     mod dry_run;
     mod fixed;
     mod fixtures;
     mod in_use;
     mod interrupted;
+    mod killed;
     mod prop;
     mod quirks;
     mod read_only;
     mod retrim;
     pub mod roundtrip;
     mod selftest;
+    mod symlinks;
     mod vhdx;
 }
