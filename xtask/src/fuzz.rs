@@ -7,7 +7,7 @@
 //! the workspace keeps one compiler, CI needs no second toolchain, and only this throwaway
 //! instrumented build (its own target directory) uses the bootstrap switch.
 //!
-//! Seeds (`fuzz/corpus/<target>/`, committed, regenerated here if changed): small images made
+//! Seeds (`fuzz/corpus/<target>/`, committed; missing ones are written here): small images made
 //! by our own `create` and, when `qemu-img` is installed, by qemu. New inputs libFuzzer finds
 //! go to `<target dir>/fuzz/corpus/<target>/`; crashes to `<target dir>/fuzz/artifacts/`.
 //! Every crash found must become a named regression test in the format crate.
@@ -188,7 +188,7 @@ fn crashes_in(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Writes the seeds of one target (only files whose content changed); returns their number.
+/// Writes the seeds of one target that are missing; returns their number.
 fn write_seeds(dir: &Path, seeds: Seeds) -> Result<usize, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut files = match seeds {
@@ -205,8 +205,10 @@ fn write_seeds(dir: &Path, seeds: Seeds) -> Result<usize, String> {
     };
     files.extend(qemu_seeds(seeds));
     for (name, bytes) in &files {
+        // Created images carry a timestamp and a random id: keep a committed seed as it is
+        // (no churn), write only missing ones.
         let path = dir.join(name);
-        if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+        if !path.exists() {
             std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }

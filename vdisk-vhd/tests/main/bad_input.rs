@@ -367,3 +367,18 @@ fn each_damaged_header_field_is_refused_naming_the_problem() {
     }
     assert!(failed.is_empty(), "rows failed: {failed:?}");
 }
+
+/// Regression (found by the field table above): a BAT too short for the footer's size fell
+/// back to the CHS size even when the geometry has zero cylinders, so a damaged tiny image
+/// opened as an empty 0-byte disk instead of being refused.
+#[test]
+fn bat_too_short_for_a_disk_with_zero_cylinders_is_refused_not_opened_empty() {
+    let bytes = sample();
+    assert_eq!(
+        &bytes[bytes.len() - 512 + 56..][..2],
+        &[0, 0],
+        "zero cylinders"
+    );
+    let short = mutate(bytes, At::Header(28), &1u32.to_be_bytes());
+    assert_refused(short, "less than the disk size");
+}

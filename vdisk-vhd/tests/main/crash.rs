@@ -87,7 +87,15 @@ fn crash_harness_catches_an_operation_that_is_not_crash_safe() {
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         cut_every_write(&c, Fault::Crash)
     }));
-    assert!(caught.is_err(), "a torn footer copy must be reported");
+    let message = caught
+        .expect_err("a torn dynamic header must be reported")
+        .downcast::<String>()
+        .map(|m| *m)
+        .unwrap_or_default();
+    assert!(
+        message.contains("cut 2/2") && message.contains(": reopen: no dynamic header"),
+        "caught where the header is torn, on reopen: {message}"
+    );
 }
 
 #[test]
