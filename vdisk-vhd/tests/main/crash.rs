@@ -58,6 +58,19 @@ fn compaction_survives_a_crash_at_every_write() {
     assert!(cut_points > 100);
 }
 
+/// The disk fills up at write N and stays full: every later write fails too (so nothing the
+/// run does after the first failure may be needed for a valid image).
+#[test]
+fn compaction_on_a_disk_that_stays_full_from_any_write_leaves_a_valid_image() {
+    let mut cut_points = 0;
+    for (si, (bytes, _)) in scenarios().into_iter().enumerate() {
+        let c = case(si, bytes);
+        cut_points += cut_every_write(&c, Fault::FailAlways(ErrorKind::NoSpace)).cut_points;
+    }
+    eprintln!("vhd prezeroed disk-full-from-then-on cut points tested: {cut_points}");
+    assert!(cut_points > 100);
+}
+
 #[test]
 fn compaction_failing_for_lack_of_space_at_any_write_leaves_a_valid_image() {
     let mut cut_points = 0;
