@@ -18,6 +18,7 @@ mod main {
     mod fixed;
     mod fixtures;
     mod in_use;
+    mod in_use_vhdx;
     mod interrupted;
     mod killed;
     mod prop;

@@ -28,7 +28,7 @@ pub struct Subject {
 
 /// Writes an image made by our own driver: every block allocated, every third one all zeros
 /// (allocated with data first, then zeroed), the others with 512 bytes of a per-block byte.
-fn build(
+pub fn build(
     dir: &Path,
     name: &str,
     driver: &dyn FormatDriver,
