@@ -24,6 +24,7 @@ mod main {
     mod prop;
     mod quirks;
     mod read_only;
+    mod read_only_vhdx;
     mod retrim;
     pub mod roundtrip;
     mod selftest;
