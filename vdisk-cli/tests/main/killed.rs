@@ -165,7 +165,7 @@ impl Rng {
     }
 }
 
-/// Runs the interruption rounds for one subject and signal; returns (rounds, rounds that
+/// Runs the interruption rounds for one subject and signal; returns (rounds run, rounds that
 /// stopped mid-run, exit codes seen).
 fn interrupt(subject: &Subject, signal: &str, rounds: u32, seed: u64) -> (u32, u32, Vec<i32>) {
     // An uninterrupted run gives the final length and how long a run takes here; the
@@ -180,9 +180,21 @@ fn interrupt(subject: &Subject, signal: &str, rounds: u32, seed: u64) -> (u32, u
     let original = std::fs::read(&subject.pristine).unwrap();
     let mut rng = Rng(seed);
     let (mut midway, mut codes) = (0, Vec::new());
-    for round in 0..rounds {
+    // For SIGTERM/SIGINT, rounds continue (up to 3x) until one was cancelled mid-run, with
+    // the moments drawn from a halving window: if this machine got faster since the timing
+    // run, later signals still land inside a run. Seeded either way.
+    let max_rounds = if signal == "KILL" { rounds } else { rounds * 3 };
+    let mut round = 0;
+    while round < max_rounds {
+        if round >= rounds && codes.contains(&EXIT_CANCELLED) {
+            break;
+        }
+        let window = match round.checked_sub(rounds) {
+            None => took.saturating_add(took / 10),
+            Some(extra) => (took >> (extra + 1).min(16)).max(1),
+        };
+        let delay = rng.below(window);
         let file = subject.copy(&format!("{signal}-{round}"));
-        let delay = rng.below(took.saturating_add(took / 10));
         let mut child = vdisk_cmd()
             .args(["compact", "--mode", "prezeroed"])
             .arg(&file)
@@ -229,8 +241,9 @@ fn interrupt(subject: &Subject, signal: &str, rounds: u32, seed: u64) -> (u32, u
         subject.assert_valid(&file, &what);
         subject.assert_same_content(&file, &what);
         std::fs::remove_file(&file).unwrap();
+        round += 1;
     }
-    (rounds, midway, codes)
+    (round, midway, codes)
 }
 
 fn kill_rounds(subject: &Subject, seed: u64) {
