@@ -67,7 +67,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if targets.is_empty() {
         let names: Vec<_> = TARGETS.iter().map(|(n, _)| *n).collect();
         return Err(format!(
-            "no fuzz target {only:?} (targets: {})",
+            "no fuzz target {:?} (targets: {})",
+            only.unwrap_or_default(),
             names.join(", ")
         ));
     }
