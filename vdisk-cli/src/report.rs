@@ -10,6 +10,7 @@ use std::path::Path;
 use serde::Serialize;
 use vdisk_core::{CheckReport, CompactReport, DiskAnalysis, Error, ImageInfo, Severity};
 
+use crate::commands::check::Verdict;
 use crate::exit;
 use crate::volumes::VolumeJson;
 
@@ -435,6 +436,8 @@ pub struct CheckJson {
     file: String,
     format: Option<&'static str>,
     safe_to_compact: bool,
+    /// Why it is (or is not) safe to compact.
+    safe_to_compact_why: String,
     problems: Vec<ProblemJson>,
 }
 
@@ -454,11 +457,17 @@ fn severity(s: Severity) -> &'static str {
 
 impl CheckJson {
     /// The object for `check` of `file` (`format` is `None` if no driver recognised it).
-    pub fn new(file: &Path, format: Option<&'static str>, report: &CheckReport) -> CheckJson {
+    pub fn new(
+        file: &Path,
+        format: Option<&'static str>,
+        report: &CheckReport,
+        verdict: &Verdict,
+    ) -> CheckJson {
         CheckJson {
             file: shown(file),
             format,
-            safe_to_compact: report.safe_to_compact(),
+            safe_to_compact: verdict.safe,
+            safe_to_compact_why: verdict.why.clone(),
             problems: report
                 .problems
                 .iter()
@@ -472,8 +481,14 @@ impl CheckJson {
     }
 }
 
-/// The human form of `check`: a verdict line, then one line per problem.
-pub fn check_human(file: &Path, format: Option<&str>, report: &CheckReport) -> String {
+/// The human form of `check`: a summary line, "safe to compact: yes/no (why)", then one line
+/// per problem.
+pub fn check_human(
+    file: &Path,
+    format: Option<&str>,
+    report: &CheckReport,
+    verdict: &Verdict,
+) -> String {
     let errors = report
         .problems
         .iter()
@@ -482,21 +497,18 @@ pub fn check_human(file: &Path, format: Option<&str>, report: &CheckReport) -> S
     let warnings = report.problems.len() - errors;
     let what = format.map_or_else(|| "not a recognised image".to_string(), str::to_string);
     let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
-    let verdict = if report.safe_to_compact() {
-        "safe to compact"
-    } else {
-        "NOT safe to compact"
-    };
     let mut text = if report.problems.is_empty() {
-        format!("{}: {what}: no problems found; {verdict}", shown(file))
+        format!("{}: {what}: no problems found", shown(file))
     } else {
         format!(
-            "{}: {what}: {}, {}; {verdict}",
+            "{}: {what}: {}, {}",
             shown(file),
             plural(errors, "error"),
             plural(warnings, "warning")
         )
     };
+    let yes_no = if verdict.safe { "yes" } else { "no" };
+    text.push_str(&format!("\n  safe to compact: {yes_no} ({})", verdict.why));
     for p in &report.problems {
         text.push_str(&format!("\n  {p}"));
     }

@@ -11,19 +11,25 @@ mod main {
 
     mod bad_input;
     mod chain;
+    mod check_verdict;
     mod cli;
     mod create;
+    mod disk_full;
     mod dry_run;
     mod fixed;
     mod fixtures;
     mod in_use;
+    mod in_use_vhdx;
     mod interrupted;
+    mod killed;
     mod ntfs;
     mod prop;
     mod quirks;
     mod read_only;
+    mod read_only_vhdx;
     mod retrim;
     pub mod roundtrip;
     mod selftest;
+    mod symlinks;
     mod vhdx;
 }

@@ -6,11 +6,16 @@
 //! operation fails, and [`FaultyFile::after_crash`] gives the bytes a reboot could find: the state
 //! at the last `sync`, plus any subset of the writes issued since (the disk may have persisted
 //! some of them, in any order; in-order prefixes and the all/none extremes are the usual picks).
+//!
+//! [`cut_every_write`] is the crash harness every format shares: it cuts an operation (a whole
+//! compaction, say) at each of its writes and checks what a reboot finds, as [`CrashCase`]
+//! describes.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::host_file::HostFile;
+use crate::image::DiskImage;
 use crate::mem_file::MemFile;
 
 /// What happens when the operation counter reaches the limit.
@@ -199,6 +204,240 @@ impl HostFile for FaultyFile {
     fn is_writable(&self) -> bool {
         true
     }
+}
+
+/// Opens an image writable over any host file ([`CrashCase::open_rw`]).
+pub type OpenRw<'a> = Box<dyn Fn(Box<dyn HostFile>) -> Result<Box<dyn DiskImage>> + 'a>;
+/// Opens in-memory bytes read-only ([`CrashCase::open_ro`]).
+pub type OpenRo<'a> = Box<dyn Fn(Vec<u8>) -> Result<Box<dyn DiskImage>> + 'a>;
+/// The operation under test ([`CrashCase::operation`]).
+pub type Operation<'a> = Box<dyn Fn(&mut dyn DiskImage) -> Result<()> + 'a>;
+/// What must not change ([`CrashCase::content`]).
+pub type Content<'a> = Box<dyn Fn(&dyn DiskImage) -> Vec<u8> + 'a>;
+/// Error-level problems of a file ([`CrashCase::errors`]).
+pub type Errors<'a> = Box<dyn Fn(Vec<u8>) -> Vec<String> + 'a>;
+/// Survivor policies for a number of unsynced operations ([`CrashCase::survivors`]).
+pub type SurvivorPolicies<'a> = Box<dyn Fn(usize) -> Vec<Survivors> + 'a>;
+/// Extra checks of a recovered file ([`CrashCase::inspect`]).
+pub type Inspect<'a> = Box<dyn Fn(u64, Option<Survivors>, &[u8]) + 'a>;
+/// Extra checks after a re-run ([`CrashCase::after_rerun`]).
+pub type AfterRerun<'a> = Box<dyn Fn(&dyn DiskImage, &str) + 'a>;
+
+/// Everything a crash test of one format needs to know, for [`cut_every_write`].
+///
+/// The harness runs `open_rw` + `operation` once on a counting [`FaultyFile`] to learn how many
+/// mutating host-file operations the whole run issues (N). Then, for every cut point n in
+/// 1..=N, it runs them again on a fresh copy of `original` whose nth operation fails with
+/// `fault`, recovers the bytes a reboot could find (one set per [`Survivors`] policy for a
+/// crash; the live bytes for a failing disk), and requires of each recovered file: it opens
+/// read-only (`open_ro`), `content` equals that of `original`, `errors` finds nothing; a
+/// re-run (`open_rw` + `operation` on an undamaged file) succeeds, reads the same, has no
+/// errors and the same length as the uninterrupted run.
+///
+/// The limit is armed before `open_rw`, so writes a writable open makes itself (VHDX log
+/// replay) are cut too.
+pub struct CrashCase<'a> {
+    /// A name for failure messages (`"vhd 4 KiB blocks"`).
+    pub name: String,
+    /// The image before the operation.
+    pub original: Vec<u8>,
+    /// Opens an image writable over any host file.
+    pub open_rw: OpenRw<'a>,
+    /// Opens an image read-only over in-memory bytes (must not change them).
+    pub open_ro: OpenRo<'a>,
+    /// The operation under test, e.g. a whole compaction.
+    pub operation: Operation<'a>,
+    /// What must not change: defaults to the whole virtual disk ([`whole_disk`]); large
+    /// sparse disks pass a sample of the regions they wrote.
+    pub content: Content<'a>,
+    /// Error-level structural problems of a file (the format's `check`), as messages.
+    pub errors: Errors<'a>,
+    /// The survivor policies to try after a crash, given how many operations were unsynced.
+    pub survivors: SurvivorPolicies<'a>,
+    /// Extra checks of each recovered file, before the standard ones (e.g. an outside tool
+    /// replaying a pending log). Arguments: cut point, survivor policy (`None` after a
+    /// [`Fault::FailOnce`]), recovered bytes.
+    pub inspect: Inspect<'a>,
+    /// Extra checks of the file a re-run produced (e.g. its log is empty).
+    pub after_rerun: AfterRerun<'a>,
+}
+
+impl<'a> CrashCase<'a> {
+    /// A case with the default content ([`whole_disk`]), survivors ([`default_survivors`]) and
+    /// no extra checks.
+    pub fn new(
+        name: impl Into<String>,
+        original: Vec<u8>,
+        open_rw: impl Fn(Box<dyn HostFile>) -> Result<Box<dyn DiskImage>> + 'a,
+        open_ro: impl Fn(Vec<u8>) -> Result<Box<dyn DiskImage>> + 'a,
+        operation: impl Fn(&mut dyn DiskImage) -> Result<()> + 'a,
+        errors: impl Fn(Vec<u8>) -> Vec<String> + 'a,
+    ) -> CrashCase<'a> {
+        CrashCase {
+            name: name.into(),
+            original,
+            open_rw: Box::new(open_rw),
+            open_ro: Box::new(open_ro),
+            operation: Box::new(operation),
+            content: Box::new(whole_disk),
+            errors: Box::new(errors),
+            survivors: Box::new(default_survivors),
+            inspect: Box::new(|_, _, _| {}),
+            after_rerun: Box::new(|_, _| {}),
+        }
+    }
+
+    fn run(&self, file: Box<dyn HostFile>) -> Result<()> {
+        let mut image = (self.open_rw)(file)?;
+        (self.operation)(&mut *image)
+    }
+}
+
+impl std::fmt::Debug for CrashCase<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrashCase")
+            .field("name", &self.name)
+            .field("original_len", &self.original.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The whole virtual disk, for [`CrashCase::content`]. Panics if it cannot be read.
+pub fn whole_disk(image: &dyn DiskImage) -> Vec<u8> {
+    let len = usize::try_from(image.size()).expect("test disk fits in memory");
+    let mut buf = vec![0u8; len];
+    image.read_at(&mut buf, 0).expect("read the whole disk");
+    buf
+}
+
+/// Nothing unsynced, everything, the first one, the first half, and the even and the odd
+/// operations.
+pub fn default_survivors(pending: usize) -> Vec<Survivors> {
+    vec![
+        Survivors::SyncedOnly,
+        Survivors::All,
+        Survivors::Prefix(1),
+        Survivors::Prefix(pending / 2),
+        Survivors::Mask(0x5555_5555_5555_5555),
+        Survivors::Mask(0xaaaa_aaaa_aaaa_aaaa),
+    ]
+}
+
+/// What [`cut_every_write`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CrashStats {
+    /// Mutating operations of the uninterrupted run (and so cut points tested).
+    pub cut_points: u64,
+    /// Recovered files checked (cut points times survivor policies).
+    pub recoveries: u64,
+    /// File length after the uninterrupted run.
+    pub final_len: u64,
+}
+
+/// Cuts the operation of `case` at every mutating host-file operation with `fault` and checks
+/// every recovered file as [`CrashCase`] describes.
+///
+/// For [`Fault::FailOnce`] (a full disk, an I/O error) it also requires that the operation
+/// fails with that kind, that the same open image still reads the original content, and that
+/// running the operation again on it finishes the job.
+///
+/// # Panics
+/// On the first violated property, naming the case, the cut point and the survivor policy.
+pub fn cut_every_write(case: &CrashCase<'_>, fault: Fault) -> CrashStats {
+    let name = &case.name;
+    let model = (case.content)(&*(case.open_ro)(case.original.clone()).expect("original opens"));
+    let counter = FaultyFile::new(case.original.clone());
+    case.run(Box::new(counter.clone()))
+        .unwrap_or_else(|e| panic!("{name}: uninterrupted run: {e}"));
+    let total = counter.ops();
+    let final_bytes = counter.live_bytes();
+    let final_len = final_bytes.len();
+    let mut stats = CrashStats {
+        cut_points: 0,
+        recoveries: 0,
+        final_len: final_len as u64,
+    };
+    for n in 1..=total {
+        let f = FaultyFile::new(case.original.clone());
+        f.set_limit(n, fault);
+        let recovered: Vec<(Option<Survivors>, Vec<u8>)> = match fault {
+            Fault::Crash => {
+                assert!(
+                    case.run(Box::new(f.clone())).is_err(),
+                    "{name}: cut {n}/{total} fires"
+                );
+                (case.survivors)(f.pending())
+                    .into_iter()
+                    .map(|s| (Some(s), f.after_crash(s)))
+                    .collect()
+            }
+            Fault::FailOnce(kind) | Fault::FailAlways(kind) => {
+                let what = format!("{name}: {kind:?} at op {n}/{total}");
+                let result = (case.open_rw)(Box::new(f.clone())).map(|mut image| {
+                    let err = (case.operation)(&mut *image);
+                    (image, err)
+                });
+                match result {
+                    Err(e) => assert_eq!(e.kind(), kind, "{what}: open fails with the fault"),
+                    Ok((mut image, r)) => {
+                        let e = r.expect_err(&format!("{what}: the operation fails"));
+                        assert_eq!(e.kind(), kind, "{what}: error kind ({e})");
+                        if matches!(fault, Fault::FailOnce(_)) {
+                            // The open image stays consistent with its file; a second run
+                            // on it finishes the job.
+                            assert!((case.content)(&*image) == model, "{what}: in-memory view");
+                            (case.operation)(&mut *image)
+                                .unwrap_or_else(|e| panic!("{what}: retry on the same image: {e}"));
+                            assert!((case.content)(&*image) == model, "{what}: after retry");
+                            drop(image);
+                            let live = f.live_bytes();
+                            assert_eq!(live.len(), final_len, "{what}: retry reaches the size");
+                            let errors = (case.errors)(live);
+                            assert!(errors.is_empty(), "{what}: check after retry: {errors:?}");
+                        }
+                    }
+                }
+                // A fresh copy failing the same way, left as the failure left it.
+                let g = FaultyFile::new(case.original.clone());
+                g.set_limit(n, fault);
+                assert!(
+                    case.run(Box::new(g.clone())).is_err(),
+                    "{what}: fires again"
+                );
+                vec![(None, g.live_bytes())]
+            }
+        };
+        for (s, bytes) in recovered {
+            let what = format!("{name}: cut {n}/{total} ({fault:?}), {s:?}");
+            (case.inspect)(n, s, &bytes);
+            assert_recovered(case, bytes, &model, final_len, &what);
+            stats.recoveries += 1;
+        }
+        stats.cut_points += 1;
+    }
+    stats
+}
+
+fn assert_recovered(case: &CrashCase<'_>, bytes: Vec<u8>, model: &[u8], len: usize, what: &str) {
+    let image = (case.open_ro)(bytes.clone()).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+    assert!((case.content)(&*image) == model, "{what}: content changed");
+    drop(image);
+    let errors = (case.errors)(bytes.clone());
+    assert!(errors.is_empty(), "{what}: check: {errors:?}");
+    let file = MemFile::from_bytes(bytes);
+    case.run(Box::new(file.clone()))
+        .unwrap_or_else(|e| panic!("{what}: re-run: {e}"));
+    let done = file.to_vec();
+    assert_eq!(done.len(), len, "{what}: re-run reaches the same size");
+    let image = (case.open_ro)(done.clone()).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+    assert!(
+        (case.content)(&*image) == model,
+        "{what}: content changed by the re-run"
+    );
+    (case.after_rerun)(&*image, what);
+    drop(image);
+    let errors = (case.errors)(done);
+    assert!(errors.is_empty(), "{what}: check after re-run: {errors:?}");
 }
 
 /// Opens `path` like [`crate::StdFile::open`], retrying for up to 5 s while the file reports

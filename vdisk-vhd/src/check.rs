@@ -311,7 +311,9 @@ fn inspect_dynamic(
     let chs_size = Geometry::of(footer).bytes();
     let (size, size_source) = if current_size <= capacity {
         (current_size, SizeSource::CurrentSize)
-    } else if chs_size <= capacity {
+    } else if chs_size > 0 && chs_size <= capacity {
+        // qemu sized some tables by the CHS geometry. A geometry of zero cylinders (tiny
+        // disks) would turn a too-short table into an empty disk: that is damage, not qemu.
         (chs_size, SizeSource::Geometry)
     } else {
         return Err(Error::invalid(

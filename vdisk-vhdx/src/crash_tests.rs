@@ -2,9 +2,10 @@
 //! every cut point of a whole compaction. The integration tests (`tests/main/crash.rs`) cover
 //! the common case of one entry per update through the public API only.
 
+use std::cell::Cell;
 use std::process::Command;
 
-use vdisk_core::testing::{Fault, FaultyFile, Survivors};
+use vdisk_core::testing::{CrashCase, Fault, Survivors, cut_every_write};
 use vdisk_core::{
     CancelToken, CompactOptions, Compactor, DiskImage, GenericCompactor, MIB, MemFile, Mode,
     NoProgress, Result, Severity,
@@ -34,8 +35,8 @@ fn qemu_image() -> Vec<u8> {
 }
 
 /// Opens writable; with `head`, one BAT page per entry and the log head placed there.
-fn open(file: impl vdisk_core::HostFile + 'static, head: Option<u32>) -> Result<VhdxImage> {
-    let mut image = VhdxImage::open(Box::new(file), true)?;
+fn open(file: Box<dyn vdisk_core::HostFile>, head: Option<u32>) -> Result<VhdxImage> {
+    let mut image = VhdxImage::open(file, true)?;
     if let (Some(head), Some(s)) = (head, image.session.get_mut().unwrap().as_mut()) {
         s.set_page_limit(1);
         s.set_log_head(head);
@@ -43,7 +44,7 @@ fn open(file: impl vdisk_core::HostFile + 'static, head: Option<u32>) -> Result<
     Ok(image)
 }
 
-fn compact(image: &mut VhdxImage) -> Result<()> {
+fn compact(image: &mut dyn DiskImage) -> Result<()> {
     let c = GenericCompactor;
     let plan = c.plan(
         image,
@@ -70,12 +71,6 @@ fn read_only(bytes: Vec<u8>) -> VhdxImage {
     VhdxImage::open(Box::new(MemFile::from_bytes(bytes).read_only()), false).unwrap()
 }
 
-fn no_errors(bytes: Vec<u8>) -> bool {
-    let mut problems = Vec::new();
-    inspect(Box::new(MemFile::from_bytes(bytes)), &mut problems).is_ok()
-        && problems.iter().all(|p| p.severity != Severity::Error)
-}
-
 #[test]
 fn updates_split_over_entries_survive_a_crash_at_every_write() {
     cut_everywhere(0);
@@ -87,68 +82,80 @@ fn entries_wrapping_around_the_log_end_survive_a_crash_at_every_write() {
     cut_everywhere((1 << 20) - 4096);
 }
 
+fn errors(bytes: Vec<u8>) -> Vec<String> {
+    let mut problems = Vec::new();
+    match inspect(Box::new(MemFile::from_bytes(bytes)), &mut problems) {
+        Err(e) => vec![e.to_string()],
+        Ok(_) => problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(|p| p.to_string())
+            .collect(),
+    }
+}
+
+/// qemu replays a pending log (every entry of the run) to the same content we read.
+fn qemu_replays_to(synced: &[u8], model: &[u8], n: u64) -> bool {
+    if !read_only(synced.to_vec()).log_replayed_in_memory() {
+        return false;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.vhdx");
+    std::fs::write(&path, synced).unwrap();
+    let ok = Command::new("qemu-img")
+        .args(["check", "-q", "-r", "all", "-f", "vhdx"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "cut {n}: qemu-img check -r all");
+    let repaired = read_only(std::fs::read(&path).unwrap());
+    assert!(!repaired.log_replayed_in_memory());
+    assert!(sample(&repaired) == model, "cut {n}: qemu's replay");
+    true
+}
+
+/// Every cut point of the whole compaction through the shared harness (the re-run writes its
+/// entries at the same log head, one BAT page each, too).
 fn cut_everywhere(head: u32) {
     let bytes = qemu_image();
     let model = sample(&read_only(bytes.clone()));
-    let counter = FaultyFile::new(bytes.clone());
-    let mut image = open(counter.clone(), Some(head)).unwrap();
-    compact(&mut image).unwrap();
-    drop(image);
-    let total = counter.ops();
-    let final_bytes = counter.live_bytes();
-    assert_eq!(final_bytes.len() as u64, 7 * MIB);
-    let mut cuts = 0;
-    let mut qemu_replays = 0;
-    for n in 1..=total {
-        let f = FaultyFile::new(bytes.clone());
-        let mut image = open(f.clone(), Some(head)).unwrap();
-        f.set_limit(n, Fault::Crash);
-        assert!(compact(&mut image).is_err(), "cut {n} fires");
-        drop(image);
-        let pending = f.pending();
-        let synced = f.after_crash(Survivors::SyncedOnly);
-        if read_only(synced.clone()).log_replayed_in_memory() {
-            // qemu replays the pending log (every entry of the run) to the same content.
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("c.vhdx");
-            std::fs::write(&path, &synced).unwrap();
-            let ok = Command::new("qemu-img")
-                .args(["check", "-q", "-r", "all", "-f", "vhdx"])
-                .arg(&path)
-                .status()
-                .unwrap();
-            assert!(ok.success(), "cut {n}: qemu-img check -r all");
-            let repaired = read_only(std::fs::read(&path).unwrap());
-            assert!(!repaired.log_replayed_in_memory());
-            assert!(sample(&repaired) == model, "cut {n}: qemu's replay");
-            qemu_replays += 1;
-        }
-        for s in [
+    let qemu_replays = Cell::new(0);
+    let mut case = CrashCase::new(
+        format!("vhdx split updates, log head {head:#x}"),
+        bytes,
+        move |file| open(file, Some(head)).map(|i| Box::new(i) as Box<dyn DiskImage>),
+        |bytes| Ok(Box::new(read_only(bytes)) as Box<dyn DiskImage>),
+        |image| compact(image),
+        errors,
+    );
+    case.content = Box::new(sample);
+    case.survivors = Box::new(|pending| {
+        vec![
             Survivors::SyncedOnly,
             Survivors::All,
             Survivors::Prefix(pending / 2),
             Survivors::Mask(0x5555_5555_5555_5555),
-        ] {
-            let after = f.after_crash(s);
-            assert!(no_errors(after.clone()), "cut {n} {s:?}: check");
-            assert!(
-                sample(&read_only(after.clone())) == model,
-                "cut {n} {s:?}: content"
-            );
-            let file = MemFile::from_bytes(after);
-            let mut image = open(file.clone(), None).unwrap();
-            compact(&mut image).unwrap();
-            drop(image);
-            let done = file.to_vec();
-            assert_eq!(done.len(), final_bytes.len(), "cut {n} {s:?}: size");
-            let image = read_only(done);
-            assert!(!image.log_replayed_in_memory());
-            assert!(sample(&image) == model, "cut {n} {s:?}: re-run");
+        ]
+    });
+    case.inspect = Box::new(|n, s, bytes| {
+        if s == Some(Survivors::SyncedOnly) && qemu_replays_to(bytes, &model, n) {
+            qemu_replays.set(qemu_replays.get() + 1);
         }
-        cuts += 1;
-    }
+    });
+    case.after_rerun = Box::new(|image, what| {
+        assert!(
+            image
+                .details()
+                .contains(&("log".to_string(), "empty".to_string())),
+            "{what}: log emptied by the re-run"
+        );
+    });
+    let stats = cut_every_write(&case, Fault::Crash);
+    assert_eq!(stats.final_len, 7 * MIB);
+    let qemu_replays = qemu_replays.get();
     eprintln!(
-        "split-update cut points tested (log head {head:#x}): {cuts} ({qemu_replays} replayed by qemu)"
+        "split-update cut points tested (log head {head:#x}): {} ({} recoveries, {qemu_replays} replayed by qemu)",
+        stats.cut_points, stats.recoveries
     );
-    assert!(cuts > 20 && qemu_replays > 5);
+    assert!(stats.cut_points > 20 && qemu_replays > 5);
 }

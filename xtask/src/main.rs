@@ -3,10 +3,12 @@
 //! Tasks (one module each):
 //! - `demo`: build the `vdisk` binary, make a bloated sample VHD and compact it.
 //! - `bench`: vdisk's in-place compaction against `qemu-img convert`, same process.
+//! - `fuzz`: the cargo-fuzz targets of `fuzz/`, each for a bounded time.
 #![forbid(unsafe_code)]
 
 mod bench;
 mod demo;
+mod fuzz;
 mod shared;
 
 use std::process::ExitCode;
@@ -19,13 +21,17 @@ tasks:
                   (--keep leaves the temporary folder in place)
   bench [--quick] [--runs N] [--out DIR]
                   vdisk compact against qemu-img convert on reference images; writes
-                  bench.json and bench.md into DIR (default <target>/bench)";
+                  bench.json and bench.md into DIR (default <target>/bench)
+  fuzz [--time SECS] [TARGET]
+                  write seed corpora, run each cargo-fuzz target (vhd_open, vhdx_open) for
+                  SECS seconds (default 60), print executions and crashes per target";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -1,10 +1,12 @@
-//! `vdisk check`: structural validation; exit 0 only if the image is safe to compact.
+//! `vdisk check`: structural validation; lists every problem found and says whether the image
+//! is safe to compact, and why. Exit 0 only if it is; 4 for structural errors; 5 for a sound
+//! image that must not be compacted (e.g. a VHD saved with its VM).
 
 use std::path::Path;
 
 use vdisk_core::{
-    Access, CheckReport, Error, ErrorKind, FormatDriver, OpenOptions, ParentPolicy, Problem,
-    Registry, StdFile,
+    Access, CheckReport, Error, ErrorKind, FormatDriver, ImageKind, OpenOptions, ParentPolicy,
+    Problem, Registry, Severity, StdFile,
 };
 
 use crate::cli::CheckArgs;
@@ -16,16 +18,18 @@ pub fn run(args: &CheckArgs, registry: &Registry, parents: &ParentPolicy) -> u8 
     let mut result = FirstFailure::default();
     for file in &args.files {
         let code = match check_one(file, registry, parents) {
-            Ok((format, check)) => {
+            Ok((format, check, verdict)) => {
                 if args.json {
-                    report::json_line(&CheckJson::new(file, format, &check));
+                    report::json_line(&CheckJson::new(file, format, &check, &verdict));
                 } else {
-                    report::out(&report::check_human(file, format, &check));
+                    report::out(&report::check_human(file, format, &check, &verdict));
                 }
-                if check.safe_to_compact() {
+                if verdict.safe {
                     exit::OK
-                } else {
+                } else if !check.safe_to_compact() || format.is_none() {
                     exit::INVALID
+                } else {
+                    exit::UNSUPPORTED
                 }
             }
             Err(e) => report::failure(file, &e, Stage::Untouched, args.json),
@@ -35,19 +39,30 @@ pub fn run(args: &CheckArgs, registry: &Registry, parents: &ParentPolicy) -> u8 
     result.code()
 }
 
-/// The format (if recognised) and the findings. A file no driver recognises is a report with
-/// one error, not an `Err`: `check`'s answer for it is "not safe to compact".
-fn check_one(
-    file: &Path,
-    registry: &Registry,
-    parents: &ParentPolicy,
-) -> Result<(Option<&'static str>, CheckReport), Error> {
+/// Whether an image may be compacted, and why (or why not), in the user's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// True if `vdisk compact` may run on the image.
+    pub safe: bool,
+    /// The reason, lowercase, e.g. "no problems found" or "2 structural errors; ...".
+    pub why: String,
+}
+
+type Checked = (Option<&'static str>, CheckReport, Verdict);
+
+/// The format (if recognised), the findings and the verdict. A file no driver recognises is a
+/// report with one error, not an `Err`: `check`'s answer for it is "not safe to compact".
+fn check_one(file: &Path, registry: &Registry, parents: &ParentPolicy) -> Result<Checked, Error> {
     let host = StdFile::open(file, Access::ReadOnly)?;
     let driver: &dyn FormatDriver = match registry.detect(&host) {
         Ok(d) => d,
         Err(e) if e.kind() == ErrorKind::InvalidImage => {
             let problems = vec![Problem::error(e.message(), e.offset())];
-            return Ok((None, CheckReport { problems }));
+            let verdict = Verdict {
+                safe: false,
+                why: "not a disk image this tool knows".into(),
+            };
+            return Ok((None, CheckReport { problems }, verdict));
         }
         Err(e) => return Err(e.with_path(file)),
     };
@@ -65,5 +80,53 @@ fn check_one(
             };
         }
     }
-    Ok((Some(id), check))
+    let verdict = verdict(file, driver, &check, parents)?;
+    Ok((Some(id), check, verdict))
+}
+
+/// Structural errors say no; otherwise the image's own compaction preconditions decide
+/// (asked on a read-only open, which changes nothing).
+fn verdict(
+    file: &Path,
+    driver: &dyn FormatDriver,
+    check: &CheckReport,
+    parents: &ParentPolicy,
+) -> Result<Verdict, Error> {
+    let count = |s: Severity| check.problems.iter().filter(|p| p.severity == s).count();
+    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    let errors = count(Severity::Error);
+    if errors > 0 {
+        return Ok(Verdict {
+            safe: false,
+            why: format!(
+                "{} (listed below); compaction refuses a damaged image",
+                plural(errors, "structural error")
+            ),
+        });
+    }
+    let host = StdFile::open(file, Access::ReadOnly)?;
+    let mut image = driver
+        .open(Box::new(host), &{
+            let mut opts = OpenOptions::read_only().with_parents(parents.clone());
+            opts.chain = vdisk_core::ChainContext::root(file);
+            opts
+        })
+        .map_err(|e| e.with_path(file))?;
+    let kind = image.kind();
+    let why = match image.as_compactable() {
+        Err(e) if kind == ImageKind::Fixed => {
+            format!("fixed disk: only --mode retrim applies ({})", e.message())
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::WrongType | ErrorKind::Unsupported) => {
+            return Ok(Verdict {
+                safe: false,
+                why: e.message().to_string(),
+            });
+        }
+        _ => match count(Severity::Warning) {
+            0 => "no problems found".into(),
+            n => format!("{}, none prevents compaction", plural(n, "warning")),
+        },
+    };
+    Ok(Verdict { safe: true, why })
 }

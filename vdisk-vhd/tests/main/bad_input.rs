@@ -169,3 +169,216 @@ proptest! {
         }
     }
 }
+
+/// Where a mutation lands: the footer at the end of the file, or the dynamic header (at 512 in
+/// images we create). Checksums of the structure are recomputed after the edit, so the field
+/// itself is what must be refused, unless the row damages the checksum on purpose.
+#[derive(Clone, Copy, Debug)]
+enum At {
+    Footer(usize),
+    Header(usize),
+    FooterRaw(usize),
+    HeaderRaw(usize),
+}
+
+const HEADER_AT: usize = 512;
+
+fn ones_complement(s: &[u8], field: usize) -> u32 {
+    let sum = s
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(field..field + 4).contains(i))
+        .fold(0u32, |a, (_, &b)| a.wrapping_add(u32::from(b)));
+    !sum
+}
+
+fn mutate(mut bytes: Vec<u8>, at: At, value: &[u8]) -> Vec<u8> {
+    let footer = bytes.len() - 512;
+    let (start, len, checksum, field, fix) = match at {
+        At::Footer(f) => (footer, 512, 64, f, true),
+        At::FooterRaw(f) => (footer, 512, 64, f, false),
+        At::Header(f) => (HEADER_AT, 1024, 36, f, true),
+        At::HeaderRaw(f) => (HEADER_AT, 1024, 36, f, false),
+    };
+    bytes[start + field..start + field + value.len()].copy_from_slice(value);
+    if fix {
+        let s = &mut bytes[start..start + len];
+        let sum = ones_complement(s, checksum);
+        s[checksum..checksum + 4].copy_from_slice(&sum.to_be_bytes());
+    }
+    bytes
+}
+
+/// One field at a time, as the VHD spec lays them out (footer: cookie 0, data offset 16,
+/// current size 48, disk type 60, checksum 64; dynamic header: cookie 0, table offset 16,
+/// version 24, max table entries 28, block size 32, checksum 36), each with the words the
+/// error must use. BAT entries past the end, overlapping blocks, blocks over metadata and
+/// truncation have their own tests above.
+#[test]
+fn each_damaged_header_field_is_refused_naming_the_problem() {
+    let be32 = |v: u32| v.to_be_bytes().to_vec();
+    let be64 = |v: u64| v.to_be_bytes().to_vec();
+    let table: Vec<(&str, At, Vec<u8>, &str)> = vec![
+        (
+            "footer cookie",
+            At::Footer(0),
+            b"conectiy".to_vec(),
+            "no vhd footer",
+        ),
+        (
+            "footer checksum",
+            At::FooterRaw(64),
+            be32(0x1234_5678),
+            "footer checksum",
+        ),
+        (
+            "disk type 5",
+            At::Footer(60),
+            be32(5),
+            "unknown disk type 5",
+        ),
+        (
+            "disk type 0",
+            At::Footer(60),
+            be32(0),
+            "unknown disk type 0",
+        ),
+        (
+            "size past 2 TiB",
+            At::Footer(48),
+            be64(1 << 42),
+            "larger than vhd allows",
+        ),
+        (
+            "header offset past eof",
+            At::Footer(16),
+            be64(1 << 40),
+            "outside the file",
+        ),
+        (
+            "header offset 0",
+            At::Footer(16),
+            be64(0),
+            "outside the file",
+        ),
+        (
+            "header offset unaligned into the bat",
+            At::Footer(16),
+            be64(1000),
+            "no dynamic header",
+        ),
+        (
+            "header cookie",
+            At::Header(0),
+            b"cxsparsf".to_vec(),
+            "no dynamic header",
+        ),
+        (
+            "header checksum",
+            At::HeaderRaw(36),
+            be32(0x1234_5678),
+            "dynamic header checksum",
+        ),
+        (
+            "header version",
+            At::Header(24),
+            be32(0x0002_0000),
+            "dynamic header version",
+        ),
+        (
+            "block size 0",
+            At::Header(32),
+            be32(0),
+            "block size of 0 bytes",
+        ),
+        (
+            "block size not a sector multiple",
+            At::Header(32),
+            be32(1000),
+            "block size of 1000",
+        ),
+        (
+            "block size 1 GiB",
+            At::Header(32),
+            be32(1 << 30),
+            "block size of 1073741824",
+        ),
+        (
+            "block size 4 GiB - 512",
+            At::Header(32),
+            be32(u32::MAX - 511),
+            "block size of",
+        ),
+        (
+            "entries 4 billion",
+            At::Header(28),
+            be32(u32::MAX),
+            "entries",
+        ),
+        (
+            "entries too few for the size",
+            At::Header(28),
+            be32(1),
+            "less than the disk size",
+        ),
+        (
+            "entries 0",
+            At::Header(28),
+            be32(0),
+            "less than the disk size",
+        ),
+        (
+            "bat offset past eof",
+            At::Header(16),
+            be64(1 << 40),
+            "outside the file",
+        ),
+        (
+            "bat offset wraps",
+            At::Header(16),
+            be64(u64::MAX - 100),
+            "outside the file",
+        ),
+        (
+            "bat over the footer copy",
+            At::Header(16),
+            be64(0),
+            "outside the file",
+        ),
+        (
+            "bat over the header",
+            At::Header(16),
+            be64(512),
+            "overlaps the dynamic header",
+        ),
+        (
+            "data offset wraps",
+            At::Footer(16),
+            be64(u64::MAX - 100),
+            "outside the file",
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, at, value, needle) in table {
+        let bytes = mutate(sample(), at, &value);
+        if std::panic::catch_unwind(|| assert_refused(bytes, needle)).is_err() {
+            failed.push(name);
+        }
+    }
+    assert!(failed.is_empty(), "rows failed: {failed:?}");
+}
+
+/// Regression (found by the field table above): a BAT too short for the footer's size fell
+/// back to the CHS size even when the geometry has zero cylinders, so a damaged tiny image
+/// opened as an empty 0-byte disk instead of being refused.
+#[test]
+fn bat_too_short_for_a_disk_with_zero_cylinders_is_refused_not_opened_empty() {
+    let bytes = sample();
+    assert_eq!(
+        &bytes[bytes.len() - 512 + 56..][..2],
+        &[0, 0],
+        "zero cylinders"
+    );
+    let short = mutate(bytes, At::Header(28), &1u32.to_be_bytes());
+    assert_refused(short, "less than the disk size");
+}

@@ -2,8 +2,9 @@
 //! reboot could find, and require a valid image with the original content that a re-run
 //! compacts to the same result.
 
-use vdisk_core::testing::{Fault, FaultyFile, Survivors};
-use vdisk_core::{ErrorKind, Mode};
+use vdisk_core::testing::{CrashCase, Fault, FaultyFile, Survivors, cut_every_write};
+use vdisk_core::{ErrorKind, FormatDriver, Mode, OpenOptions};
+use vdisk_vhd::DRIVER;
 
 use super::compaction::{Write, scenario};
 use super::util::{check, compact, content, create_dynamic, open, open_file};
@@ -32,111 +33,82 @@ fn scenarios() -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
-fn compact_bytes(bytes: Vec<u8>) -> Vec<u8> {
-    let mut img = open(bytes, true).unwrap();
-    compact(&mut *img, Mode::Prezeroed).unwrap();
-    let mut b = vec![0u8; img.host_file().len().unwrap() as usize];
-    img.host_file().read_at(&mut b, 0).unwrap();
-    b
-}
-
-fn assert_recovered(bytes: Vec<u8>, model: &[u8], final_len: usize, what: &str) {
-    let img = open(bytes.clone(), false).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
-    assert!(content(&*img) == model, "{what}: content changed");
-    drop(img);
-    let done = compact_bytes(bytes);
-    let img = open(done.clone(), false).unwrap();
-    assert!(
-        content(&*img) == model,
-        "{what}: content changed by the re-run"
-    );
-    assert_eq!(
-        done.len(),
-        final_len,
-        "{what}: re-run reaches the same size"
-    );
-    assert!(check(done).is_empty(), "{what}: check after re-run");
+fn case(si: usize, bytes: Vec<u8>) -> CrashCase<'static> {
+    CrashCase::new(
+        format!("vhd scenario {si}"),
+        bytes,
+        |file| DRIVER.open(file, &OpenOptions::read_write()),
+        |bytes| open(bytes, false),
+        |img| compact(img, Mode::Prezeroed).map(|_| ()),
+        |bytes| check(bytes).iter().map(|p| p.to_string()).collect(),
+    )
 }
 
 #[test]
 fn compaction_survives_a_crash_at_every_write() {
-    let mut cut_points = 0;
-    for (si, (bytes, model)) in scenarios().into_iter().enumerate() {
-        let counter = FaultyFile::new(bytes.clone());
-        let mut img = open_file(counter.clone()).unwrap();
-        compact(&mut *img, Mode::Prezeroed).unwrap();
-        let total = counter.ops();
-        let final_len = counter.live_bytes().len();
-        assert!(final_len < bytes.len());
-        drop(img);
-        for n in 1..=total {
-            let f = FaultyFile::new(bytes.clone());
-            let mut img = open_file(f.clone()).unwrap();
-            f.set_limit(n, Fault::Crash);
-            assert!(
-                compact(&mut *img, Mode::Prezeroed).is_err(),
-                "cut {n} fires"
-            );
-            drop(img);
-            let pending = f.pending();
-            let variants = [
-                Survivors::SyncedOnly,
-                Survivors::All,
-                Survivors::Prefix(1),
-                Survivors::Prefix(pending / 2),
-                Survivors::Mask(0x5555_5555_5555_5555),
-                Survivors::Mask(0xaaaa_aaaa_aaaa_aaaa),
-            ];
-            for s in variants {
-                let what = format!("scenario {si}, cut {n}/{total}, {s:?}");
-                assert_recovered(f.after_crash(s), &model, final_len, &what);
-            }
-            cut_points += 1;
-        }
+    let (mut cut_points, mut recoveries) = (0, 0);
+    for (si, (bytes, _)) in scenarios().into_iter().enumerate() {
+        let original_len = bytes.len() as u64;
+        let stats = cut_every_write(&case(si, bytes), Fault::Crash);
+        assert!(stats.final_len < original_len, "scenario {si} shrinks");
+        cut_points += stats.cut_points;
+        recoveries += stats.recoveries;
     }
-    eprintln!("crash cut points tested: {cut_points}");
+    eprintln!("vhd prezeroed crash cut points tested: {cut_points} ({recoveries} recoveries)");
+    assert!(cut_points > 100);
+}
+
+/// The disk fills up at write N and stays full: every later write fails too (so nothing the
+/// run does after the first failure may be needed for a valid image).
+#[test]
+fn compaction_on_a_disk_that_stays_full_from_any_write_leaves_a_valid_image() {
+    let mut cut_points = 0;
+    for (si, (bytes, _)) in scenarios().into_iter().enumerate() {
+        let c = case(si, bytes);
+        cut_points += cut_every_write(&c, Fault::FailAlways(ErrorKind::NoSpace)).cut_points;
+    }
+    eprintln!("vhd prezeroed disk-full-from-then-on cut points tested: {cut_points}");
     assert!(cut_points > 100);
 }
 
 #[test]
 fn compaction_failing_for_lack_of_space_at_any_write_leaves_a_valid_image() {
-    for (si, (bytes, model)) in scenarios().into_iter().enumerate() {
-        let counter = FaultyFile::new(bytes.clone());
-        let mut img = open_file(counter.clone()).unwrap();
-        compact(&mut *img, Mode::Prezeroed).unwrap();
-        let total = counter.ops();
-        let final_len = counter.live_bytes().len();
-        drop(img);
-        for n in 1..=total {
-            let f = FaultyFile::new(bytes.clone());
-            let mut img = open_file(f.clone()).unwrap();
-            f.set_limit(n, Fault::FailOnce(ErrorKind::NoSpace));
-            let err = compact(&mut *img, Mode::Prezeroed).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::NoSpace, "scenario {si} op {n}");
-            // The same open image stays consistent with its file: it reads the same and a
-            // second run finishes the job.
-            assert!(
-                content(&*img) == model,
-                "scenario {si} op {n}: in-memory view"
-            );
-            compact(&mut *img, Mode::Prezeroed).unwrap();
-            assert!(content(&*img) == model);
-            assert_eq!(
-                f.live_bytes().len(),
-                final_len,
-                "scenario {si} op {n}: same size"
-            );
-            assert!(check(f.live_bytes()).is_empty());
-            drop(img);
-            let f = FaultyFile::new(bytes.clone());
-            let mut img = open_file(f.clone()).unwrap();
-            f.set_limit(n, Fault::FailOnce(ErrorKind::NoSpace));
-            assert!(compact(&mut *img, Mode::Prezeroed).is_err());
-            drop(img);
-            let what = format!("scenario {si}, no space at op {n}/{total}");
-            assert_recovered(f.live_bytes(), &model, final_len, &what);
-        }
+    let mut cut_points = 0;
+    for (si, (bytes, _)) in scenarios().into_iter().enumerate() {
+        let stats = cut_every_write(&case(si, bytes), Fault::FailOnce(ErrorKind::NoSpace));
+        cut_points += stats.cut_points;
     }
+    eprintln!("vhd prezeroed no-space cut points tested: {cut_points}");
+    assert!(cut_points > 100);
+}
+
+/// The harness itself can fail: an operation that breaks the dynamic header for a moment
+/// (not crash safe) is caught at the cut between its two writes.
+#[test]
+fn crash_harness_catches_an_operation_that_is_not_crash_safe() {
+    let (bytes, _) = scenarios().swap_remove(0);
+    let mut c = case(0, bytes);
+    c.operation = Box::new(|img| {
+        let f = img.host_file();
+        let mut header = [0u8; 1024];
+        f.read_at(&mut header, 512)?;
+        f.write_at(&[0xff; 1024], 512)?;
+        f.sync()?;
+        f.write_at(&header, 512)?;
+        f.sync()
+    });
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cut_every_write(&c, Fault::Crash)
+    }));
+    let message = caught
+        .expect_err("a torn dynamic header must be reported")
+        .downcast::<String>()
+        .map(|m| *m)
+        .unwrap_or_default();
+    assert!(
+        message.contains("cut 2/2") && message.contains(": reopen: no dynamic header"),
+        "caught where the header is torn, on reopen: {message}"
+    );
 }
 
 #[test]

@@ -368,3 +368,240 @@ fn probe_claims_vhdx_only() {
     assert_eq!(vdisk_vhdx::DRIVER.id(), "vhdx");
     assert_eq!(vdisk_vhdx::DRIVER.extensions(), ["vhdx", "avhdx"]);
 }
+
+const LOGICAL_SECTOR: u128 = 0x8141BF1D_A96F_4709_BA47_F233A8FAAB5F;
+const PHYSICAL_SECTOR: u128 = 0xCDA348C7_445D_4471_9CC9_E9885251C556;
+
+/// Applies `f` to both headers (4 KiB each) and fixes their checksums.
+fn edit_headers(b: &mut [u8], f: impl Fn(&mut [u8], usize)) {
+    for h in HEADERS {
+        f(b, h);
+        fix_crc(b, h, 0x1000);
+    }
+}
+
+/// Host offset of the value of metadata item `item`.
+fn item_value(b: &[u8], item: u128) -> usize {
+    let meta = region_offset(b, METADATA_REGION) as usize;
+    let e = metadata_entry(b, item);
+    meta + u32::from_le_bytes(b[e + 16..e + 20].try_into().unwrap()) as usize
+}
+
+/// One field at a time, as MS-VHDX lays them out (header: signature 0, checksum 4, log version
+/// 64, version 66, log length 68, log offset 72; region table: signature 0, entries from 16
+/// with file offset +16, length +24, required +28; metadata table: signature 0, entries from
+/// 32 with offset +16, length +20; file parameters: block size 0), with checksums recomputed
+/// so the field itself is what gets refused. Each row: the error kind, words the message must
+/// use, the file unchanged (`expect_err` opens a read-only handle and compares the bytes).
+/// Region/metadata entry counts, item lengths, unknown required items, BAT entries past the
+/// end, shared or over metadata, log entries and truncation have their own tests above.
+#[test]
+fn each_damaged_structure_field_is_refused_naming_the_problem() {
+    type Edit = fn(&mut [u8]);
+    let table: Vec<(&str, Edit, ErrorKind, &str)> = vec![
+        (
+            "both header signatures",
+            |b| edit_headers(b, |b, h| b[h..h + 4].copy_from_slice(b"hexd")),
+            ErrorKind::InvalidImage,
+            "neither vhdx header is valid",
+        ),
+        (
+            "both header checksums",
+            |b| HEADERS.iter().for_each(|&h| b[h + 4] ^= 0xff),
+            ErrorKind::InvalidImage,
+            "neither vhdx header is valid",
+        ),
+        (
+            "header version 2",
+            |b| {
+                edit_headers(b, |b, h| {
+                    b[h + 66..h + 68].copy_from_slice(&2u16.to_le_bytes())
+                })
+            },
+            ErrorKind::Unsupported,
+            "vhdx version 2",
+        ),
+        (
+            "log version 1",
+            |b| {
+                edit_headers(b, |b, h| {
+                    b[h + 64..h + 66].copy_from_slice(&1u16.to_le_bytes())
+                })
+            },
+            ErrorKind::Unsupported,
+            "log version 1",
+        ),
+        (
+            "log offset not 1 MiB aligned",
+            |b| edit_headers(b, |b, h| set_u64(b, h + 72, 0x10_0200)),
+            ErrorKind::InvalidImage,
+            "not 1 MiB aligned",
+        ),
+        (
+            "log over the header section",
+            |b| edit_headers(b, |b, h| set_u64(b, h + 72, 0)),
+            ErrorKind::InvalidImage,
+            "overlaps the header section",
+        ),
+        (
+            "log offset past eof",
+            |b| edit_headers(b, |b, h| set_u64(b, h + 72, 1 << 40)),
+            ErrorKind::InvalidImage,
+            "past the end",
+        ),
+        (
+            "log offset wraps",
+            |b| edit_headers(b, |b, h| set_u64(b, h + 72, u64::MAX - 0xf_ffff)),
+            ErrorKind::InvalidImage,
+            "past the end",
+        ),
+        (
+            "log length 4 GiB - 1 MiB",
+            |b| edit_headers(b, |b, h| set_u32(b, h + 68, 0xfff0_0000)),
+            ErrorKind::Unsupported,
+            "larger than the supported",
+        ),
+        (
+            "both region table signatures",
+            |b| edit_regions(b, |b, rt| b[rt..rt + 4].copy_from_slice(b"regx")),
+            ErrorKind::InvalidImage,
+            "neither region table is valid",
+        ),
+        (
+            "bat region past eof",
+            |b| {
+                let e = region_entry(b, BAT_REGION) - 0x30000;
+                edit_regions(b, |b, rt| set_u64(b, rt + e + 16, 1 << 40));
+            },
+            ErrorKind::InvalidImage,
+            "past the end",
+        ),
+        (
+            "bat region of 0 bytes",
+            |b| {
+                let e = region_entry(b, BAT_REGION) - 0x30000;
+                edit_regions(b, |b, rt| set_u32(b, rt + e + 24, 0));
+            },
+            ErrorKind::InvalidImage,
+            "of 0x0 bytes is not 1 MiB aligned or is empty",
+        ),
+        (
+            "bat region missing (id changed, not required)",
+            |b| {
+                let e = region_entry(b, BAT_REGION) - 0x30000;
+                edit_regions(b, |b, rt| {
+                    b[rt + e] ^= 0xff;
+                    set_u32(b, rt + e + 28, 0);
+                });
+            },
+            ErrorKind::InvalidImage,
+            "no bat region",
+        ),
+        (
+            "metadata region past eof",
+            |b| {
+                let e = region_entry(b, METADATA_REGION) - 0x30000;
+                edit_regions(b, |b, rt| set_u64(b, rt + e + 16, 1 << 40));
+            },
+            ErrorKind::InvalidImage,
+            "past the end",
+        ),
+        (
+            "metadata region of 4 KiB",
+            |b| {
+                let e = region_entry(b, METADATA_REGION) - 0x30000;
+                edit_regions(b, |b, rt| set_u32(b, rt + e + 24, 4096));
+            },
+            ErrorKind::InvalidImage,
+            "of 0x1000 bytes is not 1 MiB aligned",
+        ),
+        (
+            "metadata table signature",
+            |b| {
+                let meta = region_offset(b, METADATA_REGION) as usize;
+                b[meta..meta + 8].copy_from_slice(b"metadatx");
+            },
+            ErrorKind::InvalidImage,
+            "metadata table signature",
+        ),
+        (
+            "two metadata items at one offset",
+            |b| {
+                let (p, d) = (
+                    metadata_entry(b, FILE_PARAMETERS),
+                    metadata_entry(b, DISK_SIZE),
+                );
+                let off = u32::from_le_bytes(b[p + 16..p + 20].try_into().unwrap());
+                set_u32(b, d + 16, off);
+            },
+            ErrorKind::InvalidImage,
+            "overlaps another item",
+        ),
+        (
+            "block size 0",
+            |b| set_u32(b, item_value(b, FILE_PARAMETERS), 0),
+            ErrorKind::InvalidImage,
+            "block size 0",
+        ),
+        (
+            "block size 512 MiB",
+            |b| set_u32(b, item_value(b, FILE_PARAMETERS), 512 << 20),
+            ErrorKind::InvalidImage,
+            "block size 536870912",
+        ),
+        (
+            "block size 4 GiB - 1",
+            |b| set_u32(b, item_value(b, FILE_PARAMETERS), u32::MAX),
+            ErrorKind::InvalidImage,
+            "block size 4294967295",
+        ),
+        (
+            "block size 512 KiB",
+            |b| set_u32(b, item_value(b, FILE_PARAMETERS), 512 << 10),
+            ErrorKind::InvalidImage,
+            "block size 524288",
+        ),
+        (
+            "virtual disk size 0",
+            |b| set_u64(b, item_value(b, DISK_SIZE), 0),
+            ErrorKind::InvalidImage,
+            "virtual disk size 0",
+        ),
+        (
+            "virtual disk size not a sector multiple",
+            |b| set_u64(b, item_value(b, DISK_SIZE), (8 << 20) + 100),
+            ErrorKind::InvalidImage,
+            "virtual disk size",
+        ),
+        (
+            "virtual disk size larger than the bat maps",
+            |b| set_u64(b, item_value(b, DISK_SIZE), 1 << 45),
+            ErrorKind::InvalidImage,
+            "bat",
+        ),
+        (
+            "logical sector size 1000",
+            |b| set_u32(b, item_value(b, LOGICAL_SECTOR), 1000),
+            ErrorKind::InvalidImage,
+            "neither 512 nor 4096",
+        ),
+        (
+            "physical sector size 0",
+            |b| set_u32(b, item_value(b, PHYSICAL_SECTOR), 0),
+            ErrorKind::InvalidImage,
+            "neither 512 nor 4096",
+        ),
+    ];
+    let pristine = base();
+    let mut failed = Vec::new();
+    for (name, edit, kind, needle) in table {
+        let mut b = pristine.clone();
+        edit(&mut b);
+        assert!(b != pristine, "row {name:?} changes something");
+        let r = std::panic::catch_unwind(|| expect_err(&b, kind, needle));
+        if r.is_err() {
+            failed.push(name);
+        }
+    }
+    assert!(failed.is_empty(), "rows failed: {failed:?}");
+}

@@ -2,8 +2,8 @@
 //! reboot could find, and require an image that opens (replaying its log), reads the same,
 //! passes our check, and compacts to the same result when the run is repeated.
 
-use vdisk_core::testing::{Fault, FaultyFile, Survivors};
-use vdisk_core::{DiskImage, ErrorKind, MIB, MemFile, Mode};
+use vdisk_core::testing::{CrashCase, Fault, FaultyFile, Survivors, cut_every_write};
+use vdisk_core::{ErrorKind, FormatDriver, MIB, Mode, OpenOptions};
 
 use super::qemu::make;
 use super::util::{
@@ -43,121 +43,55 @@ fn scenarios() -> Vec<Vec<u8>> {
     out
 }
 
-fn bytes_of(image: &dyn DiskImage) -> Vec<u8> {
-    let f = image.host_file();
-    let mut b = vec![0u8; f.len().unwrap() as usize];
-    f.read_at(&mut b, 0).unwrap();
-    b
-}
-
-fn compact_bytes(bytes: Vec<u8>) -> Vec<u8> {
-    let mut img = open_rw(MemFile::from_bytes(bytes)).unwrap();
-    compact(&mut *img, Mode::Prezeroed).unwrap();
-    bytes_of(&*img)
-}
-
-fn assert_recovered(bytes: Vec<u8>, model: &[u8], final_len: usize, what: &str) {
-    let img = open_bytes(&bytes).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
-    assert!(content(&*img) == model, "{what}: content changed");
-    drop(img);
-    let errors = check_errors(bytes.clone());
-    assert!(errors.is_empty(), "{what}: check: {errors:?}");
-    let done = compact_bytes(bytes);
-    let img = open_bytes(&done).unwrap();
-    assert!(
-        content(&*img) == model,
-        "{what}: content changed by the re-run"
+fn case(name: String, bytes: Vec<u8>) -> CrashCase<'static> {
+    let mut case = CrashCase::new(
+        name,
+        bytes,
+        |file| vdisk_vhdx::DRIVER.open(file, &OpenOptions::read_write()),
+        |bytes| open_bytes(&bytes),
+        |img| compact(img, Mode::Prezeroed).map(|_| ()),
+        check_errors,
     );
-    assert_eq!(log_detail(&*img), "empty", "{what}: log emptied");
-    assert_eq!(
-        done.len(),
-        final_len,
-        "{what}: re-run reaches the same size"
-    );
-    assert!(check_errors(done).is_empty(), "{what}: check after re-run");
+    case.after_rerun = Box::new(|img, what| assert_eq!(log_detail(img), "empty", "{what}: log"));
+    case
 }
 
 #[test]
 fn compaction_survives_a_crash_at_every_write() {
-    let mut cut_points = 0;
-    let mut recoveries = 0;
+    let (mut cut_points, mut recoveries) = (0, 0);
     for (si, bytes) in scenarios().into_iter().enumerate() {
-        let model = content(&*open_bytes(&bytes).unwrap());
-        let counter = FaultyFile::new(bytes.clone());
-        let mut img = open_rw(counter.clone()).unwrap();
-        compact(&mut *img, Mode::Prezeroed).unwrap();
-        let total = counter.ops();
-        let final_len = counter.live_bytes().len();
-        assert!(final_len < bytes.len(), "scenario {si} shrinks");
-        drop(img);
-        for n in 1..=total {
-            let f = FaultyFile::new(bytes.clone());
-            let mut img = open_rw(f.clone()).unwrap();
-            f.set_limit(n, Fault::Crash);
-            assert!(
-                compact(&mut *img, Mode::Prezeroed).is_err(),
-                "cut {n} fires"
-            );
-            drop(img);
-            let pending = f.pending();
-            let variants = [
-                Survivors::SyncedOnly,
-                Survivors::All,
-                Survivors::Prefix(1),
-                Survivors::Prefix(pending / 2),
-                Survivors::Mask(0x5555_5555_5555_5555),
-                Survivors::Mask(0xaaaa_aaaa_aaaa_aaaa),
-            ];
-            for s in variants {
-                let what = format!("scenario {si}, cut {n}/{total}, {s:?}");
-                assert_recovered(f.after_crash(s), &model, final_len, &what);
-                recoveries += 1;
-            }
-            cut_points += 1;
-        }
+        let original_len = bytes.len() as u64;
+        let stats = cut_every_write(&case(format!("vhdx scenario {si}"), bytes), Fault::Crash);
+        assert!(stats.final_len < original_len, "scenario {si} shrinks");
+        cut_points += stats.cut_points;
+        recoveries += stats.recoveries;
     }
-    eprintln!("crash cut points tested: {cut_points} ({recoveries} recoveries)");
+    eprintln!("vhdx prezeroed crash cut points tested: {cut_points} ({recoveries} recoveries)");
+    assert!(cut_points >= 50);
+}
+
+/// The disk fills up at write N and stays full: every later write fails too (so nothing the
+/// run does after the first failure may be needed for a valid image).
+#[test]
+fn compaction_on_a_disk_that_stays_full_from_any_write_leaves_a_valid_image() {
+    let mut cut_points = 0;
+    for (si, bytes) in scenarios().into_iter().enumerate() {
+        let c = case(format!("vhdx scenario {si}"), bytes);
+        cut_points += cut_every_write(&c, Fault::FailAlways(ErrorKind::NoSpace)).cut_points;
+    }
+    eprintln!("vhdx prezeroed disk-full-from-then-on cut points tested: {cut_points}");
     assert!(cut_points >= 50);
 }
 
 #[test]
 fn compaction_failing_for_lack_of_space_at_any_write_leaves_a_valid_image() {
+    let mut cut_points = 0;
     for (si, bytes) in scenarios().into_iter().enumerate() {
-        let model = content(&*open_bytes(&bytes).unwrap());
-        let counter = FaultyFile::new(bytes.clone());
-        let mut img = open_rw(counter.clone()).unwrap();
-        compact(&mut *img, Mode::Prezeroed).unwrap();
-        let total = counter.ops();
-        let final_len = counter.live_bytes().len();
-        drop(img);
-        for n in 1..=total {
-            let f = FaultyFile::new(bytes.clone());
-            let mut img = open_rw(f.clone()).unwrap();
-            f.set_limit(n, Fault::FailOnce(ErrorKind::NoSpace));
-            let err = compact(&mut *img, Mode::Prezeroed).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::NoSpace, "scenario {si} op {n}");
-            // The same open image stays consistent with its file and a second run finishes.
-            assert!(
-                content(&*img) == model,
-                "scenario {si} op {n}: in-memory view"
-            );
-            compact(&mut *img, Mode::Prezeroed).unwrap();
-            assert!(content(&*img) == model);
-            drop(img);
-            let live = f.live_bytes();
-            assert_eq!(live.len(), final_len, "scenario {si} op {n}: same size");
-            assert!(check_errors(live.clone()).is_empty());
-            assert_eq!(log_detail(&*open_bytes(&live).unwrap()), "empty");
-            // Or a fresh open of what the failed run left.
-            let f = FaultyFile::new(bytes.clone());
-            let mut img = open_rw(f.clone()).unwrap();
-            f.set_limit(n, Fault::FailOnce(ErrorKind::NoSpace));
-            assert!(compact(&mut *img, Mode::Prezeroed).is_err());
-            drop(img);
-            let what = format!("scenario {si}, no space at op {n}/{total}");
-            assert_recovered(f.live_bytes(), &model, final_len, &what);
-        }
+        let c = case(format!("vhdx scenario {si}"), bytes);
+        cut_points += cut_every_write(&c, Fault::FailOnce(ErrorKind::NoSpace)).cut_points;
     }
+    eprintln!("vhdx prezeroed no-space cut points tested: {cut_points}");
+    assert!(cut_points >= 50);
 }
 
 /// Crash images whose log is pending are replayed by qemu (`qemu-img check -r all`) to the
@@ -214,36 +148,14 @@ fn dirty_log_replay_and_compaction_survive_a_crash_at_every_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = super::util::fixture(dir.path(), "iotest-dirtylog-10G-4M.vhdx");
     let bytes = std::fs::read(&path).unwrap();
-    let n_check = 40 * MIB as usize;
-    let model = super::util::read(&*open_bytes(&bytes).unwrap(), 0, n_check);
-    let run_all = |f: &FaultyFile| -> vdisk_core::Result<()> {
-        let mut img = open_rw(f.clone())?;
-        compact(&mut *img, Mode::Prezeroed).map(|_| ())
-    };
-    let counter = FaultyFile::new(bytes.clone());
-    run_all(&counter).unwrap();
-    let total = counter.ops();
-    let mut cuts = 0;
-    for n in 1..=total {
-        let f = FaultyFile::new(bytes.clone());
-        f.set_limit(n, Fault::Crash);
-        assert!(run_all(&f).is_err(), "cut {n} fires");
-        for s in [Survivors::SyncedOnly, Survivors::All, Survivors::Prefix(1)] {
-            let after = f.after_crash(s);
-            let img = open_bytes(&after).unwrap_or_else(|e| panic!("cut {n} {s:?}: {e}"));
-            assert!(
-                super::util::read(&*img, 0, n_check) == model,
-                "cut {n} {s:?}: content"
-            );
-            drop(img);
-            assert!(check_errors(after.clone()).is_empty(), "cut {n} {s:?}");
-            let done = compact_bytes(after);
-            let img = open_bytes(&done).unwrap();
-            assert_eq!(log_detail(&*img), "empty");
-            assert!(super::util::read(&*img, 0, n_check) == model);
-        }
-        cuts += 1;
-    }
-    eprintln!("dirty-log cut points tested: {cuts}");
-    assert!(cuts >= 5);
+    let mut case = case("vhdx dirty log".into(), bytes);
+    case.content = Box::new(|img| super::util::read(img, 0, 40 * MIB as usize));
+    case.survivors =
+        Box::new(|_| vec![Survivors::SyncedOnly, Survivors::All, Survivors::Prefix(1)]);
+    let stats = cut_every_write(&case, Fault::Crash);
+    eprintln!(
+        "dirty-log cut points tested: {} ({} recoveries)",
+        stats.cut_points, stats.recoveries
+    );
+    assert!(stats.cut_points >= 5);
 }
