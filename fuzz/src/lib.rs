@@ -143,3 +143,5 @@ impl HostFile for Watched {
         true
     }
 }
+
+pub mod analysis;

@@ -27,17 +27,28 @@ enum Seeds {
     Vhd,
     /// VHDX files in the sparse encoding (`fuzz/src/sparse.rs`).
     VhdxSparse,
+    /// Raw disks (NTFS made by `mkntfs`, with and without an `sfdisk` MBR) in the sparse
+    /// encoding.
+    DiskSparse,
 }
 
-/// The fuzz targets, in run order.
-///
-/// Placeholders for the lead at merge time (their analysers live on other branches):
-/// - `partition_scan`: the partition-table analyser (branch `part`), seeds from `sfdisk`
-///   made MBR/GPT layouts;
-/// - `ntfs_free_map`: the NTFS `$Bitmap` analyser (branch `ntfs`), seeds from `mkntfs`.
-///
-/// Add them as `fuzz/fuzz_targets/<name>.rs` + a `[[bin]]` in `fuzz/Cargo.toml` + a row here.
-const TARGETS: &[(&str, Seeds)] = &[("vhd_open", Seeds::Vhd), ("vhdx_open", Seeds::VhdxSparse)];
+/// The fuzz targets, in run order. `disk_analysis` covers the partition tables and the NTFS
+/// analyser together, as `vdisk compact` uses them.
+const TARGETS: &[(&str, Seeds)] = &[
+    ("vhd_open", Seeds::Vhd),
+    ("vhdx_open", Seeds::VhdxSparse),
+    ("partition_scan", Seeds::DiskSparse),
+    ("disk_analysis", Seeds::DiskSparse),
+];
+
+/// Targets built without overflow checks (`cargo fuzz run -O`). `disk_analysis` runs the
+/// `ntfs` crate, whose index-record size check overflows on hostile input (ntfs 0.4.0
+/// `index_record.rs:167`; regression test
+/// `index_record_whose_used_size_overflows_in_the_ntfs_crate_is_untrusted_not_a_panic`). Our
+/// analyser contains that panic with `catch_unwind`, but libFuzzer aborts on any panic, so
+/// with overflow checks the target would stop there every time. `partition_scan` fuzzes the
+/// partition code with overflow checks on.
+const WITHOUT_OVERFLOW_CHECKS: &[&str] = &["disk_analysis"];
 
 /// libFuzzer limits: bounded memory is one of the oracles.
 const RSS_LIMIT_MB: u32 = 2048;
@@ -107,6 +118,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .env("RUSTC_BOOTSTRAP", "1")
             .env("CARGO_TARGET_DIR", work.join("target"))
             .args(["fuzz", "run", name])
+            .args(WITHOUT_OVERFLOW_CHECKS.contains(&name).then_some("-O"))
             .arg(&corpus)
             .arg(&seed_dir)
             .arg("--")
@@ -194,6 +206,10 @@ fn write_seeds(dir: &Path, seeds: Seeds) -> Result<usize, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut files = match seeds {
         Seeds::Vhd => vhd_seeds()?,
+        Seeds::DiskSparse => disk_seeds()?
+            .into_iter()
+            .filter_map(|(n, b)| Some((n, sparse::encode(&b)?)))
+            .collect(),
         Seeds::VhdxSparse => vhdx_seeds()?
             .into_iter()
             .map(|(n, b)| match sparse::encode(&b) {
@@ -297,6 +313,7 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
         return Vec::new();
     };
     let (fmt, opts, size, name) = match seeds {
+        Seeds::DiskSparse => return Vec::new(),
         Seeds::Vhd => ("vpc", "subformat=dynamic", "4M", "qemu-dynamic-empty"),
         Seeds::VhdxSparse => ("vhdx", "block_size=1M", "4M", "qemu-dynamic-data"),
     };
@@ -323,6 +340,7 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
     let bytes = match seeds {
         Seeds::Vhd => Some(bytes),
         Seeds::VhdxSparse => sparse::encode(&bytes),
+        Seeds::DiskSparse => None,
     };
     bytes
         .map(|b| vec![(name.to_string(), b)])
@@ -333,4 +351,70 @@ fn tempdir() -> std::io::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("vdisk-fuzz-seed-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Raw disks for `disk_analysis`: a 4 MiB NTFS volume (4 KiB clusters) and an 8 MiB MBR disk
+/// holding a 1 KiB-cluster NTFS volume at sector 2048. Made with ntfs-3g and sfdisk, which
+/// must be installed (packages ntfs-3g, fdisk).
+fn disk_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let dir = tempdir().map_err(|e| format!("seed folder: {e}"))?;
+    let run = |cmd: &mut Command| -> Result<(), String> {
+        let out = cmd
+            .output()
+            .map_err(|e| format!("cannot run {cmd:?} (packages ntfs-3g, fdisk): {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{cmd:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    let vol = dir.join("vol.raw");
+    let set_len = |p: &Path, len: u64| {
+        std::fs::File::create(p)
+            .and_then(|f| f.set_len(len))
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    set_len(&vol, 4 << 20)?;
+    run(Command::new("mkntfs")
+        .args(["-Q", "-F", "-q", "-c", "4096"])
+        .arg(&vol))?;
+    let whole = std::fs::read(&vol).map_err(|e| e.to_string())?;
+    let disk = dir.join("disk.raw");
+    set_len(&disk, 8 << 20)?;
+    let mut sfdisk = Command::new("sfdisk");
+    sfdisk
+        .arg("-q")
+        .arg(&disk)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = sfdisk
+        .spawn()
+        .map_err(|e| format!("cannot run sfdisk (package fdisk): {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write as _;
+        stdin
+            .write_all(b"label: dos\nstart=2048, size=12288, type=7\n")
+            .map_err(|e| e.to_string())?;
+    }
+    if !child.wait().is_ok_and(|s| s.success()) {
+        return Err("sfdisk failed to write the seed's MBR".into());
+    }
+    let part = dir.join("part.raw");
+    set_len(&part, 12288 * 512)?;
+    run(Command::new("mkntfs")
+        .args([
+            "-Q", "-F", "-q", "-c", "1024", "-p", "2048", "-H", "0", "-S", "0",
+        ])
+        .arg(&part))?;
+    let mut bytes = std::fs::read(&disk).map_err(|e| e.to_string())?;
+    let part_bytes = std::fs::read(&part).map_err(|e| e.to_string())?;
+    bytes[1 << 20..(1 << 20) + part_bytes.len()].copy_from_slice(&part_bytes);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(vec![
+        ("ntfs-4k-whole-disk".to_string(), whole),
+        ("mbr-ntfs-1k".to_string(), bytes),
+    ])
 }

@@ -187,3 +187,26 @@ fn device_read_failure_is_an_error_not_a_verdict() {
         ErrorKind::Io
     );
 }
+
+/// Found by `cargo xtask fuzz disk_analysis`: a root-directory index record whose used size
+/// makes the `ntfs` crate's `INDEX_RECORD_HEADER_SIZE + index_data_size()` overflow (a panic
+/// with overflow checks, a wrapped size without). The volume must come out untrusted (the
+/// panic is contained), never a panic escaping the analyser and never `Err`.
+#[test]
+fn index_record_whose_used_size_overflows_in_the_ntfs_crate_is_untrusted_not_a_panic() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/fuzz-index-record-size-overflow.raw.bz2");
+    let out = std::process::Command::new("bzcat")
+        .arg(&path)
+        .output()
+        .expect("bzcat (package bzip2) must be installed");
+    assert!(out.status.success(), "bzcat {}", path.display());
+    assert_eq!(out.stdout.len(), 4 << 20);
+    match analyze_bytes(out.stdout) {
+        FsVerdict::Untrusted { fs, reason } => {
+            assert_eq!(fs, "ntfs");
+            assert!(!reason.is_empty());
+        }
+        other => panic!("a damaged root index must not be trusted: {other:?}"),
+    }
+}
