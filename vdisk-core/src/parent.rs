@@ -251,8 +251,30 @@ impl ChainContext {
     }
 }
 
-/// `path` with `.` and `..` folded lexically (for paths that cannot be canonicalised).
-fn normalise(path: &Path) -> PathBuf {
+/// `to` relative to the folder `from_dir`, in the Windows form parent locators store (`.\name`,
+/// `..\x\name`). Both paths should be absolute and normalised. `None` if they share no root
+/// or a component is not valid Unicode (a locator cannot hold it).
+pub fn relative_windows(from_dir: &Path, to: &Path) -> Option<String> {
+    let from: Vec<Component> = from_dir.components().collect();
+    let to: Vec<Component> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    if common == from.len() {
+        parts.push(".");
+    }
+    parts.extend(std::iter::repeat_n("..", from.len() - common));
+    for c in &to[common..] {
+        parts.push(c.as_os_str().to_str()?);
+    }
+    Some(parts.join("\\"))
+}
+
+/// `path` with `.` and `..` folded lexically (for paths that cannot be canonicalised, such as
+/// a file about to be created).
+pub fn normalise(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {

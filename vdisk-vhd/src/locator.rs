@@ -7,7 +7,7 @@
 //! the data length rounded up to a sector.
 
 use std::ops::Range;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use vdisk_core::{Locator, LocatorKind, Problem};
 use zerocopy::FromZeros;
@@ -225,7 +225,7 @@ pub(crate) fn for_create(parent: &Path, child: &Path) -> Vec<([u8; 4], Vec<u8>)>
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    if let Some(rel) = relative_windows(&parent_abs, &child_dir) {
+    if let Some(rel) = vdisk_core::parent::relative_windows(&child_dir, &parent_abs) {
         out.push((W2RU, encode_utf16le(&rel)));
     }
     out.push((W2KU, encode_utf16le(&absolute_windows(&parent_abs))));
@@ -253,36 +253,7 @@ fn absolute(path: &Path) -> PathBuf {
     } else {
         std::env::current_dir().unwrap_or_default().join(path)
     };
-    let mut out = PathBuf::new();
-    for c in joined.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// `parent` relative to `dir` in Windows form (`.\name`, `..\x\name`).
-fn relative_windows(parent: &Path, dir: &Path) -> Option<String> {
-    let p: Vec<Component> = parent.components().collect();
-    let d: Vec<Component> = dir.components().collect();
-    let common = p.iter().zip(&d).take_while(|(a, b)| a == b).count();
-    if common == 0 {
-        return None;
-    }
-    let mut parts: Vec<String> = Vec::new();
-    if common == d.len() {
-        parts.push(".".into());
-    }
-    parts.extend(std::iter::repeat_n("..".to_string(), d.len() - common));
-    for c in &p[common..] {
-        parts.push(c.as_os_str().to_string_lossy().into_owned());
-    }
-    Some(parts.join("\\"))
+    vdisk_core::parent::normalise(&joined)
 }
 
 /// An absolute host path in Windows form: WSL's `/mnt/c/x` becomes `C:\x`; other absolute

@@ -225,24 +225,16 @@ fn relative_windows_path(child: &Path, parent: &Path) -> Result<String> {
             .unwrap_or(Path::new(".")),
     )?;
     let parent = canon(parent)?;
-    let from: Vec<_> = child_dir.components().collect();
-    let to: Vec<_> = parent.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut parts: Vec<String> = Vec::new();
-    if common == from.len() {
-        parts.push(".".into());
-    }
-    parts.extend(std::iter::repeat_n("..".to_string(), from.len() - common));
-    for c in &to[common..] {
-        let s = c.as_os_str().to_str().ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                format!("parent path {} is not valid unicode", parent.display()),
-            )
-        })?;
-        parts.push(s.to_string());
-    }
-    Ok(parts.join("\\"))
+    vdisk_core::parent::relative_windows(&child_dir, &parent).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "parent path {} cannot be stored as a relative locator (not valid unicode, or \
+                 no folder in common with the child)",
+                parent.display()
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
