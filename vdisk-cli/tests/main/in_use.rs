@@ -13,7 +13,7 @@ use super::support::{
 };
 
 /// A qemu-io process holding the image open (with qemu's locks) until dropped.
-struct Holder {
+pub struct Holder {
     child: Child,
     stdin: Option<ChildStdin>,
 }
@@ -22,8 +22,13 @@ impl Holder {
     /// Starts `qemu-io -f vpc [extra] FILE` reading commands from a pipe and waits until it has
     /// read from the image, so the image is certainly open and locked.
     fn start(file: &Path, extra: &[&str]) -> Holder {
+        Holder::start_format(file, "vpc", extra)
+    }
+
+    /// [`Holder::start`] for qemu's `format` (`vpc`, `vhdx`).
+    pub fn start_format(file: &Path, format: &str, extra: &[&str]) -> Holder {
         let mut child = Command::new(require("qemu-io", "qemu-utils"))
-            .args(["-f", "vpc"])
+            .args(["-f", format])
             .args(extra)
             .arg(file)
             .stdin(Stdio::piped())

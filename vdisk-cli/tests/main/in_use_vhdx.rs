@@ -2,57 +2,9 @@
 //! checked: exit 3, file untouched (bytes and mtime); once qemu lets go the same command
 //! succeeds. `in_use.rs` covers VHD.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-
+use super::in_use::Holder;
 use super::killed::{Subject, build, compact};
-use super::support::{EXIT_IN_USE, Snapshot, file_len, require, run, tempdir, vdisk_cmd};
-
-/// `qemu-io -f vhdx [extra] FILE` reading commands from a pipe, after its first read (so the
-/// image is open and locked) until dropped.
-struct Qemu {
-    child: Child,
-    stdin: Option<ChildStdin>,
-}
-
-impl Qemu {
-    fn hold(file: &Path, extra: &[&str]) -> Qemu {
-        let mut child = Command::new(require("qemu-io", "qemu-utils"))
-            .args(["-f", "vhdx"])
-            .args(extra)
-            .arg(file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn qemu-io");
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"read 0 512\n").unwrap();
-        stdin.flush().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        for line in BufReader::new(stdout).lines() {
-            if line.unwrap().contains("read 512/512 bytes") {
-                return Qemu {
-                    child,
-                    stdin: Some(stdin),
-                };
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("qemu-io did not open {}", file.display());
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.write_all(b"quit\n");
-        }
-        let _ = self.child.wait();
-    }
-}
+use super::support::{EXIT_IN_USE, Snapshot, file_len, run, tempdir, vdisk_cmd};
 
 fn refused_while_qemu_holds_it(extra: &[&str]) {
     let dir = tempdir();
@@ -63,7 +15,7 @@ fn refused_while_qemu_holds_it(extra: &[&str]) {
     let file = subject.copy("in-use");
     let before = Snapshot::of(&file);
     {
-        let _qemu = Qemu::hold(&file, extra);
+        let _qemu = Holder::start_format(&file, "vhdx", extra);
         for args in [
             &["compact", "--json", "--mode", "prezeroed"][..],
             &["compact", "--json", "--mode", "prezeroed", "--dry-run"][..],
@@ -100,7 +52,7 @@ fn vhdx_open_read_only_in_qemu_is_refused_for_compaction_with_exit_3_and_unchang
     let file = subject.copy("in-use-ro");
     let before = Snapshot::of(&file);
     {
-        let _qemu = Qemu::hold(&file, &["-r"]);
+        let _qemu = Holder::start_format(&file, "vhdx", &["-r"]);
         let out = run(vdisk_cmd()
             .args(["compact", "--json", "--mode", "prezeroed"])
             .arg(&file));
