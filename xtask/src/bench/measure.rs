@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+use vdisk_core::{HostFile, StdFile};
+
 /// GNU time, used for the child's peak RSS and I/O (Debian package `time`).
 const GNU_TIME: &str = "/usr/bin/time";
 
@@ -180,4 +182,61 @@ pub fn settle(path: &Path) -> Result<(), String> {
     std::fs::File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| format!("cannot sync {}: {e}", path.display()))
+}
+
+/// What the vdisk run of a case moved, from its `--json` report: bytes moved and the final
+/// file length. `None` when it moved nothing (no floor to measure).
+pub fn moved_by(report: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| -> Option<u64> {
+        let key = format!("\"{name}\":");
+        let rest = &report[report.find(&key)? + key.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let moved = field("blocks_moved")?.checked_mul(field("block_size")?)?;
+    (moved > 0).then_some((moved, field("bytes_after")?))
+}
+
+/// The arguments of `xtask bench-floor` (see [`floor`]) for an in-place compaction that
+/// moved `moved` bytes of `file` and left it `after` bytes long: the bytes are taken from the
+/// end of the file and put right after its first MiB.
+pub fn floor_args(file: &Path, moved: u64, after: u64) -> Result<Vec<String>, String> {
+    let len = file_size(file)?.len;
+    let from = len
+        .checked_sub(moved)
+        .filter(|&f| f >= moved + (1 << 20))
+        .ok_or_else(|| format!("cannot place a {moved}-byte floor move in {len} bytes"))?;
+    Ok(vec![
+        "bench-floor".into(),
+        file.display().to_string(),
+        from.to_string(),
+        (1u64 << 20).to_string(),
+        moved.to_string(),
+        after.to_string(),
+    ])
+}
+
+/// `xtask bench-floor FILE FROM TO LEN AFTER`: the hardware floor of an in-place compaction.
+/// Copies LEN bytes from FROM to TO inside FILE with vdisk's own in-kernel copy (32 MiB at a
+/// time, as relocation does), syncs once, truncates to AFTER and syncs again. No planning, no
+/// metadata, no crash-safety ordering: the I/O any durable in-place compaction that moves
+/// those bytes must at least do on this disk, with the same copy primitive.
+pub fn floor(args: &[String]) -> Result<(), String> {
+    let [file, from, to, len, after] = args else {
+        return Err("bench-floor takes FILE FROM TO LEN AFTER".into());
+    };
+    let num = |s: &String| s.parse::<u64>().map_err(|_| format!("{s:?}: not a number"));
+    let (from, to, len, after) = (num(from)?, num(to)?, num(len)?, num(after)?);
+    let e = |e: vdisk_core::Error| e.to_string();
+    let f = StdFile::open(file, vdisk_core::Access::ReadWrite).map_err(e)?;
+    let piece = 32u64 << 20;
+    let mut done = 0;
+    while done < len {
+        let n = piece.min(len - done);
+        f.copy_within(from + done, to + done, n).map_err(e)?;
+        done += n;
+    }
+    f.sync().map_err(e)?;
+    f.set_len(after).map_err(e)?;
+    f.sync().map_err(e)
 }

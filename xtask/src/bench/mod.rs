@@ -9,8 +9,12 @@
 //!    tool pays for the harness's own writes; the files stay in the page cache: every tool
 //!    starts warm); time `vdisk compact --mode <mode> --json <copy>` and check with
 //!    `qemu-img compare` that the content did not change (the bench fails loudly otherwise);
-//!    then time two peers: `qemu-img convert` as users run it (the output is never flushed)
-//!    and `qemu-img convert -t writeback` (flushed before exit, durable like vdisk's result).
+//!    then, where vdisk moved blocks, the hardware floor on another fresh copy
+//!    ([`measure::floor`]: the same number of bytes moved with the same in-kernel copy, one
+//!    sync, the truncation: the least I/O a durable in-place compaction does on this disk);
+//!    then two peers: `qemu-img convert` as
+//!    users run it (the output is never flushed) and `qemu-img convert -t writeback` (flushed
+//!    before exit, durable like vdisk's result).
 //! 4. A table on stdout, `bench.json` and `bench.md` in --out (default `<target>/bench`).
 
 mod cases;
@@ -22,11 +26,15 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use cases::Case;
+pub use measure::floor;
 use measure::{FileSize, Sample};
 
 use crate::shared::{build_vdisk, target_dir};
 
 const MIB: f64 = 1_048_576.0;
+
+/// The name of the hardware-floor row ([`measure::floor_command`]).
+const FLOOR: &str = "floor: copy + sync + truncate";
 
 /// Parsed arguments.
 struct Options {
@@ -131,6 +139,7 @@ impl CaseResult {
 pub fn run(args: &[String]) -> Result<(), String> {
     let opts = parse_args(args)?;
     let vdisk = build_vdisk()?;
+    let xtask = std::env::current_exe().map_err(|e| format!("cannot find xtask itself: {e}"))?;
     let target = target_dir();
     let work = target.join(format!("bench-work-{}", std::process::id()));
     let out = opts.out.clone().unwrap_or_else(|| target.join("bench"));
@@ -152,7 +161,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Err(format!("no case matches --only {:?}", opts.only));
     }
     for case in cases {
-        match bench_case(&vdisk, &case, &work, opts.runs, opts.keep, &mut warnings) {
+        let tools = (vdisk.as_path(), xtask.as_path());
+        match bench_case(tools, &case, &work, opts.runs, opts.keep, &mut warnings) {
             Ok(r) => results.push(r),
             Err(e) => {
                 return Err(format!("{e}\n(the work folder {} is kept)", work.display()));
@@ -169,13 +179,15 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let table = markdown(&results);
     println!("\n{}\n\n{table}", facts_text(&facts));
     println!("{}", scaling_text(&results));
+    println!("{}", floor_text(&results));
     for w in &warnings {
         println!("!! {w}");
     }
     let md = format!(
-        "# vdisk bench\n\n{}\n\n{table}\n{}\n{}",
+        "# vdisk bench\n\n{}\n\n{table}\n{}\n{}\n{}",
         facts_text(&facts),
         scaling_text(&results),
+        floor_text(&results),
         results
             .iter()
             .map(|r| format!("- {}: {}\n", r.case.name, r.description))
@@ -187,8 +199,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs one case; `tools` are the vdisk binary and this xtask (for the floor).
 fn bench_case(
-    vdisk: &Path,
+    (vdisk, xtask): (&Path, &Path),
     case: &Case,
     work: &Path,
     runs: usize,
@@ -252,10 +265,35 @@ fn bench_case(
             "   run {run}: {:<22} {:8.3} s (content identical)",
             "vdisk", s.wall
         );
+        let moved = measure::moved_by(&s.stdout);
         tools[0].samples.push(s);
 
-        for (i, cache) in [(1, None), (2, Some("writeback"))] {
-            let Some(t) = tools.get_mut(i) else { continue };
+        // The floor: the same bytes moved and synced without any compaction logic, on a
+        // fresh copy.
+        if let Some((moved, after)) = moved.filter(|_| case.peer) {
+            if !tools.iter().any(|t| t.tool == FLOOR) {
+                tools.insert(1, new_tool(FLOOR));
+            }
+            measure::copy_sparse(&orig, &copy)?;
+            measure::settle(&copy)?;
+            let args = measure::floor_args(&copy, moved, after)?;
+            let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+            let s = measure::run_timed(xtask.as_os_str(), &args, &stats)?;
+            let t = &mut tools[1];
+            t.after = measure::file_size(&copy)?;
+            println!("   run {run}: {:<22} {:8.3} s", t.tool, s.wall);
+            t.samples.push(s);
+        }
+
+        for cache in [None, Some("writeback")] {
+            let name = if cache.is_some() {
+                "qemu-img -t writeback"
+            } else {
+                "qemu-img"
+            };
+            let Some(t) = tools.iter_mut().find(|t| t.tool == name) else {
+                continue;
+            };
             let _ = std::fs::remove_file(&conv);
             let mut args = vec![OsStr::new("convert")];
             // Default: no flush at all (qemu-img's cache=unsafe for the output); writeback:
@@ -393,13 +431,44 @@ fn scaling_text(results: &[CaseResult]) -> String {
         return String::new();
     };
     let factor = big.case.virtual_size / small.case.virtual_size;
-    let peer = |r: &CaseResult| r.tools.get(1).map_or(f64::NAN, ToolResult::wall);
+    let peer = |r: &CaseResult| {
+        r.tools
+            .iter()
+            .find(|t| t.tool == "qemu-img")
+            .map_or(f64::NAN, ToolResult::wall)
+    };
     format!(
         "case c, same data on a {factor}x larger virtual disk: time ratio huge/small: \
          vdisk {:.2}, qemu-img {:.2} (1.0 = cost follows data, not virtual size)\n",
         big.vdisk().wall() / small.vdisk().wall(),
         peer(big) / peer(small)
     )
+}
+
+/// Per case with a floor: how close vdisk is to it, and the best speed-up over qemu-img that
+/// any durable in-place compaction could reach on this disk.
+fn floor_text(results: &[CaseResult]) -> String {
+    let mut s = String::new();
+    for r in results {
+        let by = |name: &str| {
+            r.tools
+                .iter()
+                .find(|t| t.tool == name)
+                .map(ToolResult::wall)
+        };
+        let (Some(floor), Some(qemu)) = (by(FLOOR), by("qemu-img")) else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "{}: vdisk takes {:.2}x the floor; the floor alone is {:.2}x faster than qemu-img \
+             convert, the most any in-place compaction moving the same bytes durably can gain here",
+            r.case.name,
+            r.vdisk().wall() / floor,
+            qemu / floor
+        );
+    }
+    s
 }
 
 /// A JSON string literal.
