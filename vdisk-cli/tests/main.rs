@@ -23,6 +23,7 @@ mod main {
     mod interrupted;
     mod killed;
     mod ntfs;
+    mod ntfs_crash;
     mod prop;
     mod quirks;
     mod read_only;

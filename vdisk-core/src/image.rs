@@ -192,6 +192,15 @@ pub trait DiskImage: BlockDevice {
         None
     }
 
+    /// Called once before the compactor frees or punches out blocks whose content is not known
+    /// to read the same afterwards (file-system-free space that may hold data), in images of
+    /// every kind: `retrim` punches such blocks out of fixed images too. Formats that version
+    /// their content for children (VHDX DataWriteGuid) record the change here, durably; the
+    /// default does nothing.
+    fn begin_content_change(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// The compaction primitives, for images whose blocks can be freed and moved. Fixed images
     /// answer [`ErrorKind::WrongType`]; formats without support [`ErrorKind::Unsupported`].
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {
@@ -247,13 +256,6 @@ pub trait Compactable: DiskImage {
     /// where the format has an explicit zero state (VHDX, not VHD).
     fn can_free_as_zero(&self) -> bool {
         self.kind() != ImageKind::Differencing
-    }
-
-    /// Called once before the compactor frees blocks whose content is not known to read the
-    /// same afterwards (file-system-free space that may hold data). Formats that version their
-    /// content for children (VHDX DataWriteGuid) record the change here, durably.
-    fn begin_content_change(&mut self) -> Result<()> {
-        Ok(())
     }
 
     /// Moves blocks: copies each footprint to its new place, makes the copies durable, then

@@ -10,6 +10,7 @@ mod main {
     pub mod chain_util;
     mod compaction;
     mod crash;
+    mod crash_modes;
     mod diff_crash;
     mod differencing;
     mod fixtures;

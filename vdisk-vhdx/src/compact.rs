@@ -172,13 +172,6 @@ impl Compactable for VhdxImage {
         true
     }
 
-    /// A new DataWriteGuid, durable on return (once per session): children made against the
-    /// old content no longer match this image.
-    fn begin_content_change(&mut self) -> Result<()> {
-        let session = writable(&mut self.session)?;
-        session.begin_data_write(self.view.file())
-    }
-
     fn relocate(&mut self, moves: &[Relocation]) -> Result<()> {
         let bs = self.bat().block_size;
         let metadata = self.metadata_ranges();

@@ -506,6 +506,13 @@ impl DiskImage for VhdxImage {
         self.parent.as_ref().map(|(_, path)| path.as_path())
     }
 
+    /// A new DataWriteGuid, durable on return (once per session): children made against the
+    /// old content no longer match this image. Fixed images too (retrim punches them).
+    fn begin_content_change(&mut self) -> Result<()> {
+        let session = crate::compact::writable(&mut self.session)?;
+        session.begin_data_write(self.view.file())
+    }
+
     fn as_compactable(&mut self) -> Result<&mut dyn vdisk_core::Compactable> {
         Ok(self.compactable()?)
     }

@@ -10,6 +10,7 @@ mod main {
     mod compact_cases;
     mod compact_prop;
     mod crash;
+    mod crash_modes;
     pub mod create;
     pub mod diff;
     pub mod diff_cases;

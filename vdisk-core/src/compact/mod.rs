@@ -428,11 +428,12 @@ impl Compactor for GenericCompactor {
         cancel: &CancelToken,
     ) -> Result<CompactReport> {
         let fixed = image.kind() == ImageKind::Fixed;
+        if plan.reclaimed(Reason::FsFree) > 0 {
+            // Before the first block that may read differently is freed or punched out.
+            image.begin_content_change()?;
+        }
         if !plan.reclaim.is_empty() && !fixed {
             let target = image.as_compactable()?;
-            if plan.reclaimed(Reason::FsFree) > 0 {
-                target.begin_content_change()?;
-            }
             progress.phase(Phase::Deallocate, plan.reclaim.len() as u64);
             for to in [FreeAs::Parent, FreeAs::Zero] {
                 let blocks: Vec<BlockIndex> = plan

@@ -58,13 +58,19 @@ pub fn content(img: &dyn DiskImage) -> Vec<u8> {
 
 /// Plans and applies a compaction.
 pub fn compact(img: &mut dyn DiskImage, mode: Mode) -> vdisk_core::Result<CompactReport> {
+    compact_fs(img, mode, None)
+}
+
+/// Plans and applies a compaction, with `fs_free` as the file system's free space.
+pub fn compact_fs(
+    img: &mut dyn DiskImage,
+    mode: Mode,
+    fs_free: Option<&[std::ops::Range<u64>]>,
+) -> vdisk_core::Result<CompactReport> {
     let c = GenericCompactor;
-    let plan = c.plan(
-        img,
-        &CompactOptions::new(mode),
-        &NoProgress,
-        &CancelToken::new(),
-    )?;
+    let mut opts = CompactOptions::new(mode);
+    opts.fs_free = fs_free.map(<[_]>::to_vec);
+    let plan = c.plan(img, &opts, &NoProgress, &CancelToken::new())?;
     c.apply(img, &plan, &NoProgress, &CancelToken::new())
 }
 

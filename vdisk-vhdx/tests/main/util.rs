@@ -142,14 +142,20 @@ pub fn compact(
     image: &mut dyn DiskImage,
     mode: vdisk_core::Mode,
 ) -> Result<vdisk_core::CompactReport> {
+    compact_fs(image, mode, None)
+}
+
+/// Plans and applies a compaction, with `fs_free` as the file system's free space.
+pub fn compact_fs(
+    image: &mut dyn DiskImage,
+    mode: vdisk_core::Mode,
+    fs_free: Option<&[std::ops::Range<u64>]>,
+) -> Result<vdisk_core::CompactReport> {
     use vdisk_core::{CancelToken, CompactOptions, Compactor, GenericCompactor, NoProgress};
     let c = GenericCompactor;
-    let plan = c.plan(
-        image,
-        &CompactOptions::new(mode),
-        &NoProgress,
-        &CancelToken::new(),
-    )?;
+    let mut opts = CompactOptions::new(mode);
+    opts.fs_free = fs_free.map(<[_]>::to_vec);
+    let plan = c.plan(image, &opts, &NoProgress, &CancelToken::new())?;
     c.apply(image, &plan, &NoProgress, &CancelToken::new())
 }
 
