@@ -192,6 +192,14 @@ pub trait DiskImage: BlockDevice {
         None
     }
 
+    /// Whether any compaction may touch this image, a `retrim` that only punches the host file
+    /// of a fixed image included. The compactor asks before planning; `Err` (usually
+    /// [`ErrorKind::WrongType`]) says why not, e.g. a VHD saved with its VM running. The
+    /// default allows it.
+    fn compaction_allowed(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Called once before the compactor frees or punches out blocks whose content is not known
     /// to read the same afterwards (file-system-free space that may hold data), in images of
     /// every kind: `retrim` punches such blocks out of fixed images too. Formats that version

@@ -295,6 +295,14 @@ impl DiskImage for VhdImage {
         "vhd"
     }
 
+    /// A VHD saved with its VM (SavedState) must not change under it, not even by a retrim.
+    fn compaction_allowed(&self) -> Result<()> {
+        if self.saved_state() {
+            return Err(Error::new(ErrorKind::WrongType, SAVED_STATE_MSG));
+        }
+        Ok(())
+    }
+
     fn kind(&self) -> ImageKind {
         match self.disk_type {
             DiskType::Fixed => ImageKind::Fixed,
@@ -420,9 +428,7 @@ impl DiskImage for VhdImage {
                 "fixed VHD images have no blocks to reclaim; use --mode retrim",
             ));
         }
-        if self.saved_state() {
-            return Err(Error::new(ErrorKind::WrongType, SAVED_STATE_MSG));
-        }
+        self.compaction_allowed()?;
         Ok(self)
     }
 }

@@ -112,6 +112,12 @@ fn verdict(
             opts
         })
         .map_err(|e| e.with_path(file))?;
+    if let Err(e) = image.compaction_allowed() {
+        return Ok(Verdict {
+            safe: false,
+            why: e.message().to_string(),
+        });
+    }
     let kind = image.kind();
     let why = match image.as_compactable() {
         Err(e) if kind == ImageKind::Fixed => {

@@ -135,6 +135,38 @@ fn check_says_a_vhd_saved_with_its_vm_is_sound_but_not_safe_to_compact() {
     assert_verdict(&file, EXIT_UNSUPPORTED, false, "the VM was saved");
 }
 
+/// Regression: a fixed VHD saved with its VM was retrimmed (punched) and `check` called it
+/// safe for retrim, because only the dynamic path asked the image for its preconditions.
+#[test]
+fn a_fixed_vhd_saved_with_its_vm_is_neither_retrimmed_nor_called_safe() {
+    let dir = tempdir();
+    // 8 MiB: four 2 MiB units, three of them zero, which a retrim would punch.
+    let mem = MemFile::new();
+    let image = vdisk_vhd::DRIVER
+        .create(
+            Box::new(mem.clone()),
+            &CreateSpec::new(ImageKind::Fixed, 8 << 20),
+        )
+        .unwrap();
+    image.write_at(&[7; 512], 4096).unwrap();
+    drop(image);
+    let mut bytes = mem.to_vec();
+    let end = bytes.len() - idx(FOOTER_LEN);
+    let footer = &mut bytes[end..];
+    footer[FOOTER_SAVED_STATE] = 1;
+    let sum = vhd::checksum(footer, FOOTER_CHECKSUM);
+    put_be32(footer, FOOTER_CHECKSUM, sum);
+    let file = write(dir.path(), "saved-fixed.vhd", &bytes);
+    assert_verdict(&file, EXIT_UNSUPPORTED, false, "the VM was saved");
+    let out = run(vdisk_cmd().args(["compact", "--mode", "retrim"]).arg(&file));
+    out.expect_code(EXIT_UNSUPPORTED);
+    assert!(out.stderr.contains("saved"), "says why: {}", out.stderr);
+    assert!(
+        std::fs::read(&file).unwrap() == bytes,
+        "a refused retrim writes nothing"
+    );
+}
+
 #[test]
 fn check_says_a_fixed_image_is_safe_only_for_retrim() {
     let dir = tempdir();

@@ -282,6 +282,7 @@ impl Compactor for GenericCompactor {
         progress: &dyn Progress,
         cancel: &CancelToken,
     ) -> Result<CompactPlan> {
+        image.compaction_allowed()?;
         let mode = opts.mode;
         let layout = if mode.moves_blocks() {
             Some(image.as_compactable()?.host_layout()?)
@@ -427,6 +428,7 @@ impl Compactor for GenericCompactor {
         progress: &dyn Progress,
         cancel: &CancelToken,
     ) -> Result<CompactReport> {
+        image.compaction_allowed()?;
         let fixed = image.kind() == ImageKind::Fixed;
         if plan.reclaimed(Reason::FsFree) > 0 {
             // Before the first block that may read differently is freed or punched out.
