@@ -454,6 +454,32 @@ pub fn cut_every_write(case: &CrashCase<'_>, fault: Fault) -> CrashStats {
     stats
 }
 
+/// The faults a compaction is proven against: a crash, a disk that stays full from then on,
+/// and one write that fails for lack of space.
+pub const ALL_FAULTS: [Fault; 3] = [
+    Fault::Crash,
+    Fault::FailAlways(ErrorKind::NoSpace),
+    Fault::FailOnce(ErrorKind::NoSpace),
+];
+
+/// [`cut_every_write`] with each of `faults` in turn; the stats in the same order.
+pub fn cut_each(case: &CrashCase<'_>, faults: &[Fault]) -> Vec<CrashStats> {
+    faults.iter().map(|&f| cut_every_write(case, f)).collect()
+}
+
+/// Prints one line per fault (`"{label} {fault:?}: N cut points (R recoveries, D duplicates
+/// skipped)"`, the counts a closing report quotes) and returns the fewest cut points of any,
+/// for a lower bound that must hold for every fault.
+pub fn report_cuts(label: &str, faults: &[Fault], stats: &[CrashStats]) -> u64 {
+    for (f, s) in faults.iter().zip(stats) {
+        eprintln!(
+            "{label} {f:?}: {} cut points ({} recoveries, {} duplicates skipped)",
+            s.cut_points, s.recoveries, s.duplicates
+        );
+    }
+    stats.iter().map(|s| s.cut_points).min().unwrap_or(0)
+}
+
 fn assert_recovered(case: &CrashCase<'_>, bytes: Vec<u8>, model: &[u8], len: usize, what: &str) {
     let image = (case.open_ro)(bytes.clone()).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
     assert!((case.content)(&*image) == model, "{what}: content changed");

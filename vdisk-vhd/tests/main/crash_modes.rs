@@ -12,9 +12,10 @@ use std::cell::Cell;
 use std::ops::Range;
 
 use vdisk_core::testing::{
-    CrashCase, CrashStats, Fault, FaultyFile, MayZero, blocks_inside, cut_every_write,
+    ALL_FAULTS, CrashCase, CrashStats, Fault, FaultyFile, MayZero, blocks_inside, cut_each,
+    report_cuts,
 };
-use vdisk_core::{CreateSpec, ErrorKind, FormatDriver, ImageKind, MemFile, Mode, OpenOptions};
+use vdisk_core::{CreateSpec, FormatDriver, ImageKind, MemFile, Mode, OpenOptions};
 use vdisk_vhd::DRIVER;
 
 use super::util::{check, compact, compact_fs, content, create_dynamic, open};
@@ -118,25 +119,9 @@ fn cut_fs_aware(
             Err(why) => panic!("cut {n} {s:?}: {why}"),
         }
     });
-    let stats = faults.iter().map(|&f| cut_every_write(&case, f)).collect();
+    let stats = cut_each(&case, faults);
     drop(case);
     (stats, zeroed.get())
-}
-
-const FAULTS: [Fault; 3] = [
-    Fault::Crash,
-    Fault::FailAlways(ErrorKind::NoSpace),
-    Fault::FailOnce(ErrorKind::NoSpace),
-];
-
-fn report(what: &str, faults: &[Fault], stats: &[CrashStats]) -> u64 {
-    for (f, s) in faults.iter().zip(stats) {
-        eprintln!(
-            "vhd {what} {f:?}: {} cut points ({} recoveries, {} duplicates skipped)",
-            s.cut_points, s.recoveries, s.duplicates
-        );
-    }
-    stats.iter().map(|s| s.cut_points).min().unwrap_or(0)
 }
 
 #[test]
@@ -144,18 +129,18 @@ fn retrim_of_a_dynamic_vhd_survives_a_crash_or_full_disk_at_every_write() {
     let (bytes, _) = mixed();
     let len = bytes.len() as u64;
     let c = case("dynamic", bytes, Mode::Retrim, None);
-    let stats: Vec<CrashStats> = FAULTS.iter().map(|&f| cut_every_write(&c, f)).collect();
+    let stats = cut_each(&c, &ALL_FAULTS);
     assert_eq!(stats[0].final_len, len, "retrim keeps the file length");
-    assert!(report("retrim dynamic", &FAULTS, &stats) >= 30);
+    assert!(report_cuts("vhd retrim dynamic", &ALL_FAULTS, &stats) >= 30);
 }
 
 #[test]
 fn retrim_of_a_fixed_vhd_survives_a_crash_or_full_disk_at_every_punch() {
     let (bytes, _) = fixed();
     let c = case("fixed", bytes, Mode::Retrim, None);
-    let stats: Vec<CrashStats> = FAULTS.iter().map(|&f| cut_every_write(&c, f)).collect();
+    let stats = cut_each(&c, &ALL_FAULTS);
     // Units 1, 5 and 6 are zeros.
-    assert!(report("retrim fixed", &FAULTS, &stats) >= 3);
+    assert!(report_cuts("vhd retrim fixed", &ALL_FAULTS, &stats) >= 3);
 }
 
 /// VHD has no trim state: `pretrimmed` frees nothing, but moves blocks into the holes an
@@ -171,12 +156,12 @@ fn pretrimmed_move_only_run_over_retrim_holes_survives_a_crash_at_every_write() 
     drop(img);
     let len = holed.len() as u64;
     let c = case("holed", holed, Mode::Pretrimmed, None);
-    let stats: Vec<CrashStats> = FAULTS.iter().map(|&f| cut_every_write(&c, f)).collect();
+    let stats = cut_each(&c, &ALL_FAULTS);
     assert!(
         stats[0].final_len < len,
         "the move-only run shrinks the file"
     );
-    assert!(report("pretrimmed move-only", &FAULTS, &stats) >= 30);
+    assert!(report_cuts("vhd pretrimmed move-only", &ALL_FAULTS, &stats) >= 30);
 }
 
 /// On an image without holes `pretrimmed` has nothing to do: it writes nothing at all.
@@ -199,11 +184,11 @@ fn full_compaction_with_fs_free_space_survives_a_crash_or_full_disk_at_every_wri
     let (bytes, free) = mixed();
     let len = bytes.len() as u64;
     let c = case("mixed", bytes, Mode::Full, Some(free.clone()));
-    let (stats, zeroed) = cut_fs_aware(c, &free, &FAULTS);
+    let (stats, zeroed) = cut_fs_aware(c, &free, &ALL_FAULTS);
     assert!(stats[0].final_len < len);
     eprintln!("vhd full: free data blocks reading zeros in recovered images: {zeroed}");
     assert!(zeroed > 100, "recoveries after the free blocks were freed");
-    assert!(report("full (fs-free)", &FAULTS, &stats) >= 35);
+    assert!(report_cuts("vhd full (fs-free)", &ALL_FAULTS, &stats) >= 35);
 }
 
 #[test]
@@ -212,7 +197,7 @@ fn quick_compaction_with_fs_free_space_survives_a_crash_at_every_write() {
     let c = case("mixed", bytes, Mode::Quick, Some(free.clone()));
     let (stats, zeroed) = cut_fs_aware(c, &free, &[Fault::Crash]);
     assert!(zeroed > 100);
-    assert!(report("quick (fs-free)", &[Fault::Crash], &stats) >= 35);
+    assert!(report_cuts("vhd quick (fs-free)", &[Fault::Crash], &stats) >= 35);
 }
 
 #[test]
@@ -221,16 +206,16 @@ fn retrim_with_fs_free_space_of_a_dynamic_vhd_survives_a_crash_at_every_write() 
     let c = case("mixed", bytes, Mode::Retrim, Some(free.clone()));
     let (stats, zeroed) = cut_fs_aware(c, &free, &[Fault::Crash]);
     assert!(zeroed > 100);
-    assert!(report("retrim dynamic (fs-free)", &[Fault::Crash], &stats) >= 30);
+    assert!(report_cuts("vhd retrim dynamic (fs-free)", &[Fault::Crash], &stats) >= 30);
 }
 
 #[test]
 fn retrim_with_fs_free_space_of_a_fixed_vhd_survives_a_crash_or_full_disk_at_every_punch() {
     let (bytes, free) = fixed();
     let c = case("fixed", bytes, Mode::Retrim, Some(free.clone()));
-    let (stats, zeroed) = cut_fs_aware(c, &free, &FAULTS);
+    let (stats, zeroed) = cut_fs_aware(c, &free, &ALL_FAULTS);
     assert!(zeroed > 0, "punched free units read zeros");
-    assert!(report("retrim fixed (fs-free)", &FAULTS, &stats) >= 5);
+    assert!(report_cuts("vhd retrim fixed (fs-free)", &ALL_FAULTS, &stats) >= 5);
 }
 
 /// An operation that is not crash safe: it writes garbage over 16 guest bytes at `at`, syncs,

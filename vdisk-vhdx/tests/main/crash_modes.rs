@@ -14,10 +14,12 @@
 use std::cell::Cell;
 use std::ops::Range;
 
-use vdisk_core::testing::{CrashCase, CrashStats, Fault, MayZero, blocks_inside, cut_every_write};
+use vdisk_core::testing::{
+    ALL_FAULTS, CrashCase, CrashStats, Fault, MayZero, blocks_inside, cut_each, report_cuts,
+};
 use vdisk_core::{
-    BlockIndex, BlockState, CreateSpec, DiskImage, ErrorKind, FormatDriver, ImageKind, MIB,
-    MemFile, Mode, OpenOptions,
+    BlockIndex, BlockState, CreateSpec, DiskImage, FormatDriver, ImageKind, MIB, MemFile, Mode,
+    OpenOptions,
 };
 
 use super::util::{
@@ -173,29 +175,9 @@ fn cut_fs_aware(
         assert_eq!(log_detail(img), "empty", "{what}: log");
         assert_ne!(data_write_guid(img), old_guid, "{what}: DataWriteGuid");
     });
-    let stats = faults.iter().map(|&f| cut_every_write(&case, f)).collect();
+    let stats = cut_each(&case, faults);
     drop(case);
     (stats, zeroed.get())
-}
-
-const FAULTS: [Fault; 3] = [
-    Fault::Crash,
-    Fault::FailAlways(ErrorKind::NoSpace),
-    Fault::FailOnce(ErrorKind::NoSpace),
-];
-
-fn report(what: &str, faults: &[Fault], stats: &[CrashStats]) -> u64 {
-    for (f, s) in faults.iter().zip(stats) {
-        eprintln!(
-            "vhdx {what} {f:?}: {} cut points ({} recoveries, {} duplicates skipped)",
-            s.cut_points, s.recoveries, s.duplicates
-        );
-    }
-    stats.iter().map(|s| s.cut_points).min().unwrap_or(0)
-}
-
-fn cut_all(c: &CrashCase<'_>, faults: &[Fault]) -> Vec<CrashStats> {
-    faults.iter().map(|&f| cut_every_write(c, f)).collect()
 }
 
 /// UNMAPPED and UNDEFINED blocks become ZERO, the blocks after them move into their space,
@@ -204,26 +186,26 @@ fn cut_all(c: &CrashCase<'_>, faults: &[Fault]) -> Vec<CrashStats> {
 fn pretrimmed_compaction_of_trimmed_blocks_survives_a_crash_or_full_disk_at_every_write() {
     let (bytes, _) = mixed();
     let len = bytes.len() as u64;
-    let stats = cut_all(&case("mixed", bytes, Mode::Pretrimmed, None), &FAULTS);
+    let stats = cut_each(&case("mixed", bytes, Mode::Pretrimmed, None), &ALL_FAULTS);
     assert!(stats[0].final_len < len, "pretrimmed shrinks the file");
-    assert!(report("pretrimmed", &FAULTS, &stats) >= 12);
+    assert!(report_cuts("vhdx pretrimmed", &ALL_FAULTS, &stats) >= 12);
 }
 
 #[test]
 fn retrim_of_a_dynamic_vhdx_survives_a_crash_or_full_disk_at_every_write() {
     let (bytes, _) = mixed();
     let len = bytes.len() as u64;
-    let stats = cut_all(&case("mixed", bytes, Mode::Retrim, None), &FAULTS);
+    let stats = cut_each(&case("mixed", bytes, Mode::Retrim, None), &ALL_FAULTS);
     assert_eq!(stats[0].final_len, len, "retrim keeps the file length");
-    assert!(report("retrim dynamic", &FAULTS, &stats) >= 8);
+    assert!(report_cuts("vhdx retrim dynamic", &ALL_FAULTS, &stats) >= 8);
 }
 
 #[test]
 fn retrim_of_a_fixed_vhdx_survives_a_crash_or_full_disk_at_every_punch() {
     let (bytes, _) = fixed();
-    let stats = cut_all(&case("fixed", bytes, Mode::Retrim, None), &FAULTS);
+    let stats = cut_each(&case("fixed", bytes, Mode::Retrim, None), &ALL_FAULTS);
     // Blocks 1, 5 and 6 are zeros.
-    assert!(report("retrim fixed", &FAULTS, &stats) >= 3);
+    assert!(report_cuts("vhdx retrim fixed", &ALL_FAULTS, &stats) >= 3);
 }
 
 #[test]
@@ -231,11 +213,11 @@ fn full_compaction_with_fs_free_space_survives_a_crash_or_full_disk_at_every_wri
     let (bytes, free) = mixed();
     let len = bytes.len() as u64;
     let c = case("mixed", bytes, Mode::Full, Some(free.clone()));
-    let (stats, zeroed) = cut_fs_aware(c, &free, &FAULTS);
+    let (stats, zeroed) = cut_fs_aware(c, &free, &ALL_FAULTS);
     assert!(stats[0].final_len < len);
     eprintln!("vhdx full: free data blocks reading zeros in recovered images: {zeroed}");
     assert!(zeroed >= 10, "recoveries after the free blocks were freed");
-    assert!(report("full (fs-free)", &FAULTS, &stats) >= 15);
+    assert!(report_cuts("vhdx full (fs-free)", &ALL_FAULTS, &stats) >= 15);
 }
 
 #[test]
@@ -244,7 +226,7 @@ fn quick_compaction_with_fs_free_space_survives_a_crash_at_every_write() {
     let c = case("mixed", bytes, Mode::Quick, Some(free.clone()));
     let (stats, zeroed) = cut_fs_aware(c, &free, &[Fault::Crash]);
     assert!(zeroed >= 10);
-    assert!(report("quick (fs-free)", &[Fault::Crash], &stats) >= 15);
+    assert!(report_cuts("vhdx quick (fs-free)", &[Fault::Crash], &stats) >= 15);
 }
 
 #[test]
@@ -253,16 +235,16 @@ fn retrim_with_fs_free_space_of_a_dynamic_vhdx_survives_a_crash_at_every_write()
     let c = case("mixed", bytes, Mode::Retrim, Some(free.clone()));
     let (stats, zeroed) = cut_fs_aware(c, &free, &[Fault::Crash]);
     assert!(zeroed >= 10);
-    assert!(report("retrim dynamic (fs-free)", &[Fault::Crash], &stats) >= 8);
+    assert!(report_cuts("vhdx retrim dynamic (fs-free)", &[Fault::Crash], &stats) >= 8);
 }
 
 #[test]
 fn retrim_with_fs_free_space_of_a_fixed_vhdx_survives_a_crash_or_full_disk_at_every_write() {
     let (bytes, free) = fixed();
     let c = case("fixed", bytes, Mode::Retrim, Some(free.clone()));
-    let (stats, zeroed) = cut_fs_aware(c, &free, &FAULTS);
+    let (stats, zeroed) = cut_fs_aware(c, &free, &ALL_FAULTS);
     assert!(zeroed >= 2, "punched free blocks read zeros");
-    assert!(report("retrim fixed (fs-free)", &FAULTS, &stats) >= 5);
+    assert!(report_cuts("vhdx retrim fixed (fs-free)", &ALL_FAULTS, &stats) >= 5);
 }
 
 /// Regression: retrim of a fixed VHDX punched file-system-free blocks out (so they read zeros)
