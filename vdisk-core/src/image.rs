@@ -193,7 +193,8 @@ pub trait DiskImage: BlockDevice {
     }
 
     /// Whether any compaction may touch this image, a `retrim` that only punches the host file
-    /// of a fixed image included. The compactor asks before planning; `Err` (usually
+    /// of a fixed image included. The compactor asks before planning and again before
+    /// applying; `Err` (usually
     /// [`ErrorKind::WrongType`]) says why not, e.g. a VHD saved with its VM running. The
     /// default allows it.
     fn compaction_allowed(&self) -> Result<()> {
