@@ -454,6 +454,20 @@ pub fn cut_every_write(case: &CrashCase<'_>, fault: Fault) -> CrashStats {
     stats
 }
 
+/// The error-level problems `driver`'s check finds in `bytes`, as messages: the usual
+/// [`CrashCase::errors`]. Panics if the check cannot run at all.
+pub fn check_errors(driver: &dyn crate::FormatDriver, bytes: Vec<u8>) -> Vec<String> {
+    let report = driver
+        .check(Box::new(MemFile::from_bytes(bytes)))
+        .expect("check runs");
+    report
+        .problems
+        .iter()
+        .filter(|p| p.severity == crate::Severity::Error)
+        .map(|p| p.message.clone())
+        .collect()
+}
+
 /// The faults a compaction is proven against: a crash, a disk that stays full from then on,
 /// and one write that fails for lack of space.
 pub const ALL_FAULTS: [Fault; 3] = [

@@ -24,7 +24,8 @@ use std::fs;
 use std::ops::Range;
 
 use vdisk_core::testing::{
-    CrashCase, CrashStats, FaultyFile, MayZero, Survivors, blocks_inside, cut_every_write,
+    CrashCase, CrashStats, FaultyFile, MayZero, Survivors, blocks_inside, check_errors,
+    cut_every_write,
 };
 use vdisk_core::{
     BlockDevice, CancelToken, CompactOptions, CompactPlan, Compactor, CreateSpec, DiskImage,
@@ -252,15 +253,7 @@ fn crash_full(
         move |file| driver.open(file, &OpenOptions::read_write()),
         open_ro,
         full,
-        move |bytes| {
-            let report = driver.check(Box::new(MemFile::from_bytes(bytes))).unwrap();
-            report
-                .problems
-                .iter()
-                .filter(|p| p.severity == vdisk_core::Severity::Error)
-                .map(|p| p.message.clone())
-                .collect()
-        },
+        move |bytes| check_errors(driver, bytes),
     );
     case.content = Box::new(|img| may.content(img));
     case.survivors = Box::new(|pending| {

@@ -166,15 +166,7 @@ pub fn content(image: &dyn DiskImage) -> Vec<u8> {
 
 /// Error-level problems `vdisk check` finds in `bytes`.
 pub fn check_errors(bytes: Vec<u8>) -> Vec<String> {
-    let report = vdisk_vhdx::DRIVER
-        .check(Box::new(MemFile::from_bytes(bytes)))
-        .expect("check runs");
-    report
-        .problems
-        .iter()
-        .filter(|p| p.severity == vdisk_core::Severity::Error)
-        .map(|p| p.message.clone())
-        .collect()
+    vdisk_core::testing::check_errors(&vdisk_vhdx::DRIVER, bytes)
 }
 
 /// The "log" line of `vdisk info`.
