@@ -1,4 +1,4 @@
-//! Images made by Disk2VHD, Hyper-V, Virtual PC and qemu on Windows (shared/fixtures/real):
+//! Images made by Disk2VHD, Hyper-V, Virtual PC and qemu on Windows (tests/fixtures/real):
 //! sizes as the fixtures README gives them, compaction results, and differencing disks (one
 //! without its parent, one over image.vhd).
 

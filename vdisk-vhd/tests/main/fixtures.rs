@@ -1,4 +1,4 @@
-//! Images made by other tools (see /work/shared/fixtures/README.md).
+//! Images made by other tools (see tests/fixtures/README.md).
 
 use vdisk_core::{FormatDriver, ImageKind, MemFile, Mode, image_info};
 use vdisk_vhd::DRIVER;

@@ -12,7 +12,7 @@ use vdisk_vhd::DRIVER;
 /// Decompresses a fixture from the shared fixture directory.
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/real")
+        .join("../tests/fixtures/real")
         .join(format!("{name}.bz2"));
     let out = Command::new("bzcat")
         .arg(&path)

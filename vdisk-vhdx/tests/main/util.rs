@@ -6,7 +6,7 @@ use std::process::Command;
 use vdisk_core::{Access, DiskImage, FormatDriver, MemFile, OpenOptions, Result};
 
 /// Folder of the real images made by other tools.
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/real");
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/real");
 
 /// Decompresses fixture `name` (without `.bz2`) into `dir` and returns its path.
 pub fn fixture(dir: &Path, name: &str) -> PathBuf {

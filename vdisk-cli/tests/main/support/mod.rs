@@ -548,7 +548,7 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/real"
+        "/../tests/fixtures/real"
     ))
 }
 
