@@ -9,6 +9,12 @@
 //! system will ever read back. When an analyser is not sure (dirty volume, unclean journal,
 //! hibernated OS, damaged metadata), it answers [`FsVerdict::Untrusted`] with the reason, and
 //! the caller falls back to the zero scan for that volume.
+//!
+//! Some volumes are sound but hold data outside their file system's own map: snapshots that
+//! still read blocks the file system calls free, for instance. The analyser then answers
+//! [`FsVerdict::Guarded`]: the usage, plus a named [`Hazard`] saying what reclaiming all of it
+//! would destroy and, when it knows, exactly which bytes to keep. The caller decides, through
+//! [`crate::AnalysisOptions`], whether the user accepted that loss.
 
 use std::fmt;
 use std::ops::Range;
@@ -30,6 +36,27 @@ pub enum FsVerdict {
     },
     /// This file system, with its free space.
     Analysed(FsUsage),
+    /// This file system, whose free space holds data something else still reads.
+    Guarded {
+        /// The free space if the hazard is accepted (the loss it names then happens).
+        usage: FsUsage,
+        /// What reclaiming `usage` would destroy.
+        hazard: Hazard,
+    },
+}
+
+/// Data a trusted volume's free space still holds for someone else, which reclaim would lose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hazard {
+    /// Stable lowercase id a user can name to accept the loss, e.g. `"shadow-copies"`. It
+    /// must not contain the analyser's internals: it is part of the user interface.
+    pub id: &'static str,
+    /// What would be lost, in words a user understands.
+    pub reason: String,
+    /// The volume bytes that must be kept so nothing is lost, if the analyser knows them
+    /// exactly (sorted, disjoint, relative to the volume). `None`: it does not know, so the
+    /// volume's free space is not used at all unless the hazard is accepted.
+    pub keep: Option<Vec<Range<u64>>>,
 }
 
 /// The free space of one trusted volume.
@@ -64,7 +91,8 @@ pub trait FsAnalyzer: Send + Sync + fmt::Debug + 'static {
     /// when the signature is present but the free map cannot be relied on (including damaged
     /// or inconsistent metadata: corruption is a reason, not an error); `Err` only for I/O
     /// failures of the device. Never panics, and bounds every length read from the volume
-    /// before allocating.
+    /// before allocating. [`FsVerdict::Guarded`] when the volume is sound but its free
+    /// clusters hold data another reader still needs (see [`Hazard`]).
     fn analyze(&self, volume: &dyn BlockDevice) -> Result<FsVerdict>;
 }
 

@@ -54,7 +54,10 @@ mod units;
 mod volume;
 mod zero;
 
-pub use analysis::{DiskAnalysis, VolumeReport, VolumeState, analyze_disk};
+pub use analysis::{
+    AnalysisOptions, DiskAnalysis, Guard, GuardOutcome, VolumeReport, VolumeState, analyze_disk,
+    analyze_disk_with,
+};
 pub use block::{BlockDevice, check_range};
 pub use check::{CheckReport, Problem, Severity, first_error};
 pub use compact::{
@@ -62,7 +65,7 @@ pub use compact::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use format::{Confidence, CreateSpec, FormatDriver, OpenOptions, Registry};
-pub use fs::{FsAnalyzer, FsUsage, FsVerdict};
+pub use fs::{FsAnalyzer, FsUsage, FsVerdict, Hazard};
 pub use host_file::{Access, HostFile, StdFile, copy_through_buffer};
 pub use image::{
     BlockState, Compactable, DiskImage, FreeAs, HostLayout, ImageInfo, ImageKind, Relocation,

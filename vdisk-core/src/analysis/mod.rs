@@ -7,6 +7,9 @@
 //!                    └► Unknown ───────► no volume: nothing is free
 //!  each volume ─► analysers in order (first that is not NotMine wins) through a VolumeView
 //!              ─► Analysed: free ranges clamped to the volume, shifted to disk offsets
+//!              ─► Guarded: hazard accepted in AnalysisOptions ─► as Analysed
+//!                          keep ranges known ─► Analysed minus the keep ranges
+//!                          otherwise ────────► Untrusted with the hazard's reason
 //! ```
 //!
 //! What is never in [`DiskAnalysis::free`]: bytes outside every volume (gaps between
@@ -18,7 +21,7 @@ use std::ops::Range;
 
 use crate::block::BlockDevice;
 use crate::error::{ErrorKind, Result};
-use crate::fs::{FsAnalyzer, FsUsage, FsVerdict, coalesce};
+use crate::fs::{FsAnalyzer, FsUsage, FsVerdict, Hazard, coalesce};
 use crate::partition::{Layout, Partition, read_layout};
 use crate::volume::VolumeView;
 
@@ -48,6 +51,52 @@ pub struct VolumeReport {
     pub range: Range<u64>,
     /// The outcome.
     pub state: VolumeState,
+    /// The hazard the analyser named, if any, and what was done about it.
+    pub guard: Option<Guard>,
+}
+
+/// What became of a volume's [`Hazard`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    /// The hazard's id ([`Hazard::id`]).
+    pub hazard: &'static str,
+    /// The hazard's reason ([`Hazard::reason`]).
+    pub reason: String,
+    /// How the volume's free space was cut down because of it.
+    pub outcome: GuardOutcome,
+}
+
+/// How a hazard shaped a volume's free space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardOutcome {
+    /// Accepted by the caller: all the free space is used and the hazard's data may be lost.
+    Accepted,
+    /// The bytes the hazard needs are kept; the rest of the free space is used.
+    Kept,
+    /// Not accepted and the bytes to keep are unknown: the volume is
+    /// [`VolumeState::Untrusted`] with the hazard's reason.
+    Refused,
+}
+
+/// What the caller of [`analyze_disk_with`] allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AnalysisOptions {
+    /// Ids of [`Hazard`]s whose loss the user accepted (e.g. from a command-line option).
+    pub accepted_hazards: Vec<String>,
+}
+
+impl AnalysisOptions {
+    /// These options, also accepting the hazard `id`.
+    #[must_use]
+    pub fn accepting(mut self, id: &str) -> AnalysisOptions {
+        self.accepted_hazards.push(id.to_owned());
+        self
+    }
+
+    /// Whether the hazard `id` was accepted.
+    pub fn accepts(&self, id: &str) -> bool {
+        self.accepted_hazards.iter().any(|h| h == id)
+    }
 }
 
 impl VolumeReport {
@@ -106,9 +155,23 @@ impl DiskAnalysis {
 /// Finds the partitions of `disk`, runs `analyzers` on each volume and collects the free space
 /// of trusted file systems in disk coordinates. Reads only. `Err` only for I/O failures of the
 /// disk; damaged tables and file systems are reported in the result, never as errors.
+///
+/// Accepts no [`Hazard`]: the safe default, the same as [`analyze_disk_with`] and
+/// `AnalysisOptions::default()`.
 pub fn analyze_disk(
     disk: &dyn BlockDevice,
     analyzers: &[&'static dyn FsAnalyzer],
+) -> Result<DiskAnalysis> {
+    analyze_disk_with(disk, analyzers, &AnalysisOptions::default())
+}
+
+/// [`analyze_disk`], where a volume whose analyser names a [`Hazard`] listed in
+/// `options.accepted_hazards` gives all its free space (the hazard's data may then be lost);
+/// any other hazard keeps its bytes, or leaves the volume untrusted when they are unknown.
+pub fn analyze_disk_with(
+    disk: &dyn BlockDevice,
+    analyzers: &[&'static dyn FsAnalyzer],
+    options: &AnalysisOptions,
 ) -> Result<DiskAnalysis> {
     let layout = read_layout(disk)?;
     type Volumes = Vec<(Option<Partition>, Range<u64>)>;
@@ -127,7 +190,7 @@ pub fn analyze_disk(
     let mut free = Vec::new();
     for (partition, range) in volumes {
         let view = VolumeView::new(disk, range.clone())?;
-        let state = examine(&view, analyzers)?;
+        let (state, guard) = examine(&view, analyzers, options)?;
         if let VolumeState::Trusted(usage) = &state {
             free.extend(
                 usage
@@ -140,6 +203,7 @@ pub fn analyze_disk(
             partition,
             range,
             state,
+            guard,
         });
     }
     coalesce(&mut free);
@@ -152,7 +216,11 @@ pub fn analyze_disk(
 
 /// Runs the analysers on one volume; the first that recognises it decides. Free ranges are
 /// clamped to the volume and coalesced, whatever the analyser returned.
-fn examine(view: &VolumeView<'_>, analyzers: &[&'static dyn FsAnalyzer]) -> Result<VolumeState> {
+fn examine(
+    view: &VolumeView<'_>,
+    analyzers: &[&'static dyn FsAnalyzer],
+    options: &AnalysisOptions,
+) -> Result<(VolumeState, Option<Guard>)> {
     for a in analyzers {
         let verdict = match a.analyze(view) {
             Ok(v) => v,
@@ -166,21 +234,64 @@ fn examine(view: &VolumeView<'_>, analyzers: &[&'static dyn FsAnalyzer]) -> Resu
         match verdict {
             FsVerdict::NotMine => continue,
             FsVerdict::Untrusted { fs, reason } => {
-                return Ok(VolumeState::Untrusted { fs, reason });
+                return Ok((VolumeState::Untrusted { fs, reason }, None));
             }
-            FsVerdict::Analysed(mut usage) => {
-                let len = view.size();
-                usage.free = usage
-                    .free
-                    .iter()
-                    .map(|r| r.start.min(len)..r.end.min(len))
-                    .collect();
-                coalesce(&mut usage.free);
-                return Ok(VolumeState::Trusted(usage));
+            FsVerdict::Analysed(usage) => {
+                return Ok((VolumeState::Trusted(clamped(usage, view.size())), None));
+            }
+            FsVerdict::Guarded { usage, hazard } => {
+                return Ok(guarded(clamped(usage, view.size()), hazard, options));
             }
         }
     }
-    Ok(VolumeState::Unrecognised)
+    Ok((VolumeState::Unrecognised, None))
+}
+
+/// `usage` with its free ranges clamped to `0..len` and coalesced.
+fn clamped(mut usage: FsUsage, len: u64) -> FsUsage {
+    usage.free = usage
+        .free
+        .iter()
+        .map(|r| r.start.min(len)..r.end.min(len))
+        .collect();
+    coalesce(&mut usage.free);
+    usage
+}
+
+/// The state of a volume whose analyser named `hazard`; see [`analyze_disk_with`].
+fn guarded(
+    mut usage: FsUsage,
+    hazard: Hazard,
+    options: &AnalysisOptions,
+) -> (VolumeState, Option<Guard>) {
+    let Hazard { id, reason, keep } = hazard;
+    let guard = |outcome| {
+        Some(Guard {
+            hazard: id,
+            reason: reason.clone(),
+            outcome,
+        })
+    };
+    if options.accepts(id) {
+        return (VolumeState::Trusted(usage), guard(GuardOutcome::Accepted));
+    }
+    match keep {
+        Some(mut keep) => {
+            coalesce(&mut keep);
+            usage.free = subtract(&usage.free, &keep);
+            (VolumeState::Trusted(usage), guard(GuardOutcome::Kept))
+        }
+        None => {
+            let g = guard(GuardOutcome::Refused);
+            (
+                VolumeState::Untrusted {
+                    fs: usage.fs,
+                    reason,
+                },
+                g,
+            )
+        }
+    }
 }
 
 /// `ranges` minus `holes` (both sorted and disjoint).

@@ -324,3 +324,72 @@ fn an_analyser_reading_outside_its_volume_makes_it_untrusted() {
     );
     assert!(a.free.is_empty());
 }
+
+/// An analyser of the whole disk that always answers `Guarded` with the toy bitmap's free
+/// space and a hazard whose keep ranges are `KEEP` (or unknown).
+#[derive(Debug)]
+struct Snapshotted(Option<&'static [Range<u64>]>);
+
+static SNAP_KNOWN: Snapshotted = Snapshotted(Some(&[4096..8192, 20_000..30_000]));
+static SNAP_UNKNOWN: Snapshotted = Snapshotted(None);
+
+impl FsAnalyzer for Snapshotted {
+    fn id(&self) -> &'static str {
+        "snap"
+    }
+
+    fn analyze(&self, volume: &dyn BlockDevice) -> Result<FsVerdict> {
+        Ok(FsVerdict::Guarded {
+            usage: FsUsage {
+                fs: "snap",
+                cluster_size: 512,
+                free: vec![1024..volume.size()],
+                details: Vec::new(),
+            },
+            hazard: crate::fs::Hazard {
+                id: "snapshots",
+                reason: "snapshots would lose their data".into(),
+                keep: self.0.map(<[Range<u64>]>::to_vec),
+            },
+        })
+    }
+}
+
+#[test]
+fn a_guarded_volume_keeps_what_its_hazard_needs_or_is_untrusted_unless_the_hazard_is_accepted()
+{
+    let d = Disk::new(1 << 16, 512);
+    let all = vec![1024..1 << 16];
+
+    let a = analyze_disk(&d, &[&SNAP_KNOWN]).unwrap();
+    assert_eq!(a.free, vec![1024..4096, 8192..20_000, 30_000..1 << 16]);
+    let g = a.volumes[0].guard.as_ref().unwrap();
+    assert_eq!((g.hazard, g.outcome), ("snapshots", GuardOutcome::Kept));
+
+    let a = analyze_disk(&d, &[&SNAP_UNKNOWN]).unwrap();
+    assert!(a.free.is_empty());
+    assert_eq!(
+        a.volumes[0].state,
+        VolumeState::Untrusted {
+            fs: "snap",
+            reason: "snapshots would lose their data".into()
+        }
+    );
+    assert_eq!(
+        a.volumes[0].guard.as_ref().unwrap().outcome,
+        GuardOutcome::Refused
+    );
+
+    // Another hazard's acceptance changes nothing; this one's frees everything.
+    let other = AnalysisOptions::default().accepting("something-else");
+    assert!(analyze_disk_with(&d, &[&SNAP_UNKNOWN], &other).unwrap().free.is_empty());
+    for analyser in [&SNAP_KNOWN, &SNAP_UNKNOWN] {
+        let yes = AnalysisOptions::default().accepting("snapshots");
+        let a = analyze_disk_with(&d, &[analyser], &yes).unwrap();
+        assert_eq!(a.free, all);
+        assert_eq!(
+            a.volumes[0].guard.as_ref().unwrap().outcome,
+            GuardOutcome::Accepted
+        );
+    }
+}
