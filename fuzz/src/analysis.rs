@@ -109,7 +109,7 @@ pub fn exercise(bytes: Vec<u8>) {
         .analyze(&disk)
         .expect("an in-memory volume never fails a read")
     {
-        FsVerdict::Analysed(usage) => {
+        FsVerdict::Analysed(usage) | FsVerdict::Guarded { usage, .. } => {
             assert_well_formed(&usage.free, len, "ntfs free ranges");
             assert!(
                 usage.cluster_size.is_power_of_two(),

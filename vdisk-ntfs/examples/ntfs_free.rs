@@ -33,10 +33,13 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let verdict = vdisk_ntfs::ANALYZER.analyze(&RawFile(file, size))?;
     let elapsed = start.elapsed();
-    match verdict {
+    match &verdict {
         FsVerdict::NotMine => println!("{path}: not ntfs"),
         FsVerdict::Untrusted { reason, .. } => println!("{path}: untrusted: {reason}"),
-        FsVerdict::Analysed(usage) => {
+        FsVerdict::Analysed(usage) | FsVerdict::Guarded { usage, .. } => {
+            if let FsVerdict::Guarded { hazard, .. } = &verdict {
+                println!("guarded ({}): {}", hazard.id, hazard.reason);
+            }
             for (k, v) in &usage.details {
                 println!("{k}: {v}");
             }

@@ -15,6 +15,8 @@
 //!                   hiberfil.sys header (hiberfile) ── hibernated ─────► Untrusted
 //!                   $Bitmap streamed in 1 MiB chunks (bitmap) → free cluster runs;
 //!                   boot sector, $MFT, $MFTMirr, $LogFile, $Bitmap clusters must be used
+//!     shadow_copies VSS header at 0x1e00, catalog lists shadow copies ──► Guarded
+//!                   (hazard "shadow-copies", bytes to keep unknown)
 //!     ─────────────────────────────────────────────────────────────────► Analysed(FsUsage)
 //! ```
 //!
@@ -40,17 +42,21 @@ mod boot_sector;
 mod hiberfile;
 mod logfile;
 mod reader;
+mod shadow_copies;
 mod volume;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use vdisk_core::{BlockDevice, FsAnalyzer, FsVerdict, Result};
+use vdisk_core::{BlockDevice, FsAnalyzer, FsUsage, FsVerdict, Hazard, Result};
 
 use crate::boot_sector::{BOOT_SECTOR_LEN, BootSector, BootVerdict};
 use crate::reader::VolumeReader;
+use crate::shadow_copies::ShadowCopies;
 
 /// The analyser id.
 const ID: &str = "ntfs";
+/// The hazard named when the volume has shadow copies: the id a user accepts to reclaim anyway.
+pub const SHADOW_COPIES: &str = "shadow-copies";
 /// Metadata bytes an analysis may read besides `$Bitmap`: MFT records, `$UpCase` (128 KiB),
 /// the journal's restart pages, directory index records. Far above what a sound volume needs.
 const METADATA_BUDGET: u64 = 256 << 20;
@@ -88,7 +94,7 @@ impl FsAnalyzer for NtfsAnalyzer {
             return Err(device_error);
         }
         Ok(match outcome {
-            Ok(Ok(usage)) => FsVerdict::Analysed(usage),
+            Ok(Ok(usage)) => guard_shadow_copies(volume, usage)?,
             Ok(Err(_)) if reader.exhausted() => untrusted(
                 "ntfs metadata is damaged: reading it did not finish within the expected size"
                     .into(),
@@ -97,6 +103,30 @@ impl FsAnalyzer for NtfsAnalyzer {
             Err(_) => untrusted("ntfs metadata is damaged: the ntfs reader gave up on it".into()),
         })
     }
+}
+
+/// `Analysed(usage)`, or `Guarded` if the volume has shadow copies: see [`shadow_copies`].
+fn guard_shadow_copies(volume: &dyn BlockDevice, mut usage: FsUsage) -> Result<FsVerdict> {
+    let why = match shadow_copies::find(volume)? {
+        ShadowCopies::None => return Ok(FsVerdict::Analysed(usage)),
+        ShadowCopies::Present(n) => {
+            usage
+                .details
+                .push(("shadow_copies".to_owned(), n.to_string()));
+            String::new()
+        }
+        ShadowCopies::Unreadable(why) => format!(" (the shadow copy catalog is damaged: {why})"),
+    };
+    Ok(FsVerdict::Guarded {
+        usage,
+        hazard: Hazard {
+            id: SHADOW_COPIES,
+            reason: format!(
+                "volume has shadow copies (restore points); their data would be lost{why}"
+            ),
+            keep: None,
+        },
+    })
 }
 
 fn untrusted(reason: String) -> FsVerdict {
