@@ -79,6 +79,11 @@ pub struct CompactArgs {
     /// children read whatever the parent now holds): only for children you will discard.
     #[arg(long)]
     pub force: bool,
+    /// Reclaim the free space of NTFS volumes that have shadow copies (System Restore points,
+    /// Previous Versions). Snapshots read deleted files' clusters from that free space, so
+    /// their data is lost. Without this option such volumes get the zero scan only.
+    #[arg(long)]
+    pub discard_shadow_copies: bool,
     /// Print one JSON object per file (JSON Lines) on stdout.
     #[arg(long)]
     pub json: bool,

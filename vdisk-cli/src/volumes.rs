@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use vdisk_core::partition::Layout;
-use vdisk_core::{DiskAnalysis, Mode, VolumeReport, VolumeState};
+use vdisk_core::{DiskAnalysis, Guard, GuardOutcome, Mode, VolumeReport, VolumeState};
 
 /// The notes a compaction in `mode` prints about `analysis`: the table's own notes, an unknown
 /// table, and each volume that is untrusted or unrecognised, with what happens there instead.
@@ -22,10 +22,18 @@ pub fn notes(analysis: &DiskAnalysis, mode: Mode) -> Vec<String> {
         Layout::Unpartitioned => {}
     }
     for v in &analysis.volumes {
+        if let Some(g) = &v.guard {
+            notes.extend(guard_note(v, g));
+        }
         match &v.state {
             VolumeState::Trusted(_) => {}
             VolumeState::Untrusted { fs, reason } => {
-                notes.push(format!("{} ({fs}): {reason}; {instead}", v.name()));
+                let anyway = match &v.guard {
+                    // The CLI names each hazard's option `--discard-<hazard>`.
+                    Some(g) => format!(" (--discard-{} reclaims it anyway)", g.hazard),
+                    None => String::new(),
+                };
+                notes.push(format!("{} ({fs}): {reason}; {instead}{anyway}", v.name()));
             }
             VolumeState::Unrecognised => {
                 let what = match &v.partition {
@@ -46,6 +54,25 @@ pub fn notes(analysis: &DiskAnalysis, mode: Mode) -> Vec<String> {
         );
     }
     notes
+}
+
+/// What a compaction says about a volume's hazard beyond its untrusted note.
+fn guard_note(v: &VolumeReport, g: &Guard) -> Option<String> {
+    let fs = v.fs().unwrap_or("?");
+    match g.outcome {
+        GuardOutcome::Accepted => Some(format!(
+            "{} ({fs}): {}; --discard-{}: reclaimed anyway, so that data is discarded",
+            v.name(),
+            g.reason,
+            g.hazard
+        )),
+        GuardOutcome::Kept => Some(format!(
+            "{} ({fs}): {}: the space they need is kept",
+            v.name(),
+            g.reason
+        )),
+        GuardOutcome::Refused => None,
+    }
 }
 
 /// One volume in `--json` output.
@@ -69,6 +96,8 @@ pub struct VolumeJson {
     cluster_size: Option<u64>,
     /// Why an untrusted file system is not used.
     reason: Option<String>,
+    /// The hazard the analyser named ("shadow-copies"), if any.
+    hazard: Option<&'static str>,
 }
 
 impl VolumeJson {
@@ -89,6 +118,7 @@ impl VolumeJson {
             free_bytes: v.free_bytes(),
             cluster_size,
             reason,
+            hazard: v.guard.as_ref().map(|g| g.hazard),
         }
     }
 }

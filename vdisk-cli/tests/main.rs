@@ -31,6 +31,7 @@ mod main {
     mod retrim;
     pub mod roundtrip;
     mod selftest;
+    mod shadow_copies;
     mod symlinks;
     mod vhdx;
 }

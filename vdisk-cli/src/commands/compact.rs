@@ -4,7 +4,7 @@ use std::path::Path;
 
 use vdisk_core::{
     BlockDevice, CancelToken, CompactOptions, CompactReport, Compactor, DiskAnalysis, Error,
-    ErrorKind, GenericCompactor, ImageKind, OpenOptions, ParentPolicy, Registry, analyze_disk,
+    ErrorKind, GenericCompactor, ImageKind, OpenOptions, ParentPolicy, Registry, analyze_disk_with,
 };
 
 use crate::children::ChildIndex;
@@ -104,7 +104,8 @@ fn compact_one(
     let refused = image.kind() == ImageKind::Fixed && mode.moves_blocks();
     let analysis = if mode.uses_file_system() && !refused {
         let disk: &dyn BlockDevice = &*image;
-        let analysis = analyze_disk(disk, registry::analyzers()).map_err(untouched)?;
+        let analysis = analyze_disk_with(disk, registry::analyzers(), &analysis_options(args))
+            .map_err(untouched)?;
         for n in volumes::notes(&analysis, mode) {
             vdisk_core::Progress::note(&bar, &n);
         }
@@ -149,4 +150,13 @@ fn compact_one(
         notes,
         analysis,
     })
+}
+
+/// The hazards the user accepted on the command line.
+fn analysis_options(args: &CompactArgs) -> vdisk_core::AnalysisOptions {
+    let mut options = vdisk_core::AnalysisOptions::default();
+    if args.discard_shadow_copies {
+        options = options.accepting(vdisk_ntfs::SHADOW_COPIES);
+    }
+    options
 }
