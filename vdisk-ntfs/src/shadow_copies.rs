@@ -118,7 +118,10 @@ pub(crate) fn find(volume: &dyn BlockDevice) -> Result<ShadowCopies> {
                 "its catalog does not end".to_string(),
             ));
         }
-        if next.checked_add(CATALOG_BLOCK as u64).is_none_or(|end| end > size) {
+        if next
+            .checked_add(CATALOG_BLOCK as u64)
+            .is_none_or(|end| end > size)
+        {
             return Ok(ShadowCopies::Unreadable(format!(
                 "its catalog at offset {next:#x} is outside the volume"
             )));
@@ -193,10 +196,7 @@ mod tests {
         // Store locations alone: this volume only holds another volume's store files.
         let none = volume(&[(65536 + 128, 3), (98304 + 128, 1)]);
         assert_eq!(find(&Bytes(none)).unwrap(), ShadowCopies::None);
-        assert_eq!(
-            find(&Bytes(vec![0; 1 << 16])).unwrap(),
-            ShadowCopies::None
-        );
+        assert_eq!(find(&Bytes(vec![0; 1 << 16])).unwrap(), ShadowCopies::None);
     }
 
     #[test]

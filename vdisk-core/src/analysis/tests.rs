@@ -356,8 +356,7 @@ impl FsAnalyzer for Snapshotted {
 }
 
 #[test]
-fn a_guarded_volume_keeps_what_its_hazard_needs_or_is_untrusted_unless_the_hazard_is_accepted()
-{
+fn a_guarded_volume_keeps_what_its_hazard_needs_or_is_untrusted_unless_the_hazard_is_accepted() {
     let d = Disk::new(1 << 16, 512);
     let all = vec![1024..1 << 16];
 
@@ -382,7 +381,12 @@ fn a_guarded_volume_keeps_what_its_hazard_needs_or_is_untrusted_unless_the_hazar
 
     // Another hazard's acceptance changes nothing; this one's frees everything.
     let other = AnalysisOptions::default().accepting("something-else");
-    assert!(analyze_disk_with(&d, &[&SNAP_UNKNOWN], &other).unwrap().free.is_empty());
+    assert!(
+        analyze_disk_with(&d, &[&SNAP_UNKNOWN], &other)
+            .unwrap()
+            .free
+            .is_empty()
+    );
     for analyser in [&SNAP_KNOWN, &SNAP_UNKNOWN] {
         let yes = AnalysisOptions::default().accepting("snapshots");
         let a = analyze_disk_with(&d, &[analyser], &yes).unwrap();
