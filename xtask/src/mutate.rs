@@ -47,7 +47,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         Some(b) => b,
         None => crate::shared::build_vdisk()?,
     };
-    let work = crate::shared::target_dir().join("mutate");
+    // One folder per run shape, so runs of different formats can go side by side.
+    let formats_name: Vec<&str> = formats.iter().map(|f| f.name()).collect();
+    let work = crate::shared::target_dir()
+        .join("mutate")
+        .join(format!("{}-seed{seed}", formats_name.join("-")));
     let vdisk = std::path::absolute(&vdisk).map_err(|e| format!("{}: {e}", vdisk.display()))?;
     let mut cfg = mutfuzz::Config::new(vdisk, work);
     cfg.formats = formats;

@@ -72,27 +72,27 @@ pub fn spans(format: Format, bytes: &[u8]) -> Vec<Span> {
 
 fn be32(b: &[u8], at: u64) -> Option<u32> {
     let at = usize::try_from(at).ok()?;
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_be_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 
 fn be64(b: &[u8], at: u64) -> Option<u64> {
     let at = usize::try_from(at).ok()?;
-    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    Some(u64::from_be_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
 fn le16(b: &[u8], at: u64) -> Option<u16> {
     let at = usize::try_from(at).ok()?;
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(b.get(at..at.checked_add(2)?)?.try_into().ok()?))
 }
 
 fn le32(b: &[u8], at: u64) -> Option<u32> {
     let at = usize::try_from(at).ok()?;
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 
 fn le64(b: &[u8], at: u64) -> Option<u64> {
     let at = usize::try_from(at).ok()?;
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
 fn span(name: &'static str, start: u64, len: u64, shape: Shape, weight: u32) -> Span {
@@ -147,7 +147,7 @@ fn vhd_spans(b: &[u8]) -> Vec<Span> {
     let block = u64::from(be32(b, dyn_at + 32).unwrap_or(0));
     out.push(span("bat", table, entries * 4, Shape::VhdBat, 25));
     for i in 0..8 {
-        let at = dyn_at + 576 + 24 * i;
+        let at = dyn_at.saturating_add(576 + 24 * i);
         if be32(b, at).unwrap_or(0) == 0 {
             continue;
         }
@@ -159,12 +159,12 @@ fn vhd_spans(b: &[u8]) -> Vec<Span> {
     // The first allocated block: its sector bitmap and data.
     let bitmap = (block / 512).div_ceil(8).next_multiple_of(512);
     let first = (0..entries)
-        .filter_map(|i| be32(b, table + 4 * i))
+        .filter_map(|i| be32(b, table.saturating_add(4 * i)))
         .find(|&e| e != u32::MAX);
     if let Some(sector) = first {
         let at = u64::from(sector) * 512;
         out.push(span("block-bitmap", at, bitmap, Shape::Data, 5));
-        out.push(span("block-data", at + bitmap, block.min(1 << 16), Shape::Data, 2));
+        out.push(span("block-data", at.saturating_add(bitmap), block.min(1 << 16), Shape::Data, 2));
     }
     inside(out, len)
 }
@@ -234,26 +234,26 @@ fn vhdx_spans(b: &[u8]) -> Vec<Span> {
         out.push(span("bat", off, rlen.min(1 << 20), Shape::VhdxBat, 25));
     }
     if let Some((moff, _)) = meta {
-        let count = u64::from(le16(b, moff + 10).unwrap_or(0)).min(2047);
+        let count = u64::from(le16(b, moff.saturating_add(10)).unwrap_or(0)).min(2047);
         out.push(span("metadata-table", moff, 32 + 32 * count, Shape::Fields, 12));
         for i in 0..count {
-            let at = moff + 32 + 32 * i;
-            let item_off = u64::from(le32(b, at + 16).unwrap_or(0));
-            let item_len = u64::from(le32(b, at + 20).unwrap_or(0)).min(1 << 16);
-            let is_locator = b.get(at as usize..at as usize + 16)
+            let at = moff.saturating_add(32 + 32 * i);
+            let item_off = u64::from(le32(b, at.saturating_add(16)).unwrap_or(0));
+            let item_len = u64::from(le32(b, at.saturating_add(20)).unwrap_or(0)).min(1 << 16);
+            let is_locator = usize::try_from(at).ok().and_then(|a| b.get(a..a.checked_add(16)?))
                 == Some(&guid(PARENT_LOCATOR_GUID)[..]);
             let (name, weight) = if is_locator {
                 ("parent-locator", 8)
             } else {
                 ("metadata-item", 4)
             };
-            out.push(span(name, moff + item_off, item_len, Shape::Fields, weight));
+            out.push(span(name, moff.saturating_add(item_off), item_len, Shape::Fields, weight));
         }
     }
     // The first payload block a BAT entry points at.
     if let Some((off, rlen)) = bat {
         let first = (0..rlen.min(1 << 20) / 8)
-            .filter_map(|i| le64(b, off + 8 * i))
+            .filter_map(|i| le64(b, off.saturating_add(8 * i)))
             .find(|e| e & 7 == 6 || e & 7 == 7);
         if let Some(e) = first {
             out.push(span("block-data", (e >> 20) << 20, 1 << 16, Shape::Data, 2));
@@ -280,14 +280,14 @@ pub fn fix_checksums(format: Format, b: &mut [u8]) {
             }
             let mut dyn_at = None;
             for f in footers {
-                if b.get(f..f + 8) == Some(b"conectix") {
+                if b.get(f..f.saturating_add(8)) == Some(b"conectix") {
                     set_vhd_sum(&mut b[f..f + 512], 64);
                     dyn_at = be64(b, f as u64 + 16).and_then(|d| usize::try_from(d).ok());
                 }
             }
             if let Some(d) = dyn_at
-                && b.get(d..d + 8) == Some(b"cxsparse")
-                && d + 1024 <= len
+                && b.get(d..d.saturating_add(8)) == Some(b"cxsparse")
+                && d.saturating_add(1024) <= len
             {
                 set_vhd_sum(&mut b[d..d + 1024], 36);
             }
@@ -305,10 +305,10 @@ pub fn fix_checksums(format: Format, b: &mut [u8]) {
             }
             let head = vhdx_current_header(b);
             if let Some(log_at) = le64(b, head + 72).and_then(|l| usize::try_from(l).ok())
-                && b.get(log_at..log_at + 4) == Some(b"loge")
-                && let Some(n) = le32(b, log_at as u64 + 8).map(|n| n as usize)
+                && b.get(log_at..log_at.saturating_add(4)) == Some(b"loge")
+                && let Some(n) = le32(b, (log_at as u64).saturating_add(8)).map(|n| n as usize)
                 && n >= 64
-                && log_at + n <= b.len()
+                && log_at.saturating_add(n) <= b.len()
             {
                 set_crc32c(&mut b[log_at..log_at + n]);
             }
@@ -392,4 +392,56 @@ pub fn vhdx_log_pending(b: &[u8]) -> bool {
         (Some(x), None) | (None, Some(x)) => x.1,
         (None, None) => false,
     }
+}
+
+const FILE_PARAMETERS_GUID: &str = "CAA16737-FA36-4D43-B3B6-33F0AA44E76B";
+const LOGICAL_SECTOR_GUID: &str = "8141BF1D-A96F-4709-BA47-F233A8FAAB5F";
+
+/// Block size and the payload blocks in state ZERO of a VHDX (read as the file says, no
+/// validation). ZERO reads zeros even in a differencing image (the spec defines the block's
+/// content as zero); libvhdi reads such a block of a child through to the parent, so the
+/// oracle reads these blocks as zeros itself. `None` when the tables cannot be found.
+pub fn vhdx_zero_blocks(b: &[u8]) -> Option<(u64, Vec<u64>)> {
+    let rt = 192u64 << 10;
+    let n = u64::from(le32(b, rt + 8)?).min(2047);
+    let (mut bat, mut meta) = (None, None);
+    for i in 0..n {
+        let at = rt + 16 + 32 * i;
+        let id = b.get(usize::try_from(at).ok()?..usize::try_from(at.saturating_add(16)).ok()?)?;
+        let off = le64(b, at + 16)?;
+        let len = u64::from(le32(b, at + 24)?);
+        if id == guid(BAT_GUID) {
+            bat = Some((off, len));
+        } else if id == guid(METADATA_GUID) {
+            meta = Some(off);
+        }
+    }
+    let (moff, (boff, blen)) = (meta?, bat?);
+    let (mut block, mut sector) = (None, None);
+    for i in 0..u64::from(le16(b, moff.saturating_add(10))?).min(2047) {
+        let at = moff.saturating_add(32 + 32 * i);
+        let id = b.get(usize::try_from(at).ok()?..usize::try_from(at.saturating_add(16)).ok()?)?;
+        let item = moff.saturating_add(u64::from(le32(b, at.saturating_add(16))?));
+        if id == guid(FILE_PARAMETERS_GUID) {
+            block = le32(b, item).map(u64::from);
+        } else if id == guid(LOGICAL_SECTOR_GUID) {
+            sector = le32(b, item).map(u64::from);
+        }
+    }
+    let (block, sector) = (block.filter(|&x| x > 0)?, sector.filter(|&x| x > 0)?);
+    let chunk = ((1u64 << 23) * sector / block).max(1);
+    let mut zero = Vec::new();
+    let (mut index, mut payload) = (0u64, 0u64);
+    while index < blen.min(1 << 24) / 8 {
+        if (index + 1) % (chunk + 1) == 0 {
+            index += 1;
+            continue;
+        }
+        if le64(b, boff.saturating_add(8 * index))? & 7 == 2 {
+            zero.push(payload);
+        }
+        index += 1;
+        payload += 1;
+    }
+    Some((block, zero))
 }

@@ -185,26 +185,38 @@ pub fn qemu_check(format: Format, file: &Path) -> (bool, String) {
 
 const PYVHDI: &str = "
 import hashlib, sys, pyvhdi
-f = pyvhdi.file(); f.open(sys.argv[1])
-if len(sys.argv) > 2:
-    p = pyvhdi.file(); p.open(sys.argv[2]); f.set_parent(p)
+path, parent, block = sys.argv[1], sys.argv[2], int(sys.argv[3])
+zero = set(int(x) for x in sys.argv[4].split(',') if x)
+f = pyvhdi.file(); f.open(path)
+if parent:
+    p = pyvhdi.file(); p.open(parent); f.set_parent(p)
 n = f.get_media_size(); h = hashlib.sha256(); off = 0
+step = block if block else 1 << 20
 while off < n:
-    want = min(1 << 20, n - off)
-    b = f.read_buffer_at_offset(want, off)
+    want = min(step, n - off)
+    if block and off // block in zero:
+        b = bytes(want)
+    else:
+        b = f.read_buffer_at_offset(want, off)
     if len(b) != want: sys.exit('short read')
     h.update(b); off += want
 print(n, h.hexdigest())
 ";
 
 /// What libvhdi reads through `file` (with `parent` set): media size and SHA-256, or why
-/// it refused.
-pub fn libvhdi_digest(file: &Path, parent: Option<&Path>) -> Result<String, String> {
+/// it refused. `zero`: block size and the blocks to read as zeros instead (VHDX blocks in
+/// state ZERO, which libvhdi reads through to the parent).
+pub fn libvhdi_digest(
+    file: &Path,
+    parent: Option<&Path>,
+    zero: Option<(u64, Vec<u64>)>,
+) -> Result<String, String> {
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.arg("-c").arg(PYVHDI).arg(file);
-    if let Some(p) = parent {
-        cmd.arg(p);
-    }
+    cmd.arg(parent.map(Path::as_os_str).unwrap_or_default());
+    let (block, list) = zero.unwrap_or_default();
+    let list: Vec<String> = list.iter().map(u64::to_string).collect();
+    cmd.arg(block.to_string()).arg(list.join(","));
     cmd.env("PYTHONDONTWRITEBYTECODE", "1");
     let out = cmd
         .stdin(Stdio::null())
