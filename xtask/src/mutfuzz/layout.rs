@@ -72,27 +72,37 @@ pub fn spans(format: Format, bytes: &[u8]) -> Vec<Span> {
 
 fn be32(b: &[u8], at: u64) -> Option<u32> {
     let at = usize::try_from(at).ok()?;
-    Some(u32::from_be_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_be_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 fn be64(b: &[u8], at: u64) -> Option<u64> {
     let at = usize::try_from(at).ok()?;
-    Some(u64::from_be_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_be_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 fn le16(b: &[u8], at: u64) -> Option<u16> {
     let at = usize::try_from(at).ok()?;
-    Some(u16::from_le_bytes(b.get(at..at.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 
 fn le32(b: &[u8], at: u64) -> Option<u32> {
     let at = usize::try_from(at).ok()?;
-    Some(u32::from_le_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 fn le64(b: &[u8], at: u64) -> Option<u64> {
     let at = usize::try_from(at).ok()?;
-    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 fn span(name: &'static str, start: u64, len: u64, shape: Shape, weight: u32) -> Span {
@@ -133,7 +143,13 @@ fn vhd_spans(b: &[u8]) -> Vec<Span> {
     let disk_type = be32(b, footer_at + 60).unwrap_or(0);
     if disk_type == 2 {
         out.push(span("guest-first-sector", 0, 512, Shape::Data, 2));
-        out.push(span("guest-data", 512, end.saturating_sub(512), Shape::Data, 2));
+        out.push(span(
+            "guest-data",
+            512,
+            end.saturating_sub(512),
+            Shape::Data,
+            2,
+        ));
         return inside(out, len);
     }
     out.push(span("footer-copy", 0, 512, Shape::Fields, 8));
@@ -164,7 +180,13 @@ fn vhd_spans(b: &[u8]) -> Vec<Span> {
     if let Some(sector) = first {
         let at = u64::from(sector) * 512;
         out.push(span("block-bitmap", at, bitmap, Shape::Data, 5));
-        out.push(span("block-data", at.saturating_add(bitmap), block.min(1 << 16), Shape::Data, 2));
+        out.push(span(
+            "block-data",
+            at.saturating_add(bitmap),
+            block.min(1 << 16),
+            Shape::Data,
+            2,
+        ));
     }
     inside(out, len)
 }
@@ -210,7 +232,10 @@ fn vhdx_spans(b: &[u8]) -> Vec<Span> {
     let log_len = u64::from(le32(b, head + 68).unwrap_or(0)).min(1 << 30);
     let log_at = le64(b, head + 72).unwrap_or(0);
     out.push(span("log", log_at, log_len.min(64 << 10), Shape::Fields, 6));
-    for (name, rt) in [("region-table1", 192u64 << 10), ("region-table2", 256 << 10)] {
+    for (name, rt) in [
+        ("region-table1", 192u64 << 10),
+        ("region-table2", 256 << 10),
+    ] {
         let n = u64::from(le32(b, rt + 8).unwrap_or(0)).min(16);
         out.push(span(name, rt, 16 + 32 * n.max(2), Shape::Fields, 10));
     }
@@ -235,19 +260,33 @@ fn vhdx_spans(b: &[u8]) -> Vec<Span> {
     }
     if let Some((moff, _)) = meta {
         let count = u64::from(le16(b, moff.saturating_add(10)).unwrap_or(0)).min(2047);
-        out.push(span("metadata-table", moff, 32 + 32 * count, Shape::Fields, 12));
+        out.push(span(
+            "metadata-table",
+            moff,
+            32 + 32 * count,
+            Shape::Fields,
+            12,
+        ));
         for i in 0..count {
             let at = moff.saturating_add(32 + 32 * i);
             let item_off = u64::from(le32(b, at.saturating_add(16)).unwrap_or(0));
             let item_len = u64::from(le32(b, at.saturating_add(20)).unwrap_or(0)).min(1 << 16);
-            let is_locator = usize::try_from(at).ok().and_then(|a| b.get(a..a.checked_add(16)?))
+            let is_locator = usize::try_from(at)
+                .ok()
+                .and_then(|a| b.get(a..a.checked_add(16)?))
                 == Some(&guid(PARENT_LOCATOR_GUID)[..]);
             let (name, weight) = if is_locator {
                 ("parent-locator", 8)
             } else {
                 ("metadata-item", 4)
             };
-            out.push(span(name, moff.saturating_add(item_off), item_len, Shape::Fields, weight));
+            out.push(span(
+                name,
+                moff.saturating_add(item_off),
+                item_len,
+                Shape::Fields,
+                weight,
+            ));
         }
     }
     // The first payload block a BAT entry points at.
@@ -264,7 +303,9 @@ fn vhdx_spans(b: &[u8]) -> Vec<Span> {
 
 /// VHD checksum: one's complement of the byte sum of `bytes` (the field already zeroed).
 fn vhd_sum(bytes: &[u8]) -> u32 {
-    !bytes.iter().fold(0u32, |s, &x| s.wrapping_add(u32::from(x)))
+    !bytes
+        .iter()
+        .fold(0u32, |s, &x| s.wrapping_add(u32::from(x)))
 }
 
 /// Recomputes every checksum a mutation may have broken, so it reaches the code behind the

@@ -223,7 +223,11 @@ impl fmt::Display for Report {
                     f,
                     "  {:<20} {runs:>7} {cmp:>9} {un:>11}  {}",
                     key.1,
-                    if classes.is_empty() { "-" } else { classes.trim_end() }
+                    if classes.is_empty() {
+                        "-"
+                    } else {
+                        classes.trim_end()
+                    }
                 )?;
             }
         }
@@ -471,7 +475,10 @@ impl<'a> Worker<'a> {
             .as_ref()
             .and_then(|p| p.file_name())
             .map(|n| self.dir.join(n));
-        let replayed = self.dir.join("orig").join(format!("replayed.{}", format.ext()));
+        let replayed = self
+            .dir
+            .join("orig")
+            .join(format!("replayed.{}", format.ext()));
         let oracle = input.oracle.get_or_insert_with(|| match &parent {
             // libvhdi does not replay a pending log: its view is not the content then.
             Some(_) if format == Format::Vhdx && layout::vhdx_log_pending(bytes) => None,
@@ -529,7 +536,12 @@ impl<'a> Worker<'a> {
         }
         if input.vdisk_check == Some(true) {
             let name = format!("case.{}", format.ext());
-            let c = oracle::run_vdisk(&self.cfg.vdisk, &self.dir, &["check", &name], &self.cfg.limits);
+            let c = oracle::run_vdisk(
+                &self.cfg.vdisk,
+                &self.dir,
+                &["check", &name],
+                &self.cfg.limits,
+            );
             if c.code != Some(0) {
                 return Ok(Verdict::Fail(
                     "vdisk-check-fails-after",
@@ -666,4 +678,3 @@ pub fn parse_formats(s: &str) -> Result<Vec<Format>, String> {
         other => Err(format!("--format takes vhd, vhdx or all, not {other:?}")),
     }
 }
-

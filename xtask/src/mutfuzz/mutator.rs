@@ -156,7 +156,12 @@ impl Mutation {
 /// Offsets of the structures, as a hostile entry would point at them.
 fn targets(spans: &[Span], file_len: u64) -> Vec<u64> {
     let mut t: Vec<u64> = spans.iter().map(|s| s.start).collect();
-    t.extend([0, file_len, file_len.saturating_sub(512), file_len + (1 << 20)]);
+    t.extend([
+        0,
+        file_len,
+        file_len.saturating_sub(512),
+        file_len + (1 << 20),
+    ]);
     t
 }
 
@@ -380,7 +385,12 @@ fn vhdx_bat_entry(rng: &mut Rng, s: &Span, b: &[u8], t: &[u64]) -> Edit {
         rng.below(entries)
     };
     let at = s.start + 8 * i;
-    let old = read_int(Format::Vhdx, b, usize::try_from(at).unwrap_or(usize::MAX), 8);
+    let old = read_int(
+        Format::Vhdx,
+        b,
+        usize::try_from(at).unwrap_or(usize::MAX),
+        8,
+    );
     let state = rng.pick(&[0u64, 1, 2, 3, 4, 5, 6, 7, 6, 3, 2]);
     let mb = match rng.below(6) {
         0 => 0,

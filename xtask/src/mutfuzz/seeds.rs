@@ -32,7 +32,9 @@ pub fn require(tool: &str, package: &str) -> Result<PathBuf, String> {
 }
 
 fn sh(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -116,7 +118,11 @@ pub fn make(vdisk: &Path, dir: &Path, formats: &[Format]) -> Result<Vec<Seed>, S
             .args(["create", "-q", "-f", "vpc", "-o", "subformat=fixed"])
             .arg(p("vhd-fixed", f))
             .arg("3M"))?;
-        qemu_io(f, &p("vhd-fixed", f), &["write -P 0x11 0 64k", "write -P 0x22 1M 4k"])?;
+        qemu_io(
+            f,
+            &p("vhd-fixed", f),
+            &["write -P 0x11 0 64k", "write -P 0x22 1M 4k"],
+        )?;
         add("vhd-fixed", f, None);
 
         sh(Command::new(require("qemu-img", "qemu-utils")?)
@@ -126,14 +132,27 @@ pub fn make(vdisk: &Path, dir: &Path, formats: &[Format]) -> Result<Vec<Seed>, S
         qemu_io(
             f,
             &p("vhd-dynamic-qemu", f),
-            &["write -P 0x33 0 100k", "write -P 0 2M 2M", "write -P 0x44 4M 512"],
+            &[
+                "write -P 0x33 0 100k",
+                "write -P 0 2M 2M",
+                "write -P 0x44 4M 512",
+            ],
         )?;
         add("vhd-dynamic-qemu", f, None);
 
         let dynamic = p("vhd-dynamic", f);
         vdisk_create(
             vdisk,
-            &["--format", "vhd", "--type", "dynamic", "--size", "2M", "--block-size", "64K"],
+            &[
+                "--format",
+                "vhd",
+                "--type",
+                "dynamic",
+                "--size",
+                "2M",
+                "--block-size",
+                "64K",
+            ],
             &dynamic,
         )?;
         qemu_io(
@@ -164,7 +183,12 @@ pub fn make(vdisk: &Path, dir: &Path, formats: &[Format]) -> Result<Vec<Seed>, S
         write(
             f,
             &child,
-            &[(0, 0x88, 4096), (128 << 10, 0, 65536), (64 << 10, 0, 4096), (600 << 10, 0x99, 8192)],
+            &[
+                (0, 0x88, 4096),
+                (128 << 10, 0, 65536),
+                (64 << 10, 0, 4096),
+                (600 << 10, 0x99, 8192),
+            ],
         )?;
         add("vhd-child", f, Some(base));
     }
@@ -172,7 +196,14 @@ pub fn make(vdisk: &Path, dir: &Path, formats: &[Format]) -> Result<Vec<Seed>, S
         let f = Format::Vhdx;
         let fixed = p("vhdx-fixed", f);
         sh(Command::new(require("qemu-img", "qemu-utils")?)
-            .args(["create", "-q", "-f", "vhdx", "-o", "subformat=fixed,block_size=1M,log_size=1M"])
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "vhdx",
+                "-o",
+                "subformat=fixed,block_size=1M,log_size=1M",
+            ])
             .arg(&fixed)
             .arg("4M"))?;
         qemu_io(f, &fixed, &["write -P 0x11 0 64k", "write -P 0x22 2M 4k"])?;
@@ -181,13 +212,25 @@ pub fn make(vdisk: &Path, dir: &Path, formats: &[Format]) -> Result<Vec<Seed>, S
 
         let q = p("vhdx-dynamic-qemu", f);
         sh(Command::new(require("qemu-img", "qemu-utils")?)
-            .args(["create", "-q", "-f", "vhdx", "-o", "block_size=1M,log_size=1M"])
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "vhdx",
+                "-o",
+                "block_size=1M,log_size=1M",
+            ])
             .arg(&q)
             .arg("6M"))?;
         qemu_io(
             f,
             &q,
-            &["write -P 0x33 0 100k", "write -P 0 1M 1M", "write -P 0x44 3M 4k", "write -P 0x45 4M 4k"],
+            &[
+                "write -P 0x33 0 100k",
+                "write -P 0 1M 1M",
+                "write -P 0x44 3M 4k",
+                "write -P 0x45 4M 4k",
+            ],
         )?;
         // Block 4 trimmed by the guest (UNMAPPED, own offset kept), block 5 marked ZERO.
         set_vhdx_states(&q, &[(4, 3, true), (5, 2, false)])?;
@@ -196,7 +239,16 @@ pub fn make(vdisk: &Path, dir: &Path, formats: &[Format]) -> Result<Vec<Seed>, S
         let dynamic = p("vhdx-dynamic", f);
         vdisk_create(
             vdisk,
-            &["--format", "vhdx", "--type", "dynamic", "--size", "8M", "--block-size", "1M"],
+            &[
+                "--format",
+                "vhdx",
+                "--type",
+                "dynamic",
+                "--size",
+                "8M",
+                "--block-size",
+                "1M",
+            ],
             &dynamic,
         )?;
         qemu_io(
@@ -228,7 +280,12 @@ pub fn make(vdisk: &Path, dir: &Path, formats: &[Format]) -> Result<Vec<Seed>, S
         write(
             f,
             &child,
-            &[(0, 0x88, 4096), (1 << 20, 0, 1 << 20), (2 << 20, 0, 4096), (6 << 20, 0x99, 8192)],
+            &[
+                (0, 0x88, 4096),
+                (1 << 20, 0, 1 << 20),
+                (2 << 20, 0, 4096),
+                (6 << 20, 0x99, 8192),
+            ],
         )?;
         add("vhdx-child", f, Some(base));
     }
