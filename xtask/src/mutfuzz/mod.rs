@@ -18,6 +18,10 @@
 //! Used by `cargo xtask mutate` and by the fixed-seed slice in the CLI tests (included there
 //! with `#[path]`), so both run the same code.
 
+// Random numbers are cut to bytes on purpose, and every offset cast indexes an image held
+// in memory (a 64-bit host), so truncating casts are the point here, not a bug.
+#![allow(clippy::cast_possible_truncation)]
+
 pub mod layout;
 pub mod mutator;
 pub mod oracle;
@@ -295,8 +299,7 @@ pub fn run(cfg: &Config, log: &(dyn Fn(&str) + Sync)) -> Result<Report, String> 
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().map_err(|_| "a worker panicked".to_string())?)
-            .collect()
+            .try_for_each(|h| h.join().map_err(|_| "a worker panicked".to_string())?)
     });
     result?;
     total.into_inner().map_err(|_| "poisoned".to_string())
