@@ -22,6 +22,7 @@ mod main {
     mod in_use_vhdx;
     mod interrupted;
     mod killed;
+    mod mutate;
     mod ntfs;
     mod ntfs_crash;
     mod prop;
