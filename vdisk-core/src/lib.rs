@@ -5,7 +5,7 @@
 //! compaction primitives.
 //!
 //! ```text
-//!   CLI / library user
+//!   CLI / library user ─► compact_path(path, &Toolkit, &CompactRequest, ...)  (the entry point)
 //!        │  Registry::open_path(path)      (locks the file, detects the format)
 //!        ▼
 //!   FormatDriver (vdisk-vhd, vdisk-vhdx, ...; an open list, no enum here)
