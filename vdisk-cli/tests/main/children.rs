@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use vdisk_core::{
-    BlockDevice, CancelToken, CompactRequest, FsAnalyzer, Mode, NoProgress, OpenOptions, Registry,
-    Toolkit, compact_path,
+    CancelToken, CompactRequest, FsAnalyzer, Mode, NoProgress, OpenOptions, Registry, Toolkit,
+    compact_path,
 };
 
 use super::chain::libvhdi_chain;
