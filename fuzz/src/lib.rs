@@ -1,8 +1,8 @@
 //! What every vdisk fuzz target does with one input, and the oracles it checks.
 //!
 //! [`exercise`] opens the input read-only through a format driver and, if that works, reads
-//! both ends of every block and across each block start, runs the deep check and a compaction
-//! plan (reads only). Beyond "no panic":
+//! both ends of every block and across each block start, runs the deep check and a dry-run
+//! compaction through the library's entry point (reads only). Beyond "no panic":
 //! - a read-only open, its reads, check and plan never try to change the file (the file refuses
 //!   and records any attempt);
 //! - if `check` reports no error, every read inside the disk succeeds and reads past its end
@@ -16,10 +16,13 @@ pub mod sparse;
 use std::sync::{Arc, Mutex};
 
 use vdisk_core::{
-    BlockIndex, CancelToken, CompactOptions, Compactor, Error, ErrorKind, FormatDriver,
-    GenericCompactor, HostFile, MemFile, Mode, NoProgress, OpenOptions, Result, Severity,
-    image_info,
+    BlockIndex, CancelToken, CompactRequest, Error, ErrorKind, FormatDriver, FsAnalyzer,
+    HostFile, MemFile, Mode, NoProgress, OpenOptions, Registry, Result, Severity, Toolkit,
+    compact_image, image_info,
 };
+
+/// The file systems the dry-run compaction analyses, as `vdisk compact` does.
+static ANALYZERS: &[&dyn FsAnalyzer] = &[&vdisk_ntfs::ANALYZER];
 
 /// Most bytes read per input (keeps executions fast).
 const READ_BUDGET: u64 = 16 << 20;
@@ -82,10 +85,14 @@ pub fn exercise(driver: &dyn FormatDriver, bytes: Vec<u8>) {
         let past = image.read_at(&mut buf[..1], size);
         assert!(past.is_err(), "a read past the end of the disk succeeded");
     }
-    let c = GenericCompactor;
-    let _ = c.plan(
+    // The library's one entry point, as a dry run (reads only): file-system analysis, the
+    // zero scan and the plan. An in-memory image has no neighbours to look for children in.
+    let toolkit = Toolkit::new(Registry::new(&[]), ANALYZERS);
+    let request = CompactRequest::new(Mode::Full).dry_run(true);
+    let _ = compact_image(
         &mut *image,
-        &CompactOptions::new(Mode::Prezeroed),
+        &toolkit,
+        &request,
         &NoProgress,
         &CancelToken::new(),
     );

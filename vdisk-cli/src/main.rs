@@ -5,14 +5,13 @@
 //!                              │ registry::registry()   (the one list of format drivers)
 //!                              │ registry::analyzers()  (the one list of file systems)
 //!                              │ cli.parent_policy()    (--parent, --parent-dir → every open)
-//!                              │ children::children_of  (differencing images over a file)
+//!                              │ registry::toolkit()    (both, for core's compact_path)
 //!                              │ progress::Bar          (indicatif, stderr, terminals only)
 //!                              ▼
 //!                         report (human lines / JSON Lines) · exit (ErrorKind → exit code)
 //! ```
 #![forbid(unsafe_code)]
 
-mod children;
 mod cli;
 mod commands;
 mod exit;
@@ -39,7 +38,7 @@ fn main() -> ExitCode {
         Command::Compact(args) => {
             let cancel = CancelToken::new();
             install_interrupt_handler(&cancel);
-            commands::compact::run(args, &registry, &parents, &cancel)
+            commands::compact::run(args, &registry::toolkit(), &parents, &cancel)
         }
     };
     ExitCode::from(code)

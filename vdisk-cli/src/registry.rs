@@ -3,7 +3,7 @@
 
 use vdisk_core::{
     Confidence, DiskImage, Error, ErrorKind, FormatDriver, FsAnalyzer, HostFile, OpenOptions,
-    Registry, Result,
+    Registry, Result, Toolkit,
 };
 
 /// Every supported format driver, in detection priority order.
@@ -37,6 +37,12 @@ pub fn registry() -> Registry {
             .map(|f| f as &'static dyn FormatDriver),
     );
     Registry::new(&all)
+}
+
+/// The formats of [`registry`] and the file systems of [`analyzers`], for core's compaction
+/// entry point.
+pub fn toolkit() -> Toolkit {
+    Toolkit::new(registry(), ANALYZERS)
 }
 
 /// The registry of formats that can really be created and opened.

@@ -358,10 +358,7 @@ impl CompactJson {
 
 /// True if the compaction changes (or changed) nothing.
 pub fn nothing_to_reclaim(r: &CompactReport) -> bool {
-    r.blocks_reclaimed == 0
-        && r.blocks_moved == 0
-        && r.bytes_punched == 0
-        && r.bytes_after == r.bytes_before
+    vdisk_core::nothing_to_reclaim(r)
 }
 
 /// The one-line human summary of a compaction.

@@ -1,79 +1,10 @@
-//! What the file-system analysis found, in the words `compact` and `info` print: one note per
-//! volume whose free space is not used, and the JSON `volumes` array.
+//! What the file-system analysis found, in the words `compact` and `info` print: the JSON
+//! `volumes` array and `info`'s lines (the notes about unused volumes come from core's
+//! `volume_notes`).
 
 use serde::Serialize;
 use vdisk_core::partition::Layout;
-use vdisk_core::{DiskAnalysis, Guard, GuardOutcome, Mode, VolumeReport, VolumeState};
-
-/// The notes a compaction in `mode` prints about `analysis`: the table's own notes, an unknown
-/// table, and each volume that is untrusted or unrecognised, with what happens there instead.
-pub fn notes(analysis: &DiskAnalysis, mode: Mode) -> Vec<String> {
-    let instead = if mode.scans_for_zeros() {
-        "zero scan only"
-    } else {
-        "its free space is not reclaimed (quick mode does not scan for zero blocks)"
-    };
-    let mut notes = Vec::new();
-    match &analysis.layout {
-        Layout::Unknown { reason } => notes.push(format!(
-            "partition table not understood ({reason}); file-system free space is not used on this disk"
-        )),
-        Layout::Table(t) => notes.extend(t.notes.iter().cloned()),
-        Layout::Unpartitioned => {}
-    }
-    for v in &analysis.volumes {
-        if let Some(g) = &v.guard {
-            notes.extend(guard_note(v, g));
-        }
-        match &v.state {
-            VolumeState::Trusted(_) => {}
-            VolumeState::Untrusted { fs, reason } => {
-                let anyway = match &v.guard {
-                    // The CLI names each hazard's option `--discard-<hazard>`.
-                    Some(g) => format!(" (--discard-{} reclaims it anyway)", g.hazard),
-                    None => String::new(),
-                };
-                notes.push(format!("{} ({fs}): {reason}; {instead}{anyway}", v.name()));
-            }
-            VolumeState::Unrecognised => {
-                let what = match &v.partition {
-                    Some(p) => {
-                        format!("{}: no known file system ({})", v.name(), p.kind.describe())
-                    }
-                    None => "no partition table and no known file system on the disk".to_string(),
-                };
-                notes.push(format!("{what}; {instead}"));
-            }
-        }
-    }
-    if mode == Mode::Quick && !analysis.any_trusted() {
-        notes.push(
-            "quick: no trusted file system on this disk, so only blocks the image already marks \
-             trimmed are reclaimed; use --mode full to also reclaim all-zero blocks"
-                .to_string(),
-        );
-    }
-    notes
-}
-
-/// What a compaction says about a volume's hazard beyond its untrusted note.
-fn guard_note(v: &VolumeReport, g: &Guard) -> Option<String> {
-    let fs = v.fs().unwrap_or("?");
-    match g.outcome {
-        GuardOutcome::Accepted => Some(format!(
-            "{} ({fs}): {}; --discard-{}: reclaimed anyway, so that data is discarded",
-            v.name(),
-            g.reason,
-            g.hazard
-        )),
-        GuardOutcome::Kept => Some(format!(
-            "{} ({fs}): {}: the space they need is kept",
-            v.name(),
-            g.reason
-        )),
-        GuardOutcome::Refused => None,
-    }
-}
+use vdisk_core::{DiskAnalysis, VolumeReport, VolumeState};
 
 /// One volume in `--json` output.
 #[derive(Debug, Serialize)]

@@ -12,6 +12,7 @@ mod main {
     mod bad_input;
     mod chain;
     mod check_verdict;
+    mod children;
     mod cli;
     mod create;
     mod disk_full;

@@ -8,7 +8,7 @@ use crate::check::{CheckReport, Problem};
 use crate::error::{Error, ErrorKind, Result};
 use crate::host_file::{Access, HostFile, StdFile};
 use crate::image::{DiskImage, ImageKind};
-use crate::parent::{ChainContext, ParentPolicy};
+use crate::parent::{ChainContext, Locator, ParentPolicy};
 
 /// How sure a driver is that a file is in its format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -161,6 +161,41 @@ pub trait FormatDriver: Send + Sync + fmt::Debug + 'static {
             Err(e) => return Err(e),
         };
         Ok(CheckReport { problems })
+    }
+
+    /// The parent the image in `file` names, read from `file` alone: never opens, locks or
+    /// looks up another file (the caller resolves the locators, if it wants to, without
+    /// opening what they name). `Ok(None)` for an image that has no parent. This is how
+    /// [`crate::ChildIndex`] tells whether a neighbour of an image reads through it. Errors
+    /// as [`FormatDriver::open`] for a damaged file. The default answers
+    /// [`ErrorKind::Unsupported`]: the caller then cannot tell, and must act as if the file
+    /// might be a child.
+    fn parent_reference(&self, file: Box<dyn HostFile>) -> Result<Option<ParentReference>> {
+        let _ = file;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "this version cannot read which image a {} image is based on",
+                self.id()
+            ),
+        ))
+    }
+}
+
+/// What a differencing image stores about its parent, as [`FormatDriver::parent_reference`]
+/// reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParentReference {
+    /// The parent locators, in the order the format tries them (host paths come from
+    /// [`crate::parent::host_candidates`]).
+    pub locators: Vec<Locator>,
+}
+
+impl ParentReference {
+    /// A reference made of `locators`.
+    pub fn new(locators: Vec<Locator>) -> ParentReference {
+        ParentReference { locators }
     }
 }
 

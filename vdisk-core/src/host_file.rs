@@ -152,7 +152,25 @@ impl StdFile {
             };
             Error::io(e, what).with_path(path)
         })?;
-        Self::lock_and_wrap(file, path, writable)
+        Self::lock_and_wrap(file, path, writable, true)
+    }
+
+    /// Opens a file read-only for a quick look that must never wait or open the wrong thing,
+    /// such as looking for the differencing children of an image among its neighbours: only
+    /// a regular file is opened (never through a symbolic link in the last component, never a
+    /// FIFO, device or folder: those fail with [`ErrorKind::WrongType`] without being opened),
+    /// the open never blocks, and the shared lock is tried once: a file another program is
+    /// writing fails at once with [`ErrorKind::InUse`].
+    pub fn open_regular_no_wait(path: impl AsRef<Path>) -> Result<StdFile> {
+        let path = path.as_ref();
+        let file = sys::open_regular_file(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidInput {
+                Error::new(ErrorKind::WrongType, "not a regular file").with_path(path)
+            } else {
+                Error::io(e, "cannot open for reading").with_path(path)
+            }
+        })?;
+        Self::lock_and_wrap(file, path, false, false)
     }
 
     /// Creates a new file (failing if it exists) opened for reading and writing, locked.
@@ -171,10 +189,11 @@ impl StdFile {
                 };
                 Error::io(e, what).with_path(path)
             })?;
-        Self::lock_and_wrap(file, path, true)
+        Self::lock_and_wrap(file, path, true, true)
     }
 
-    fn lock_and_wrap(file: File, path: &Path, writable: bool) -> Result<StdFile> {
+    /// Checks the type, takes the lock (retrying a conflict for [`LOCK_RETRY`] if `wait`).
+    fn lock_and_wrap(file: File, path: &Path, writable: bool, wait: bool) -> Result<StdFile> {
         let meta = file
             .metadata()
             .map_err(|e| Error::io(e, "cannot read file metadata").with_path(path))?;
@@ -186,7 +205,8 @@ impl StdFile {
         // A process spawned by any thread of a multi-threaded program holds copies of its open
         // files between fork and exec, so a lock released an instant ago can still look held:
         // a conflict is retried for a short while before it counts as "in use".
-        let deadline = std::time::Instant::now() + LOCK_RETRY;
+        let deadline =
+            std::time::Instant::now() + if wait { LOCK_RETRY } else { Default::default() };
         let locked = loop {
             let locked = sys::try_lock(&file, writable)
                 .map_err(|e| Error::io(e, "cannot lock the file").with_path(path))?;

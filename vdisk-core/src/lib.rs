@@ -5,7 +5,7 @@
 //! compaction primitives.
 //!
 //! ```text
-//!   CLI / library user
+//!   CLI / library user ─► compact_path(path, &Toolkit, &CompactRequest, ...)  (the entry point)
 //!        │  Registry::open_path(path)      (locks the file, detects the format)
 //!        ▼
 //!   FormatDriver (vdisk-vhd, vdisk-vhdx, ...; an open list, no enum here)
@@ -23,6 +23,11 @@
 //!             StdFile (locked real file) · MemFile · testing::FaultyFile (crash injection)
 //! ```
 //!
+//! The entry point is [`compact_path`]: give it the program's formats and file systems (a
+//! [`Toolkit`]), a [`CompactRequest`] and a path; it opens, analyses, guards the differencing
+//! images that read through the file ([`ChildIndex`]), plans, applies and reports. Use it
+//! rather than the steps below: they neither analyse file systems nor guard children.
+//!
 //! Lifecycle of a compaction: open writable (exclusive lock) → [`GenericCompactor::plan`]
 //! (allocation map, trimmed blocks, file-system free ranges, parallel zero scan, move plan) →
 //! optionally stop for a dry run → [`GenericCompactor::apply`] (deallocate, relocate, truncate).
@@ -37,6 +42,7 @@
 mod analysis;
 mod block;
 mod check;
+mod children;
 pub mod compact;
 mod error;
 mod format;
@@ -50,6 +56,7 @@ mod progress;
 mod sys;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod toolkit;
 mod units;
 mod volume;
 mod zero;
@@ -60,11 +67,12 @@ pub use analysis::{
 };
 pub use block::{BlockDevice, check_range};
 pub use check::{CheckReport, Problem, Severity, first_error};
+pub use children::{ChildIndex, Children, Undetermined};
 pub use compact::{
     CompactOptions, CompactPlan, CompactReport, Compactor, GenericCompactor, Mode, Reason,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use format::{Confidence, CreateSpec, FormatDriver, OpenOptions, Registry};
+pub use format::{Confidence, CreateSpec, FormatDriver, OpenOptions, ParentReference, Registry};
 pub use fs::{FsAnalyzer, FsUsage, FsVerdict, Hazard};
 pub use host_file::{Access, HostFile, StdFile, copy_through_buffer};
 pub use image::{
@@ -74,6 +82,10 @@ pub use image::{
 pub use mem_file::MemFile;
 pub use parent::{ChainContext, FoundParent, Locator, LocatorKind, ParentPolicy};
 pub use progress::{CancelToken, NoProgress, Phase, Progress};
+pub use toolkit::{
+    CompactRequest, Failure, Outcome, Toolkit, compact_image, compact_path, nothing_to_reclaim,
+    volume_notes,
+};
 pub use units::{
     BlockIndex, BlockSpan, HostOffset, MIB, SECTOR, VirtOffset, align_up, block_spans,
 };

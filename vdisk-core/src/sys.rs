@@ -150,6 +150,58 @@ pub(crate) fn open_without_blocking(options: &mut std::fs::OpenOptions) {
 #[cfg(not(unix))]
 pub(crate) fn open_without_blocking(_options: &mut std::fs::OpenOptions) {}
 
+/// Opens `path` read-only if, and only if, it is a regular file, for a look that must never
+/// open anything else: `lstat` first (a FIFO, device, socket, folder or symbolic link is not
+/// opened at all); then an open that does not follow a symbolic link in the last component
+/// (`O_NOFOLLOW`), never blocks (`O_NONBLOCK`: a FIFO swapped in meanwhile would otherwise
+/// wait for a writer) and never becomes a controlling terminal (`O_NOCTTY`); then the file
+/// opened must be the one `lstat` saw (same device and inode, still a regular file).
+/// Anything else fails with [`io::ErrorKind::InvalidInput`]. The blocking flag is cleared
+/// again on success.
+#[cfg(unix)]
+pub(crate) fn open_regular_file(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let not_regular = || io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+    let seen = std::fs::symlink_metadata(path)?;
+    if !seen.file_type().is_file() {
+        return Err(not_regular());
+    }
+    let flags =
+        rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NOCTTY;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            // ELOOP: the name became a symbolic link after the lstat.
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                not_regular()
+            } else {
+                e
+            }
+        })?;
+    let opened = file.metadata()?;
+    if !opened.is_file() || opened.dev() != seen.dev() || opened.ino() != seen.ino() {
+        return Err(not_regular());
+    }
+    restore_blocking(&file)?;
+    Ok(file)
+}
+
+/// Opens `path` read-only if it is a regular file (no symbolic-link or FIFO tricks to guard
+/// against here beyond the type check).
+#[cfg(not(unix))]
+pub(crate) fn open_regular_file(path: &std::path::Path) -> io::Result<File> {
+    let seen = std::fs::symlink_metadata(path)?;
+    if !seen.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    File::open(path)
+}
+
 /// Clears the non-blocking flag [`open_without_blocking`] set, once the file is known to be a
 /// regular file (where the flag has no effect on Linux, but may elsewhere).
 #[cfg(unix)]

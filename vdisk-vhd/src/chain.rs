@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use vdisk_core::parent::find_parent;
 use vdisk_core::{
-    Access, BlockDevice, ChainContext, Error, ErrorKind, FormatDriver, HostFile, OpenOptions,
-    Problem, Result, StdFile,
+    Access, BlockDevice, ChainContext, Error, ErrorKind, FormatDriver, HostFile, Locator,
+    OpenOptions, Problem, Result, StdFile,
 };
 
 use crate::check::DynamicLayout;
@@ -55,6 +55,22 @@ impl VhdImage {
             .map_err(|e| e.with_path(&path))?;
         image.attach_parent(parent, Some(path))?;
         Ok(image)
+    }
+
+    /// The parent locators of the image in `file`, in resolution order (the parent name
+    /// last), read without opening anything else; `None` for fixed and dynamic disks.
+    pub(crate) fn parent_locators(file: Box<dyn HostFile>) -> Result<Option<Vec<Locator>>> {
+        let image = Self::open_unlinked(file, false)?;
+        if image.disk_type != DiskType::Differencing {
+            return Ok(None);
+        }
+        let st = image
+            .read_state()
+            .ok_or_else(|| Error::invalid("differencing disk without a dynamic header", 0))?;
+        Ok(Some(locator::resolution_order(
+            &st.layout.locators,
+            &parent_name(&st.layout.header.parent_name),
+        )))
     }
 
     /// Opens the differencing disk in `file` over `parent`, already open (for images that do

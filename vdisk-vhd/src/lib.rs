@@ -47,7 +47,7 @@ mod locator;
 
 use vdisk_core::{
     CheckReport, Confidence, CreateSpec, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions,
-    Problem, Result,
+    ParentReference, Problem, Result,
 };
 
 pub use image::VhdImage;
@@ -94,6 +94,10 @@ impl FormatDriver for VhdDriver {
 
     fn create(&self, file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Box<dyn DiskImage>> {
         Ok(Box::new(create::create(file, spec)?))
+    }
+
+    fn parent_reference(&self, file: Box<dyn HostFile>) -> Result<Option<ParentReference>> {
+        Ok(VhdImage::parent_locators(file)?.map(ParentReference::new))
     }
 
     fn check(&self, file: Box<dyn HostFile>) -> Result<CheckReport> {

@@ -7,7 +7,7 @@ use std::sync::{Mutex, RwLock};
 use uuid::Uuid;
 use vdisk_core::{
     BlockDevice, BlockIndex, BlockState, DiskImage, Error, ErrorKind, HostFile, HostOffset,
-    ImageKind, OpenOptions, Problem, Result, block_spans, check_range,
+    ImageKind, Locator, OpenOptions, Problem, Result, block_spans, check_range,
 };
 
 use crate::bat::{Bat, read_bat};
@@ -166,6 +166,14 @@ impl VhdxImage {
             image.parent = Some(crate::chain::open_parent(&image, &locator, opts)?);
         }
         Ok(image)
+    }
+
+    /// The parent locator paths of the image in `file` (relative_path, volume_path,
+    /// absolute_win32_path), read without opening anything else; `None` for an image without
+    /// a parent. A pending log is replayed in memory only.
+    pub(crate) fn parent_locators(file: Box<dyn HostFile>) -> Result<Option<Vec<Locator>>> {
+        let image = Self::open_own(file, false)?;
+        Ok(image.meta.parent.as_ref().map(|l| l.paths.clone()))
     }
 
     fn open_own(file: Box<dyn HostFile>, writable: bool) -> Result<VhdxImage> {

@@ -69,7 +69,7 @@ mod write;
 
 use vdisk_core::{
     CheckReport, Confidence, CreateSpec, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions,
-    Problem, Result, Severity,
+    ParentReference, Problem, Result, Severity,
 };
 
 pub use image::VhdxImage;
@@ -112,6 +112,10 @@ impl FormatDriver for VhdxDriver {
 
     fn create(&self, file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Box<dyn DiskImage>> {
         Ok(Box::new(create::create(file, spec)?))
+    }
+
+    fn parent_reference(&self, file: Box<dyn HostFile>) -> Result<Option<ParentReference>> {
+        Ok(VhdxImage::parent_locators(file)?.map(ParentReference::new))
     }
 
     fn check(&self, file: Box<dyn HostFile>) -> Result<CheckReport> {

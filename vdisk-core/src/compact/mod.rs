@@ -136,7 +136,9 @@ pub struct CompactOptions {
     /// What to reclaim.
     pub mode: Mode,
     /// Virtual byte ranges the guest file system reports unused, sorted and disjoint (from an
-    /// analyser; ignored by modes that do not use the file system).
+    /// analyser; ignored by modes that do not use the file system). The caller must make sure
+    /// no differencing image reads through the image before setting it;
+    /// [`crate::compact_path`] does.
     pub fs_free: Option<Vec<Range<u64>>>,
 }
 
@@ -238,7 +240,11 @@ pub struct CompactReport {
     pub bytes_punched: u64,
 }
 
-/// Plans and applies compactions.
+/// Plans and applies compactions: the low-level steps. They do not analyse the guest file
+/// systems (without [`CompactOptions::fs_free`], [`Mode::Full`] and [`Mode::Quick`] reclaim
+/// no file-system free space) and do not look for differencing images that read through the
+/// image, whose content file-system-aware reclaim would change. Use [`crate::compact_path`]
+/// (or [`crate::compact_image`]), which does both, unless you do them yourself.
 pub trait Compactor {
     /// Works out what to reclaim and move. Reads only: nothing is written. `image` is taken
     /// mutably only to reach its compaction primitives' layout.
@@ -262,7 +268,8 @@ pub trait Compactor {
     ) -> Result<CompactReport>;
 }
 
-/// The compactor for any format that implements [`crate::Compactable`].
+/// The compactor for any format that implements [`crate::Compactable`]. Low-level: see
+/// [`Compactor`] for what it does not do, and [`crate::compact_path`] for the entry point.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GenericCompactor;
 
