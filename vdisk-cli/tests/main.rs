@@ -18,6 +18,7 @@ mod main {
     mod dry_run;
     mod fixed;
     mod fixtures;
+    mod format_confusion;
     mod in_use;
     mod in_use_vhdx;
     mod interrupted;
