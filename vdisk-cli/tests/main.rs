@@ -16,6 +16,7 @@ mod main {
     mod create;
     mod disk_full;
     mod dry_run;
+    mod exit_codes;
     mod fixed;
     mod fixtures;
     mod format_confusion;

@@ -7,10 +7,10 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::support::vhd::checksum;
 use super::support::{
     EXIT_INVALID, file_len, info_ok, qemu_img, require, run, tempdir, text, vdisk, vdisk_cmd,
 };
-use super::support::vhd::checksum;
 
 const MIB: u64 = 1 << 20;
 
@@ -48,8 +48,17 @@ fn guest_write(format: &str, file: &Path, offset: u64, bytes: &[u8]) {
 /// qemu-img check passes and `a` reads as `b` for qemu.
 #[track_caller]
 fn assert_qemu_same_vhdx(a: &Path, b: &Path) {
-    let check = qemu_img([OsStr::new("check"), OsStr::new("-f"), OsStr::new("vhdx"), a.as_os_str()]);
-    assert_eq!(check.code, 0, "qemu-img check: {}{}", check.stdout, check.stderr);
+    let check = qemu_img([
+        OsStr::new("check"),
+        OsStr::new("-f"),
+        OsStr::new("vhdx"),
+        a.as_os_str(),
+    ]);
+    assert_eq!(
+        check.code, 0,
+        "qemu-img check: {}{}",
+        check.stdout, check.stderr
+    );
     let cmp = qemu_img([
         OsStr::new("compare"),
         OsStr::new("-f"),
@@ -59,7 +68,11 @@ fn assert_qemu_same_vhdx(a: &Path, b: &Path) {
         a.as_os_str(),
         b.as_os_str(),
     ]);
-    assert_eq!(cmp.code, 0, "qemu-img compare: {}{}", cmp.stdout, cmp.stderr);
+    assert_eq!(
+        cmp.code, 0,
+        "qemu-img compare: {}{}",
+        cmp.stdout, cmp.stderr
+    );
 }
 
 fn be64(b: &mut [u8], at: usize, v: u64) {
@@ -145,7 +158,11 @@ fn a_guest_written_vhd_footer_at_the_end_of_a_vhdx_does_not_make_it_a_vhd() {
     block[usize::try_from(MIB - 512).unwrap()..].copy_from_slice(&footer);
     guest_write("vhdx", &file, 3 * MIB, &block);
     let tail = std::fs::read(&file).unwrap();
-    assert_eq!(&tail[tail.len() - 512..], &footer[..], "the fake footer ends the file");
+    assert_eq!(
+        &tail[tail.len() - 512..],
+        &footer[..],
+        "the fake footer ends the file"
+    );
     let pristine = dir.path().join("pristine.vhdx");
     std::fs::copy(&file, &pristine).unwrap();
 
@@ -159,7 +176,10 @@ fn a_guest_written_vhd_footer_at_the_end_of_a_vhdx_does_not_make_it_a_vhd() {
         assert_eq!(text(&out.json(), "format"), "vhdx", "{mode}");
         assert_qemu_same_vhdx(&file, &pristine);
     }
-    assert!(file_len(&file) < file_len(&pristine), "the zero block was reclaimed");
+    assert!(
+        file_len(&file) < file_len(&pristine),
+        "the zero block was reclaimed"
+    );
 }
 
 /// A guest can also end a VHDX with a fixed-VHD footer whose size matches the file exactly:
@@ -170,7 +190,12 @@ fn a_vhdx_ending_in_a_valid_fixed_vhd_footer_is_refused_as_ambiguous_until_forma
     let dir = tempdir();
     let (file, _) = vhdx_with_last_block(dir.path());
     let len = file_len(&file);
-    guest_write("vhdx", &file, 4 * MIB - 512, &vhd_footer(2, u64::MAX, len - 512));
+    guest_write(
+        "vhdx",
+        &file,
+        4 * MIB - 512,
+        &vhd_footer(2, u64::MAX, len - 512),
+    );
     let pristine = dir.path().join("pristine.vhdx");
     std::fs::copy(&file, &pristine).unwrap();
     let before = std::fs::read(&file).unwrap();
@@ -188,10 +213,20 @@ fn a_vhdx_ending_in_a_valid_fixed_vhd_footer_is_refused_as_ambiguous_until_forma
             all.contains("--format vhd") && all.contains("--format vhdx"),
             "{args:?} says how to choose: {all}"
         );
-        assert!(std::fs::read(&file).unwrap() == before, "{args:?} changed the file");
+        assert!(
+            std::fs::read(&file).unwrap() == before,
+            "{args:?} changed the file"
+        );
     }
     let out = run(vdisk_cmd()
-        .args(["compact", "--json", "--format", "vhdx", "--mode", "prezeroed"])
+        .args([
+            "compact",
+            "--json",
+            "--format",
+            "vhdx",
+            "--mode",
+            "prezeroed",
+        ])
         .arg(&file));
     out.ok();
     assert_eq!(text(&out.json(), "format"), "vhdx");
@@ -254,7 +289,10 @@ fn a_fixed_vhd_whose_guest_wrote_a_vhdx_at_offset_0_is_never_opened_as_a_vhdx() 
             all.contains("--format vhd") && all.contains("reads two ways"),
             "{args:?}: {all}"
         );
-        assert!(std::fs::read(&file).unwrap() == before, "{args:?} changed the file");
+        assert!(
+            std::fs::read(&file).unwrap() == before,
+            "{args:?} changed the file"
+        );
     }
     let out = run(vdisk_cmd()
         .args(["info", "--json", "--format", "vhd"])
@@ -306,13 +344,9 @@ fn a_forced_format_that_does_not_open_is_an_error_not_a_fallback() {
     let dir = tempdir();
     let file = fixed_vhd_with_guest_head(dir.path(), "plain.vhd", "8M", &[1u8; 512]);
     let before = std::fs::read(&file).unwrap();
-    let out = run(vdisk_cmd()
-        .args(["info", "--format", "vhdx"])
-        .arg(&file));
+    let out = run(vdisk_cmd().args(["info", "--format", "vhdx"]).arg(&file));
     assert_eq!(out.code, EXIT_INVALID, "{}", out.stderr);
-    let out = run(vdisk_cmd()
-        .args(["compact", "--format", "qed"])
-        .arg(&file));
+    let out = run(vdisk_cmd().args(["compact", "--format", "qed"]).arg(&file));
     assert_eq!(out.code, super::support::EXIT_USAGE, "{}", out.stderr);
     assert!(out.stderr.contains("unknown format"), "{}", out.stderr);
     assert!(std::fs::read(&file).unwrap() == before);
