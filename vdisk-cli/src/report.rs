@@ -549,6 +549,14 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_internal_error_exits_1_and_asks_to_be_reported() {
+        let e = Error::new(ErrorKind::Internal, "block 3 is not where the plan says");
+        let code = failure(Path::new("a.vhd"), &e, Stage::Untouched, true);
+        assert_eq!(code, 1);
+        assert_eq!(e.kind().as_str(), "internal");
+    }
+
     fn report(reclaimed: u64, moved: u64, before: u64, after: u64) -> CompactReport {
         CompactReport {
             mode: Mode::Prezeroed,

@@ -79,12 +79,11 @@ fn check_one(
         .with_parents(parents.clone())
         .with_format(Some(driver.id().to_string()));
     // A parent named for an image that has none is a usage error, not something to ignore.
-    if parents.explicit.is_some() {
-        if let Err(e) = registry.open_path(file, &opts) {
-            if e.kind() == ErrorKind::InvalidInput {
-                return Err(e);
-            }
-        }
+    if parents.explicit.is_some()
+        && let Err(e) = registry.open_path(file, &opts)
+        && e.kind() == ErrorKind::InvalidInput
+    {
+        return Err(e);
     }
     let id = driver.id();
     let mut check = driver
@@ -92,12 +91,13 @@ fn check_one(
         .map_err(|e| e.with_path(file))?;
     // A driver's check finds parents with the default policy only; a differencing image whose
     // parent the user named (--parent, --parent-dir) is judged by an open with that policy.
-    if !check.safe_to_compact() && *parents != ParentPolicy::default() {
-        if let Ok(image) = registry.open_path(file, &opts) {
-            check = CheckReport {
-                problems: image.check().map_err(|e| e.with_path(file))?,
-            };
-        }
+    if !check.safe_to_compact()
+        && *parents != ParentPolicy::default()
+        && let Ok(image) = registry.open_path(file, &opts)
+    {
+        check = CheckReport {
+            problems: image.check().map_err(|e| e.with_path(file))?,
+        };
     }
     let verdict = verdict(file, driver, &check, parents)?;
     Ok((Some(id), check, verdict))
