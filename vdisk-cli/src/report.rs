@@ -129,7 +129,10 @@ struct ErrorBody {
 /// Reports a failed file (JSON object on stdout, or two lines on stderr); returns its exit code.
 pub fn failure(file: &Path, error: &Error, stage: Stage, json: bool) -> u8 {
     let code = exit::code_for(error.kind());
-    let message = error_message(file, error);
+    let mut message = error_message(file, error);
+    if error.kind() == vdisk_core::ErrorKind::Internal {
+        message = format!("internal error (a bug in vdisk; please report it): {message}");
+    }
     if json {
         json_line(&ErrorJson {
             file: shown(file),
@@ -541,6 +544,14 @@ mod tests {
             error_message(Path::new("c.vhd"), &e),
             "p.vhd: parent not found"
         );
+    }
+
+    #[test]
+    fn an_internal_error_exits_1_and_asks_to_be_reported() {
+        let e = Error::new(ErrorKind::Internal, "block 3 is not where the plan says");
+        let code = failure(Path::new("a.vhd"), &e, Stage::Untouched, true);
+        assert_eq!(code, 1);
+        assert_eq!(e.kind().as_str(), "internal");
     }
 
     fn report(reclaimed: u64, moved: u64, before: u64, after: u64) -> CompactReport {

@@ -24,7 +24,11 @@ pub fn run(
     let request = CompactRequest::new(args.mode)
         .dry_run(args.dry_run)
         .force_children(args.force)
-        .open_options(OpenOptions::read_only().with_parents(parents.clone()))
+        .open_options(
+            OpenOptions::read_only()
+                .with_parents(parents.clone())
+                .with_format(args.format.clone()),
+        )
         .analysis_options(analysis_options(args));
     for file in &args.files {
         let bar = Bar::new(&report::shown(file), !args.json);
