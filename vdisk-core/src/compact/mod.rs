@@ -10,6 +10,8 @@
 mod layout;
 mod ownership;
 mod scan;
+#[cfg(test)]
+mod space_tests;
 
 use std::fmt;
 use std::ops::Range;
