@@ -18,6 +18,7 @@ mod main {
     mod dry_run;
     mod fixed;
     mod fixtures;
+    mod host_space;
     mod in_use;
     mod in_use_vhdx;
     mod interrupted;
@@ -32,5 +33,6 @@ mod main {
     pub mod roundtrip;
     mod selftest;
     mod symlinks;
+    mod trimmed_offsets;
     mod vhdx;
 }
