@@ -417,11 +417,14 @@ impl DiskImage for VhdImage {
     /// start, the dynamic header, the table and the parent locator data.
     fn host_metadata(&self) -> Result<Vec<std::ops::Range<u64>>> {
         let footer = self.footer_pos();
-        let mut all = vec![footer..footer + FOOTER_LEN];
-        if let Some(st) = self.read_state() {
+        let mut all = match self.read_state() {
+            Some(st) => st.layout.metadata_ranges(),
+            None => Vec::new(),
+        };
+        if self.read_state().is_some() {
             all.push(0..FOOTER_LEN);
-            all.extend(st.layout.metadata_ranges());
         }
+        all.push(footer..footer + FOOTER_LEN);
         Ok(all)
     }
 

@@ -499,8 +499,8 @@ impl DiskImage for VhdxImage {
     /// The header section, every region (BAT and metadata included), the log and (differencing
     /// images) the sector bitmap blocks.
     fn host_metadata(&self) -> Result<Vec<std::ops::Range<u64>>> {
-        let mut all = vec![0..crate::format::HEADER_SECTION_LEN];
-        all.extend(self.metadata_ranges());
+        let mut all = self.metadata_ranges();
+        all.insert(0, 0..crate::format::HEADER_SECTION_LEN);
         Ok(all)
     }
 

@@ -1,5 +1,10 @@
 //! The extra host space a compaction needs is one relocation batch, whatever the image: a toy
 //! format over a file that counts the host pages it holds (holes hold none).
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::single_range_in_vec_init,
+    reason = "a toy of a few hundred blocks with one metadata range"
+)]
 
 use std::collections::BTreeSet;
 use std::ops::Range;
