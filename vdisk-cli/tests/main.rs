@@ -21,6 +21,7 @@ mod main {
     mod fixed;
     mod fixtures;
     mod format_confusion;
+    mod host_space;
     mod in_use;
     mod in_use_vhdx;
     mod interrupted;
@@ -37,5 +38,6 @@ mod main {
     mod selftest;
     mod shadow_copies;
     mod symlinks;
+    mod trimmed_offsets;
     mod vhdx;
 }

@@ -192,6 +192,23 @@ pub trait DiskImage: BlockDevice {
         None
     }
 
+    /// Host byte ranges the image's own structures occupy: headers, footers, tables, logs,
+    /// locator data, sector bitmaps. The compactor refuses to change an image in which a
+    /// block's host space overlaps one of them, another block's, or the end of the file, and
+    /// never punches, frees or reuses a byte inside them. The default,
+    /// [`ErrorKind::Unsupported`], keeps a format that does not say where its metadata lies
+    /// from being compacted at all.
+    fn host_metadata(&self) -> Result<Vec<Range<u64>>> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "compaction of {} images is not supported (the driver does not say where its \
+                 metadata lies)",
+                self.format()
+            ),
+        ))
+    }
+
     /// Whether any compaction may touch this image, a `retrim` that only punches the host file
     /// of a fixed image included. The compactor asks before planning and again before
     /// applying; `Err` (usually

@@ -12,7 +12,7 @@ use zerocopy::IntoBytes;
 
 use crate::check::{DynamicLayout, Parsed, SizeSource, inspect};
 use crate::footer::{DiskType, Geometry};
-use crate::format::{DEFAULT_BLOCK_SIZE, Footer, SECTOR, show_tag};
+use crate::format::{DEFAULT_BLOCK_SIZE, FOOTER_LEN, Footer, SECTOR, show_tag};
 
 /// Bytes of zeros written per request when filling a new block.
 const ZERO_CHUNK: u64 = 1 << 20;
@@ -411,6 +411,21 @@ impl DiskImage for VhdImage {
             problems.push(Problem::warning(SAVED_STATE_MSG, Some(self.footer_pos())));
         }
         Ok(problems)
+    }
+
+    /// The footer at the end; dynamic and differencing images also the footer copy at the
+    /// start, the dynamic header, the table and the parent locator data.
+    fn host_metadata(&self) -> Result<Vec<std::ops::Range<u64>>> {
+        let footer = self.footer_pos();
+        let mut all = match self.read_state() {
+            Some(st) => st.layout.metadata_ranges(),
+            None => Vec::new(),
+        };
+        if self.read_state().is_some() {
+            all.push(0..FOOTER_LEN);
+        }
+        all.push(footer..footer + FOOTER_LEN);
+        Ok(all)
     }
 
     fn parent(&self) -> Option<&dyn DiskImage> {

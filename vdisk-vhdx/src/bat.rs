@@ -32,6 +32,17 @@ impl BatEntry {
     pub(crate) fn host_offset(self) -> u64 {
         (self.0 >> OFFSET_SHIFT) * MIB
     }
+
+    /// The host space a trimmed (UNMAPPED or UNDEFINED) entry still keeps: its offset when
+    /// non-zero and the whole block lies inside a `file_len`-byte file, else none. Open refused
+    /// kept offsets that overlap metadata or another block (see `validate`).
+    pub(crate) fn kept_host(self, block_size: u64, file_len: u64) -> Option<u64> {
+        let host = self.host_offset();
+        (matches!(self.state(), PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED)
+            && host != 0
+            && host.checked_add(block_size).is_some_and(|e| e <= file_len))
+        .then_some(host)
+    }
 }
 
 /// The BAT as loaded at open.
@@ -218,22 +229,35 @@ fn validate(bat: &Bat, file_len: u64, reserved: &[Range<u64>], problems: &mut Ve
         match state {
             PAYLOAD_FULLY_PRESENT => {}
             PAYLOAD_NOT_PRESENT | PAYLOAD_ZERO => continue,
-            PAYLOAD_UNDEFINED | PAYLOAD_UNMAPPED => {
-                if host != 0
-                    && host
-                        .checked_add(bat.block_size)
-                        .is_none_or(|e| e > file_len)
-                {
-                    problems.push(Problem::warning(
+            // A trimmed block may keep its host space (MS-VHDX 2.5.1.1), which compaction
+            // punches out or reuses: the offset must be as exclusive as a live block's. Past
+            // the end of the file it holds no space and is ignored (block_state says so).
+            PAYLOAD_UNDEFINED | PAYLOAD_UNMAPPED if host != 0 => {
+                let block = i - i / (bat.chunk_ratio + 1);
+                let end = host.saturating_add(bat.block_size);
+                if let Some(r) = reserved.iter().find(|r| host < r.end && r.start < end) {
+                    problems.push(Problem::error(
                         format!(
-                            "trimmed block {} still points at {host:#x}, past the end of the file",
-                            i - i / (bat.chunk_ratio + 1)
+                            "trimmed block {block} keeps the offset {host:#x}, which overlaps \
+                             metadata or the log at {:#x}",
+                            r.start
                         ),
                         Some(at),
                     ));
+                } else if end > file_len {
+                    problems.push(Problem::warning(
+                        format!(
+                            "trimmed block {block} still points at {host:#x}, past the end of \
+                             the file (ignored: it holds no space)"
+                        ),
+                        Some(at),
+                    ));
+                } else {
+                    blocks.push((host, i, bat.block_size));
                 }
                 continue;
             }
+            PAYLOAD_UNDEFINED | PAYLOAD_UNMAPPED => continue,
             PAYLOAD_PARTIALLY_PRESENT if bat.differencing => {
                 let block = i - i / (bat.chunk_ratio + 1);
                 if bat

@@ -79,7 +79,8 @@ impl VhdxImage {
         log_bat_changes(session, self.view.file(), bat, changes)
     }
 
-    /// The end of the last byte any region, the log or a block (trimmed ones included) uses.
+    /// The end of the last byte any region, the log or a block uses (trimmed blocks that keep
+    /// host space inside the file included; an offset past the end keeps none).
     pub(crate) fn used_end(&self) -> u64 {
         let bat = self.bat();
         let bs = bat.block_size;
@@ -88,22 +89,22 @@ impl VhdxImage {
             .iter()
             .map(|r| r.end)
             .fold(HEADER_SECTION_LEN, u64::max);
+        let file_len = self.view.len();
         for b in 0..bat.data_blocks {
-            if let Some(e) = bat.payload(b)
-                && matches!(
-                    e.state(),
-                    PAYLOAD_FULLY_PRESENT | PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED
-                )
-                && e.host_offset() != 0
-            {
-                highest = highest.max(e.host_offset().saturating_add(bs));
+            let Some(e) = bat.payload(b) else { continue };
+            let host = match e.state() {
+                PAYLOAD_FULLY_PRESENT | PAYLOAD_PARTIALLY_PRESENT => Some(e.host_offset()),
+                _ => e.kept_host(bs, file_len),
+            };
+            if let Some(host) = host {
+                highest = highest.max(host.saturating_add(bs));
             }
         }
         highest
     }
 
     /// Host ranges of the log, every region and every sector bitmap block, sorted.
-    fn metadata_ranges(&self) -> Vec<Range<u64>> {
+    pub(crate) fn metadata_ranges(&self) -> Vec<Range<u64>> {
         // The log's place never changes in a session: the header read at open has it.
         let h = &self.header.header;
         let log = h.log_offset.get()..h.log_offset.get() + u64::from(h.log_length.get());

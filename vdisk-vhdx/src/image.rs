@@ -428,11 +428,9 @@ impl DiskImage for VhdxImage {
             PAYLOAD_ZERO => BlockState::Zero,
             PAYLOAD_NOT_PRESENT => BlockState::Unallocated,
             PAYLOAD_UNMAPPED | PAYLOAD_UNDEFINED => BlockState::Trimmed {
-                host: (host != 0
-                    && host
-                        .checked_add(bat.block_size)
-                        .is_some_and(|e| e <= self.view.len()))
-                .then_some(HostOffset(host)),
+                host: entry
+                    .kept_host(bat.block_size, self.view.len())
+                    .map(HostOffset),
             },
             // Other states were refused at open.
             _ => BlockState::Unallocated,
@@ -504,6 +502,14 @@ impl DiskImage for VhdxImage {
 
     fn check(&self) -> Result<Vec<Problem>> {
         Ok(self.notes.clone())
+    }
+
+    /// The header section, every region (BAT and metadata included), the log and (differencing
+    /// images) the sector bitmap blocks.
+    fn host_metadata(&self) -> Result<Vec<std::ops::Range<u64>>> {
+        let mut all = self.metadata_ranges();
+        all.insert(0, 0..crate::format::HEADER_SECTION_LEN);
+        Ok(all)
     }
 
     fn parent(&self) -> Option<&dyn DiskImage> {

@@ -8,7 +8,10 @@
 //! ```
 
 mod layout;
+mod ownership;
 mod scan;
+#[cfg(test)]
+mod space_tests;
 
 use std::fmt;
 use std::ops::Range;
@@ -26,9 +29,10 @@ const DEALLOCATE_BATCH: usize = 4096;
 /// Most blocks per `relocate` call. Each call costs a data sync plus the table update's own
 /// syncs (five for VHDX, through the log), so small blocks are batched by the thousand.
 const RELOCATE_BATCH_BLOCKS: usize = 4096;
-/// Most bytes per `relocate` call: bounds the work an interruption throws away (copies not yet
-/// pointed at) and the time between cancellation checks.
-const RELOCATE_BATCH_BYTES: u64 = 1 << 30;
+/// Most bytes per `relocate` call: bounds the extra host space a compaction needs (a batch's
+/// copies are written before its sources are given back), the work an interruption throws away
+/// (copies not yet pointed at) and the time between cancellation checks.
+pub const RELOCATE_BATCH_BYTES: u64 = 64 << 20;
 
 /// What a compaction reclaims (names follow Hyper-V's `Optimize-VHD -Mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -313,16 +317,18 @@ impl Compactor for GenericCompactor {
         // Where a block's data starts within its host footprint, so the zero scan can skip
         // host-file holes: the footprint ends with the block's data (VHD: sector bitmap, then
         // data; VHDX: data only); a fixed image's block is its data.
-        let data_within = match image.kind() {
-            ImageKind::Fixed => Some(0),
-            _ => {
-                let footprint = match &layout {
-                    Some(l) => l.block_footprint,
-                    None => image.as_compactable()?.host_layout()?.block_footprint,
-                };
-                footprint.checked_sub(block_size)
-            }
+        let footprint = match (image.kind(), &layout) {
+            (ImageKind::Fixed, _) => None,
+            (_, Some(l)) => Some(l.block_footprint),
+            (_, None) => Some(image.as_compactable()?.host_layout()?.block_footprint),
         };
+        let data_within = match footprint {
+            None => Some(0),
+            Some(f) => f.checked_sub(block_size),
+        };
+        // Nothing is punched or reused unless the layout proves whose it is.
+        let owned = ownership::owned_ranges(image, footprint)?;
+        ownership::check_exclusive(&image.host_metadata()?, &owned, bytes_before)?;
         let mut reclaim = Vec::new();
         let mut scan: Vec<scan::Candidate> = Vec::new();
         for (i, state) in states.iter().enumerate() {
@@ -409,21 +415,11 @@ impl Compactor for GenericCompactor {
                 plan.bytes_after = new_len;
             }
         } else {
-            // Retrim: punch each reclaimed block's host space. Fixed images keep their data in
-            // place (footprint = the visible part of the block); others use their footprint.
-            let footprint = match image.kind() {
-                ImageKind::Fixed => None,
-                _ => Some(image.as_compactable()?.host_layout()?.block_footprint),
-            };
-            for &(block, _) in &plan.reclaim {
-                if let Some(HostOffset(host)) =
-                    states[usize::try_from(block.0).unwrap_or(usize::MAX)].host()
-                {
-                    let len =
-                        footprint.unwrap_or_else(|| block_size.min(size - block.0 * block_size));
-                    plan.punch.push(host..host + len);
-                }
-            }
+            // Retrim: punch each reclaimed block's host space (proven its own above). Fixed
+            // images keep their data in place (the visible part of the block); others use
+            // their footprint.
+            plan.punch = reclaimed_ranges(&plan.reclaim, &owned);
+            plan.punch.retain(|r| !r.is_empty());
         }
         Ok(plan)
     }
@@ -437,6 +433,23 @@ impl Compactor for GenericCompactor {
     ) -> Result<CompactReport> {
         image.compaction_allowed()?;
         let fixed = image.kind() == ImageKind::Fixed;
+        let footprint = match fixed {
+            true => None,
+            false => Some(image.as_compactable()?.host_layout()?.block_footprint),
+        };
+        // Proven again on the image as it is now: the plan may be applied to another open.
+        let owned = ownership::owned_ranges(image, footprint)?;
+        ownership::check_exclusive(&image.host_metadata()?, &owned, image.host_file().len()?)?;
+        let reclaimed = reclaimed_ranges(&plan.reclaim, &owned);
+        let own: std::collections::HashSet<(u64, u64)> =
+            reclaimed.iter().map(|r| (r.start, r.end)).collect();
+        if plan.punch.iter().any(|r| !own.contains(&(r.start, r.end))) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "the plan punches host space that is not a reclaimed block's own; it was made \
+                 for another image (nothing was changed)",
+            ));
+        }
         if plan.reclaimed(Reason::FsFree) > 0 {
             // Before the first block that may read differently is freed or punched out.
             image.begin_content_change()?;
@@ -457,19 +470,20 @@ impl Compactor for GenericCompactor {
                     progress.advance(batch.len() as u64);
                 }
             }
-        }
-        if !plan.moves.is_empty() {
-            let target = image.as_compactable()?;
-            let footprint = target.host_layout()?.block_footprint.max(1);
-            let per_batch = usize::try_from(RELOCATE_BATCH_BYTES / footprint)
-                .unwrap_or(1)
-                .clamp(1, RELOCATE_BATCH_BLOCKS);
-            progress.phase(Phase::Relocate, plan.moves.len() as u64);
-            for batch in plan.moves.chunks(per_batch) {
-                cancel.check()?;
-                target.relocate(batch)?;
-                progress.advance(batch.len() as u64);
+            if plan.mode.moves_blocks() {
+                // The tables no longer point at them (durably): give their space back now, so
+                // the moves below need no more free host space than one batch.
+                let mut freed = Vec::with_capacity(reclaimed.len());
+                for (&(block, _), range) in plan.reclaim.iter().zip(&reclaimed) {
+                    if image.block_state(block)?.host().is_none() {
+                        freed.push(range.clone());
+                    }
+                }
+                ownership::give_back(image.host_file(), &freed)?;
             }
+        }
+        if let (false, Some(footprint)) = (plan.moves.is_empty(), footprint) {
+            relocate_giving_back(image, plan, &owned, footprint, progress, cancel)?;
         }
         if !plan.punch.is_empty() {
             progress.phase(Phase::Punch, plan.punch.len() as u64);
@@ -491,6 +505,64 @@ impl Compactor for GenericCompactor {
         report.bytes_after = image.host_file().len()?;
         Ok(report)
     }
+}
+
+/// The host range of each reclaimed block, from `owned` (sorted by block); empty for blocks
+/// that hold no host space.
+fn reclaimed_ranges(
+    reclaim: &[(BlockIndex, Reason)],
+    owned: &[(BlockIndex, Range<u64>)],
+) -> Vec<Range<u64>> {
+    reclaim
+        .iter()
+        .map(|&(block, _)| {
+            owned
+                .binary_search_by_key(&block, |(b, _)| *b)
+                .map_or(0..0, |i| owned[i].1.clone())
+        })
+        .collect()
+}
+
+/// Applies the plan's moves in batches of at most [`RELOCATE_BATCH_BYTES`]. After each batch,
+/// whose table update is durable when `relocate` returns, the sources it vacated are given back
+/// to the host: the extra host space a compaction needs (copies into host-file holes) is one
+/// batch, whatever the image. A source is given back only if it was the block's own range
+/// (`owned`, proven exclusive) and the table now points at the copy. Targets were free at plan
+/// time and never overlap a source, so no later move writes into a given-back range.
+///
+/// If a batch fails, its copies may keep up to one batch of host space: whether the table
+/// points at them cannot be proven from here (a log entry written before the failure may
+/// still be replayed at the next open), so they are left for the next run to reclaim.
+fn relocate_giving_back(
+    image: &mut dyn DiskImage,
+    plan: &CompactPlan,
+    owned: &[(BlockIndex, Range<u64>)],
+    footprint: u64,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<()> {
+    let per_batch = usize::try_from(RELOCATE_BATCH_BYTES / footprint.max(1))
+        .unwrap_or(1)
+        .clamp(1, RELOCATE_BATCH_BLOCKS);
+    progress.phase(Phase::Relocate, plan.moves.len() as u64);
+    for batch in plan.moves.chunks(per_batch) {
+        cancel.check()?;
+        image.as_compactable()?.relocate(batch)?;
+        let mut vacated = Vec::with_capacity(batch.len());
+        for m in batch {
+            let own = owned
+                .binary_search_by_key(&m.block, |(b, _)| *b)
+                .ok()
+                .map(|i| &owned[i].1);
+            let source = m.from.0..m.from.0.saturating_add(footprint);
+            if own == Some(&source) && image.block_state(m.block)?.host() == Some(m.to) {
+                vacated.push(source);
+            }
+        }
+        ownership::give_back(image.host_file(), &vacated)?;
+        progress.advance(batch.len() as u64);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
