@@ -22,6 +22,7 @@ mod main {
     mod in_use_vhdx;
     mod interrupted;
     mod killed;
+    mod log_replay;
     mod ntfs;
     mod ntfs_crash;
     mod prop;

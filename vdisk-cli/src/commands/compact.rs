@@ -132,17 +132,26 @@ fn compact_one(
         .map_err(untouched)
         .and_then(|plan| {
             let dry = plan.report(true);
-            if args.dry_run || report::nothing_to_reclaim(&dry) {
-                // Nothing is written: a dry run, or a plan that changes nothing.
-                Ok(plan.report(args.dry_run))
+            if args.dry_run {
+                Ok(dry)
+            } else if report::nothing_to_reclaim(&dry) {
+                // Nothing to reclaim: only what the open left pending in memory (a VHDX log)
+                // is written, so that a re-run after an interruption finishes the job.
+                image
+                    .prepare_write()
+                    .map(|()| plan.report(false))
+                    .map_err(|e| (e, Stage::Applying))
             } else {
                 compactor
                     .apply(&mut *image, &plan, &bar, cancel)
                     .map_err(|e| (e, Stage::Applying))
             }
         });
-    let notes = bar.finish();
-    let report = outcome?;
+    let mut notes = bar.finish();
+    // Said on success and on failure: a replayed log is a change (see report::changed_stage).
+    let changes = image.implicit_changes();
+    let report = outcome.map_err(|(e, stage)| (e, report::changed_stage(stage, &changes)))?;
+    notes.extend(changes);
     Ok(Done {
         format,
         report,
