@@ -73,17 +73,6 @@ pub(crate) fn check_bounds(
     for entry in &sequence.entries {
         let entry_at = log_offset + u64::from(entry.offset);
         let name = format!("log entry {} (at {entry_at:#x})", entry.sequence);
-        if entry.last_file_offset > plausible {
-            return Err(Error::invalid(
-                format!(
-                    "{name} asks for a file of {} bytes, more than {}; the log is damaged \
-                     and was not replayed; the file was not changed",
-                    entry.last_file_offset,
-                    layout()
-                ),
-                entry_at,
-            ));
-        }
         for action in &entry.actions {
             let (verb, at, len) = match action {
                 Action::Page(at, page) => ("writes", *at, page.len() as u64),
@@ -104,7 +93,18 @@ pub(crate) fn check_bounds(
             return Err(Error::invalid(
                 format!(
                     "{name} {verb} {len} bytes at file offset {at:#x}, past {what}; the log is \
-                     damaged and was not replayed; the file was not changed"
+                     damaged and was not replayed"
+                ),
+                entry_at,
+            ));
+        }
+        if entry.last_file_offset > plausible {
+            return Err(Error::invalid(
+                format!(
+                    "{name} asks for a file of {} bytes, more than {}; the log is damaged \
+                     and was not replayed",
+                    entry.last_file_offset,
+                    layout()
                 ),
                 entry_at,
             ));

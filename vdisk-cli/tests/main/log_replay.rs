@@ -5,6 +5,10 @@
 //!
 //! Pending logs are made here by an independent writer (MS-VHDX 2.3) on qemu-made images; qemu
 //! (`qemu-img check -r all` replays a log) is the oracle for the replayed content.
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "on-disk fields of small test images; tests run on 64-bit hosts"
+)]
 
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
@@ -258,10 +262,10 @@ fn a_log_zero_descriptor_far_past_the_file_end_is_refused_before_any_write() {
             &format!("far-{at:x}.vhdx"),
             "block_size=1M",
             8 * MIB,
-            &["write -P 0x11 0 3M"],
+            &["write -P 0x11 0 1M"],
         );
         let len = file_len(&file);
-        assert!(len <= 10 * MIB, "{len}");
+        assert!(len <= 12 * MIB, "{len}");
         add_pending_log(&file, &[Desc::Zero(at, MIB)], len, at + MIB);
         let before = Snapshot::of(&file);
         let started = Instant::now();
@@ -273,10 +277,10 @@ fn a_log_zero_descriptor_far_past_the_file_end_is_refused_before_any_write() {
         ] {
             let out = vdisk_limited(64 * MIB, args, &file);
             out.expect_code(EXIT_INVALID);
-            let needle = format!("log entry 1 (at 0x");
+            let needle = "log entry 1 (at 0x";
             let offset = format!("at file offset {at:#x}");
             assert!(
-                out.stderr.contains(&needle) && out.stderr.contains(&offset),
+                out.stderr.contains(needle) && out.stderr.contains(&offset),
                 "{args:?} {at:#x}: {}",
                 out.stderr
             );
@@ -314,12 +318,8 @@ fn a_log_that_grows_the_file_is_replayed_with_set_len_not_by_writing_zeros() {
         len + grow,
     );
     let qemu = qemu_replayed(&file, dir.path());
-    // Nothing to reclaim in pretrimmed mode: only the log is written.
-    let out = vdisk_limited(
-        len + grow + MIB,
-        &["compact", "--mode", "pretrimmed"],
-        &file,
-    );
+    // Nothing to punch in retrim mode (which never truncates): only the log is written.
+    let out = vdisk_limited(len + grow + MIB, &["compact", "--mode", "retrim"], &file);
     out.ok();
     assert!(
         out.stderr
