@@ -62,6 +62,9 @@ pub enum Stage {
     Untouched,
     /// While compaction was writing: every step leaves a valid image.
     Applying,
+    /// Failed before the operation wrote, after the image changed the file on its own (a
+    /// pending VHDX log replayed: [`vdisk_core::DiskImage::implicit_changes`]).
+    ChangedByOpen,
     /// `create` failed before it created the file (or the file already existed).
     NotCreated,
     /// `create` failed after creating the file and removed it again.
@@ -76,12 +79,26 @@ impl Stage {
         match self {
             Stage::Untouched => "the file was not changed",
             Stage::Applying => "the image is valid; run the same command again to finish",
+            Stage::ChangedByOpen => {
+                "the pending log was replayed (the file was changed; its content is what the \
+                 log says); nothing else was written"
+            }
             Stage::NotCreated => "no file was created",
             Stage::CreatedAndRemoved => "the partly created file was removed",
             Stage::CreatedNotRemoved => {
                 "the partly created file could not be removed; delete it by hand"
             }
         }
+    }
+}
+
+/// The stage to report for a failure at `stage`, given what the image changed on its own
+/// (`DiskImage::implicit_changes`): "the file was not changed" is never said after a change.
+pub fn changed_stage(stage: Stage, implicit_changes: &[String]) -> Stage {
+    if stage == Stage::Untouched && !implicit_changes.is_empty() {
+        Stage::ChangedByOpen
+    } else {
+        stage
     }
 }
 
@@ -140,7 +157,10 @@ pub fn failure(file: &Path, error: &Error, stage: Stage, json: bool) -> u8 {
                 kind: error.kind().as_str(),
                 message,
                 exit_code: code,
-                may_have_changed: matches!(stage, Stage::Applying | Stage::CreatedNotRemoved),
+                may_have_changed: matches!(
+                    stage,
+                    Stage::Applying | Stage::ChangedByOpen | Stage::CreatedNotRemoved
+                ),
             },
         });
     } else {
@@ -581,6 +601,21 @@ mod tests {
             "disk.vhd: 1.0 GiB -> 12.5 MiB (reclaimed 500 of 506 allocated blocks: 500 zero, \
              0 trimmed, 0 file-system free; moved 3)"
         );
+    }
+
+    #[test]
+    fn a_failure_after_a_log_replay_never_says_the_file_was_not_changed() {
+        let replayed = vec!["the pending log (1 entry up to sequence 5) was replayed".into()];
+        let stage = changed_stage(Stage::Untouched, &replayed);
+        assert_eq!(stage, Stage::ChangedByOpen);
+        assert!(
+            !stage.promise().contains("not changed"),
+            "{}",
+            stage.promise()
+        );
+        assert!(stage.promise().contains("the pending log was replayed"));
+        assert_eq!(changed_stage(Stage::Untouched, &[]), Stage::Untouched);
+        assert_eq!(changed_stage(Stage::Applying, &replayed), Stage::Applying);
     }
 
     #[test]

@@ -227,6 +227,26 @@ pub trait DiskImage: BlockDevice {
         Ok(())
     }
 
+    /// Called once before the first write through any path, a compaction primitive or
+    /// [`DiskImage::host_file`] directly (the compactor calls it first thing in `apply`).
+    /// Formats whose open shows pending changes in memory only (VHDX: a log not yet replayed)
+    /// write them to the file here, durably; their writable open itself writes nothing, so a
+    /// compaction that is refused, fails while planning or is only planned leaves the file
+    /// byte-identical. What was written is then listed by [`DiskImage::implicit_changes`].
+    /// Idempotent. The default does nothing; a read-only open with something pending fails
+    /// with [`ErrorKind::ReadOnly`].
+    fn prepare_write(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// What this open has changed in the file on its own, beyond what the caller asked for
+    /// (VHDX: a pending log replayed by [`DiskImage::prepare_write`] or by the first write), in
+    /// plain lowercase words, one line each. Empty when it changed nothing. Reports print these
+    /// as notes; a caller must never say the file was not changed while this is not empty.
+    fn implicit_changes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The compaction primitives, for images whose blocks can be freed and moved. Fixed images
     /// answer [`ErrorKind::WrongType`]; formats without support [`ErrorKind::Unsupported`].
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {

@@ -147,6 +147,10 @@ pub struct Failure {
     /// writing: the image is valid (every step leaves it so) and the same call finishes the
     /// job.
     pub untouched: bool,
+    /// What opening the image changed in the file by itself before the failure
+    /// ([`DiskImage::implicit_changes`], e.g. a VHDX log replayed onto the file). When this
+    /// is not empty, the file was changed even if `untouched` is true.
+    pub implicit_changes: Vec<String>,
 }
 
 impl Failure {
@@ -154,14 +158,17 @@ impl Failure {
         Failure {
             error,
             untouched: true,
+            implicit_changes: Vec::new(),
         }
     }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let promise = if self.untouched {
+        let promise = if self.untouched && self.implicit_changes.is_empty() {
             "the file was not changed"
+        } else if self.untouched {
+            "the file was changed only by what its open did: a pending log was replayed"
         } else {
             "the image is valid; run the same compaction again to finish"
         };
@@ -254,6 +261,27 @@ pub fn compact_image(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<Outcome, Failure> {
+    // What the open left pending or did by itself (a VHDX log) is said either way: a replayed
+    // log is a change, so a failure after it never claims the file was not changed.
+    match compact_opened(image, toolkit, request, progress, cancel) {
+        Ok(mut done) => {
+            done.notes.extend(image.implicit_changes());
+            Ok(done)
+        }
+        Err(mut failure) => {
+            failure.implicit_changes = image.implicit_changes();
+            Err(failure)
+        }
+    }
+}
+
+fn compact_opened(
+    image: &mut dyn DiskImage,
+    toolkit: &Toolkit,
+    request: &CompactRequest,
+    progress: &dyn Progress,
+    cancel: &CancelToken,
+) -> Result<Outcome, Failure> {
     let mode = request.mode;
     let format = image.format();
     let mut opts = CompactOptions::new(mode);
@@ -285,16 +313,22 @@ pub fn compact_image(
     let plan = compactor
         .plan(image, &opts, progress, cancel)
         .map_err(Failure::untouched)?;
-    let report = if request.dry_run || nothing_to_reclaim(&plan.report(true)) {
-        // Nothing is written: a dry run, or a plan that changes nothing.
-        plan.report(request.dry_run)
+    let applying = |error| Failure {
+        error,
+        untouched: false,
+        implicit_changes: Vec::new(),
+    };
+    let report = if request.dry_run {
+        plan.report(true)
+    } else if nothing_to_reclaim(&plan.report(true)) {
+        // Nothing to reclaim: only what the open left pending in memory (a VHDX log) is
+        // written, so that a re-run after an interruption finishes the job.
+        image.prepare_write().map_err(applying)?;
+        plan.report(false)
     } else {
         compactor
             .apply(image, &plan, progress, cancel)
-            .map_err(|error| Failure {
-                error,
-                untouched: false,
-            })?
+            .map_err(applying)?
     };
     Ok(Outcome {
         format,

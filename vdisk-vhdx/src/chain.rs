@@ -237,7 +237,8 @@ impl VhdxImage {
                         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                         std::collections::btree_map::Entry::Vacant(e) => {
                             let mut page = Box::new([0u8; PAGE]);
-                            file.read_at(&mut page[..], at)?;
+                            // Through the view: the file may still lack a pending log.
+                            self.view.read_at(&mut page[..], at)?;
                             e.insert(page)
                         }
                     };
@@ -254,7 +255,7 @@ impl VhdxImage {
         if !changed {
             return Ok(());
         }
-        let session = writable(&mut self.session)?;
+        let session = writable(&mut self.session, &self.view)?;
         let pages: Vec<Page> = pages.into_iter().collect();
         let mut rest = pages.as_slice();
         while !rest.is_empty() {

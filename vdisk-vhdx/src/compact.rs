@@ -26,6 +26,7 @@ use crate::format::{
 };
 use crate::image::VhdxImage;
 use crate::log_write::{PAGE, Page};
+use crate::overlay::HostView;
 use crate::session::Session;
 
 /// BAT entries per 4 KiB page.
@@ -71,7 +72,7 @@ impl VhdxImage {
 
     /// Writes `changes` (table index → new entry) through the log; see [`log_bat_changes`].
     fn update_bat(&mut self, changes: &BTreeMap<u64, BatEntry>) -> Result<()> {
-        let session = writable(&mut self.session)?;
+        let session = writable(&mut self.session, &self.view)?;
         let bat = self
             .bat
             .get_mut()
@@ -222,7 +223,7 @@ impl Compactable for VhdxImage {
         if changes.is_empty() {
             return Ok(());
         }
-        let session = writable(&mut self.session)?;
+        let session = writable(&mut self.session, &self.view)?;
         let file = self.view.file();
         session.begin_write(file)?;
         for m in moves {
@@ -245,7 +246,7 @@ impl Compactable for VhdxImage {
         }
         let new_len = align_up(data_end, MIB)
             .ok_or_else(|| Error::new(ErrorKind::Internal, "file end overflows"))?;
-        let session = writable(&mut self.session)?;
+        let session = writable(&mut self.session, &self.view)?;
         let file = self.view.file();
         let len = file.len()?;
         if new_len >= len {
@@ -308,14 +309,20 @@ pub(crate) fn log_bat_changes(
 }
 
 /// The error of a writing primitive on a read-only open.
-/// The writing session of an image opened for writing; [`ErrorKind::ReadOnly`] otherwise.
-/// Takes the field, not the image, so the caller can still borrow the image's other fields.
-pub(crate) fn writable(session: &mut std::sync::Mutex<Option<Session>>) -> Result<&mut Session> {
-    session
+/// The writing session of an image opened for writing, with the log found pending at open
+/// replayed onto the file first (every writing primitive starts here); [`ErrorKind::ReadOnly`]
+/// otherwise. Takes the fields, not the image, so the caller can still borrow the others.
+pub(crate) fn writable<'a>(
+    session: &'a mut std::sync::Mutex<Option<Session>>,
+    view: &HostView,
+) -> Result<&'a mut Session> {
+    let session = session
         .get_mut()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .as_mut()
-        .ok_or_else(read_only)
+        .ok_or_else(read_only)?;
+    session.replay_pending(view)?;
+    Ok(session)
 }
 
 fn read_only() -> Error {

@@ -16,26 +16,21 @@ use crate::format::{
     PAYLOAD_UNMAPPED, PAYLOAD_ZERO, guid,
 };
 use crate::header::{CurrentHeader, read_headers};
-use crate::log::{Action, Log, SCAN_BUDGET_FACTOR, Sequence, find_active};
+use crate::log::{Log, SCAN_BUDGET_FACTOR, Sequence, find_active};
+use crate::log_bounds::check_bounds;
 use crate::metadata::{Metadata, read_metadata};
 use crate::overlay::HostView;
 use crate::region::{Regions, read_regions};
-use crate::session::{Session, write_zeros};
+use crate::session::Session;
 
 /// What the log looked like at open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LogState {
     /// LogGuid was zero: nothing to replay.
     Empty,
-    /// Entries were replayed in memory only; the file still holds the stale metadata.
+    /// Entries were replayed in memory; the file still holds the stale metadata until a
+    /// writable open's first write replays them onto it (see the session).
     ReplayedInMemory {
-        /// Entries applied.
-        entries: usize,
-        /// Sequence number of the newest.
-        sequence: u64,
-    },
-    /// A writable open replayed the log onto the file and emptied it.
-    ReplayedOntoFile {
         /// Entries applied.
         entries: usize,
         /// Sequence number of the newest.
@@ -98,6 +93,16 @@ pub(crate) fn inspect(file: Box<dyn HostFile>, problems: &mut Vec<Problem>) -> R
         return Err(err);
     }
     let meta = read_metadata(&view, &regions.metadata)?;
+    if let Some(sequence) = &pending {
+        check_bounds(
+            sequence,
+            log_range.start,
+            view.file_len(),
+            &regions.all,
+            &log_range,
+            &meta,
+        )?;
+    }
     let mut reserved = regions.all.clone();
     reserved.push(log_range.clone());
     let bat = read_bat(&view, &meta, &regions.bat, &reserved, problems)?;
@@ -134,11 +139,12 @@ pub struct VhdxImage {
 }
 
 impl VhdxImage {
-    /// Opens and validates the image in `file`. A read-only open never writes: a pending log
-    /// is replayed in memory. A writable open first validates everything with the log replayed
-    /// in memory, then replays the log onto the file, syncs, empties the log (header update
-    /// with a new FileWriteGuid) and parses the file again; a clean image is not written until
-    /// a compaction primitive writes. Fails with [`ErrorKind::InvalidImage`] on any structural
+    /// Opens and validates the image in `file`. The open itself never writes: a pending log
+    /// is replayed in memory (bounded by what the image's layout can need, see
+    /// `log::check_bounds`). A writable open replays it onto the file just before its first
+    /// write ([`DiskImage::prepare_write`], a compaction primitive or a guest write): syncs,
+    /// empties the log (header update with a new FileWriteGuid) and from then on reads the
+    /// file; [`DiskImage::implicit_changes`] then says so. Fails with [`ErrorKind::InvalidImage`] on any structural
     /// error, with [`ErrorKind::ReadOnly`] for a writable open of a read-only file, and with
     /// [`ErrorKind::Unsupported`] for unknown required regions or metadata.
     ///
@@ -191,28 +197,10 @@ impl VhdxImage {
         if !writable {
             return Ok(Self::from_parsed(parsed, problems, None));
         }
-        let Some(sequence) = &parsed.pending else {
-            let session = Session::new(parsed.header.clone(), false);
-            return Ok(Self::from_parsed(parsed, problems, Some(session)));
-        };
-        let replayed = LogState::ReplayedOntoFile {
-            entries: sequence.entries.len(),
-            sequence: sequence.head().map_or(0, |h| h.sequence),
-        };
-        replay_onto_file(parsed.view.file(), sequence)?;
-        let mut session = Session::new(parsed.header.clone(), false);
-        session.begin_write(parsed.view.file())?;
-        session.update_header(parsed.view.file(), |h| h.log_guid = [0; 16])?;
-        let file = parsed.view.into_file();
-        let mut problems = Vec::new();
-        let parsed = inspect(file, &mut problems)?;
-        if let Some(err) = vdisk_core::first_error(&problems) {
-            return Err(err);
-        }
-        let session = Session::new(parsed.header.clone(), true);
-        let mut image = Self::from_parsed(parsed, problems, Some(session));
-        image.log = replayed;
-        Ok(image)
+        // The replay waits for the first write: a compaction refused or only planned leaves
+        // the file byte-identical.
+        let session = Session::new(parsed.header.clone(), parsed.pending.clone());
+        Ok(Self::from_parsed(parsed, problems, Some(session)))
     }
 
     fn from_parsed(parsed: Parsed, notes: Vec<Problem>, session: Option<Session>) -> VhdxImage {
@@ -257,9 +245,15 @@ impl VhdxImage {
         self.meta.disk_id
     }
 
-    /// Whether the file holds a log that was replayed in memory at open.
+    /// Whether the file holds a log that is replayed in memory only (found at open and not
+    /// yet replayed onto the file by a first write).
     pub fn log_replayed_in_memory(&self) -> bool {
-        matches!(self.log, LogState::ReplayedInMemory { .. })
+        self.view.has_overlay()
+    }
+
+    /// The log this session replayed onto the file, as (entries, newest sequence number).
+    fn log_replayed_onto_file(&self) -> Option<(usize, u64)> {
+        lock(&self.session).as_ref().and_then(Session::replayed)
     }
 
     /// Physical sector size in bytes (512 or 4096).
@@ -292,51 +286,15 @@ impl Drop for VhdxImage {
     }
 }
 
+/// "1 entry", "3 entries".
+fn entries_word(n: usize) -> String {
+    format!("{n} entr{}", if n == 1 { "y" } else { "ies" })
+}
+
 /// Locks `m`; a panic elsewhere while it was held does not make the state unusable (every
 /// update of the guarded state is complete or not begun).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Writes the entries of `sequence` to their places in order, grows the file to the size the
-/// newest entry asks for, and syncs.
-fn replay_onto_file(file: &dyn HostFile, sequence: &Sequence) -> Result<()> {
-    let limit = sequence
-        .head()
-        .map_or(0, |h| h.last_file_offset)
-        .max(file.len()?);
-    for entry in &sequence.entries {
-        for action in &entry.actions {
-            let (at, len) = match action {
-                Action::Page(at, page) => (*at, page.len() as u64),
-                Action::Zero(at, len) => (*at, *len),
-            };
-            if at.checked_add(len).is_none_or(|end| end > limit) {
-                return Err(Error::invalid(
-                    format!(
-                        "log entry {} writes {len} bytes at {at:#x}, past the {limit}-byte file \
-                         size it records; the file was not changed",
-                        entry.sequence
-                    ),
-                    at,
-                ));
-            }
-        }
-    }
-    for entry in &sequence.entries {
-        for action in &entry.actions {
-            match action {
-                Action::Page(at, page) => file.write_at(&page[..], *at)?,
-                Action::Zero(at, len) => write_zeros(file, *at, *len)?,
-            }
-        }
-    }
-    if let Some(head) = sequence.head()
-        && file.len()? < head.last_file_offset
-    {
-        file.set_len(head.last_file_offset)?;
-    }
-    file.sync()
 }
 
 impl BlockDevice for VhdxImage {
@@ -444,15 +402,16 @@ impl DiskImage for VhdxImage {
     fn details(&self) -> Vec<(String, String)> {
         let current = self.current_header();
         let h = &current.header;
-        let log = match self.log {
-            LogState::Empty => "empty".to_string(),
-            LogState::ReplayedInMemory { entries, sequence } => format!(
-                "{entries} pending entr{} up to sequence {sequence}, replayed in memory only",
-                if entries == 1 { "y" } else { "ies" }
+        let log = match (self.log, self.log_replayed_onto_file()) {
+            (_, Some((entries, sequence))) => format!(
+                "empty ({} up to sequence {sequence} replayed onto the file before the first \
+                 write)",
+                entries_word(entries)
             ),
-            LogState::ReplayedOntoFile { entries, sequence } => format!(
-                "empty ({entries} entr{} up to sequence {sequence} replayed onto the file at open)",
-                if entries == 1 { "y" } else { "ies" }
+            (LogState::Empty, None) => "empty".to_string(),
+            (LogState::ReplayedInMemory { entries, sequence }, None) => format!(
+                "{} pending up to sequence {sequence}, replayed in memory only",
+                entries_word(entries)
             ),
         };
         let mut details = vec![
@@ -523,8 +482,31 @@ impl DiskImage for VhdxImage {
     /// A new DataWriteGuid, durable on return (once per session): children made against the
     /// old content no longer match this image. Fixed images too (retrim punches them).
     fn begin_content_change(&mut self) -> Result<()> {
-        let session = crate::compact::writable(&mut self.session)?;
+        let session = crate::compact::writable(&mut self.session, &self.view)?;
         session.begin_data_write(self.view.file())
+    }
+
+    /// Replays a log found pending at open onto the file (see [`Session::replay_pending`]);
+    /// nothing to do on a clean image. [`ErrorKind::ReadOnly`] on a read-only open with a
+    /// pending log.
+    fn prepare_write(&mut self) -> Result<()> {
+        if !self.view.has_overlay() {
+            return Ok(());
+        }
+        crate::compact::writable(&mut self.session, &self.view).map(|_| ())
+    }
+
+    fn implicit_changes(&self) -> Vec<String> {
+        self.log_replayed_onto_file()
+            .map(|(entries, sequence)| {
+                format!(
+                    "the pending log ({} up to sequence {sequence}) was replayed onto the file \
+                     first: the file was changed; its content is what the log says",
+                    entries_word(entries)
+                )
+            })
+            .into_iter()
+            .collect()
     }
 
     fn as_compactable(&mut self) -> Result<&mut dyn vdisk_core::Compactable> {

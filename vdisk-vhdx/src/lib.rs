@@ -60,6 +60,7 @@ mod header;
 mod image;
 mod locator;
 mod log;
+mod log_bounds;
 mod log_write;
 mod metadata;
 mod overlay;

@@ -5,7 +5,7 @@
 //! every metadata and payload read therefore goes through [`HostView::read_at`].
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use vdisk_core::{Error, ErrorKind, HostFile, Result};
 
@@ -141,6 +141,8 @@ fn index(v: u64) -> usize {
 pub(crate) struct HostView {
     file: Box<dyn HostFile>,
     overlay: Overlay,
+    /// The overlay is still laid over the file (false once the log was replayed onto it).
+    overlay_live: AtomicBool,
     /// Length of the file on the host (atomic: guest writes grow the file through `&self`).
     file_len: AtomicU64,
     /// Length the file has once the log is applied (at least `file_len`).
@@ -154,6 +156,7 @@ impl HostView {
         Ok(HostView {
             file,
             overlay: Overlay::new(),
+            overlay_live: AtomicBool::new(false),
             file_len: AtomicU64::new(file_len),
             len: AtomicU64::new(file_len),
         })
@@ -164,6 +167,21 @@ impl HostView {
         let len = self.file_len().max(min_len).max(overlay.end());
         self.len.store(len, Ordering::SeqCst);
         self.overlay = overlay;
+        self.overlay_live.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a replayed log is laid over the file.
+    pub(crate) fn has_overlay(&self) -> bool {
+        self.overlay_live.load(Ordering::SeqCst)
+    }
+
+    /// Stops laying the overlay over the file, once the log was replayed onto it and the file
+    /// (now `file_len` bytes) reads what the overlay showed. Later writes to the file are then
+    /// read back as written.
+    pub(crate) fn drop_overlay(&self, file_len: u64) {
+        self.file_len.store(file_len, Ordering::SeqCst);
+        self.len.store(file_len, Ordering::SeqCst);
+        self.overlay_live.store(false, Ordering::SeqCst);
     }
 
     /// The underlying host file.
@@ -171,17 +189,16 @@ impl HostView {
         &*self.file
     }
 
-    /// Takes the host file back, dropping the overlay.
-    pub(crate) fn into_file(self) -> Box<dyn HostFile> {
-        self.file
-    }
-
-    /// Records that the host file is now `len` bytes long (writable opens, which have no
-    /// overlay, after shrinking or growing the file).
+    /// Records that the host file is now `len` bytes long (writable opens, once their log was
+    /// replayed, after shrinking or growing the file).
     pub(crate) fn set_file_len(&self, len: u64) {
         self.file_len.store(len, Ordering::SeqCst);
-        self.len
-            .store(len.max(self.overlay.end()), Ordering::SeqCst);
+        let overlay_end = if self.has_overlay() {
+            self.overlay.end()
+        } else {
+            0
+        };
+        self.len.store(len.max(overlay_end), Ordering::SeqCst);
     }
 
     /// Length of the file with the log applied.
@@ -214,7 +231,7 @@ impl HostView {
             self.file.read_at(head, offset)?;
         }
         tail.fill(0);
-        if !self.overlay.is_empty() {
+        if self.has_overlay() && !self.overlay.is_empty() {
             self.overlay.apply(buf, offset);
         }
         Ok(())

@@ -1,7 +1,10 @@
 //! A writing session: header updates by the two-header protocol (MS-VHDX 2.2.2), the
-//! FileWriteGuid change before the first write, and metadata updates through the log.
+//! FileWriteGuid change before the first write, metadata updates through the log, and the
+//! replay of a log found pending at open.
 //!
 //! ```text
+//!  replay_pending: [before the first write: the pending log's entries to their places,
+//!                   file extended by set_len, sync; new FileWriteGuid, LogGuid zero]
 //!  log_pages:      [first write of the session: header with a new FileWriteGuid, sync]
 //!                  entry (own tail) into the log, sync
 //!                  header with LogGuid set (if not set yet), sync   ← the update is in effect
@@ -18,7 +21,9 @@ use zerocopy::IntoBytes;
 
 use crate::format::{HEADER_OFFSETS, Header};
 use crate::header::CurrentHeader;
+use crate::log::{Action, Sequence};
 use crate::log_write::{EntryContent, LogWriter, Page};
+use crate::overlay::HostView;
 
 /// Zeros written per call when applying a zero range.
 const ZERO_CHUNK: usize = 1 << 20;
@@ -38,22 +43,55 @@ pub(crate) struct Session {
     unapplied: Option<EntryContent>,
     /// Fewer pages per entry than the log allows (tests of updates split over entries).
     page_limit: Option<usize>,
+    /// The log found at open, shown in memory only until the first write replays it.
+    pending: Option<Sequence>,
+    /// The pending log was replayed onto the file: (entries, newest sequence number).
+    replayed: Option<(usize, u64)>,
 }
 
 impl Session {
-    /// A session for the image whose current header is `header`, with an empty log.
-    pub(crate) fn new(header: CurrentHeader, file_write_guid_changed: bool) -> Session {
+    /// A session for the image whose current header is `header`; `pending` is the log
+    /// sequence the header's LogGuid says is still to replay (shown in memory until then).
+    pub(crate) fn new(header: CurrentHeader, pending: Option<Sequence>) -> Session {
         let h = &header.header;
         let log = LogWriter::new(h.log_offset.get(), h.log_length.get());
         Session {
             header,
             log,
-            file_write_guid_changed,
+            file_write_guid_changed: false,
             data_write_guid_changed: false,
             log_active: false,
             unapplied: None,
             page_limit: None,
+            pending,
+            replayed: None,
         }
+    }
+
+    /// The log replayed onto the file in this session, as (entries, newest sequence number).
+    pub(crate) fn replayed(&self) -> Option<(usize, u64)> {
+        self.replayed
+    }
+
+    /// Replays the log found pending at open onto the file, if not done yet: its entries to
+    /// their places (the file extended by `set_len`, zeros written only over bytes the file
+    /// already has), sync, then a new FileWriteGuid and an empty log in the header; `view`
+    /// stops laying the log over the file. Every write of the session comes after this. A
+    /// failure leaves the log pending and valid: the next call (or the next open) replays it
+    /// again from the start, which gives the same bytes.
+    pub(crate) fn replay_pending(&mut self, view: &HostView) -> Result<()> {
+        let Some(sequence) = &self.pending else {
+            return Ok(());
+        };
+        let file = view.file();
+        replay_onto_file(file, sequence)?;
+        let done = summary(sequence);
+        self.pending = None;
+        self.begin_write(file)?;
+        self.update_header(file, |h| h.log_guid = [0; 16])?;
+        self.replayed = Some(done);
+        view.drop_overlay(file.len()?);
+        Ok(())
     }
 
     /// The current header.
@@ -96,6 +134,14 @@ impl Session {
 
     /// Changes the FileWriteGuid once per session, before the first write.
     pub(crate) fn begin_write(&mut self, file: &dyn HostFile) -> Result<()> {
+        if self.pending.is_some() {
+            // A new entry would overwrite the log before it was replayed.
+            return Err(vdisk_core::Error::new(
+                vdisk_core::ErrorKind::Io,
+                "internal error: a write was started before the pending log was replayed; \
+                 nothing was written",
+            ));
+        }
         if !self.file_write_guid_changed {
             let fwg = uuid::Uuid::new_v4().to_bytes_le();
             self.update_header(file, |h| h.file_write_guid = fwg)?;
@@ -221,4 +267,57 @@ pub(crate) fn write_zeros(file: &dyn HostFile, at: u64, len: u64) -> Result<()> 
         done += n as u64;
     }
     Ok(())
+}
+
+/// (entries, newest sequence number) of `sequence`.
+fn summary(sequence: &Sequence) -> (usize, u64) {
+    (
+        sequence.entries.len(),
+        sequence.head().map_or(0, |h| h.sequence),
+    )
+}
+
+/// Writes the entries of `sequence` to their places in order and syncs. The file is first
+/// grown with `set_len` to the size the newest entry records (or the end of the last range an
+/// entry writes, if larger): new file space reads zero, so zero ranges are written only over
+/// bytes that existed or that an earlier page of the sequence wrote. The ranges were bounded
+/// at open (`log::check_bounds`), so this writes at most the file's plausible size.
+pub(crate) fn replay_onto_file(file: &dyn HostFile, sequence: &Sequence) -> Result<()> {
+    let old_len = file.len()?;
+    let mut target = sequence.head().map_or(0, |h| h.last_file_offset);
+    for entry in &sequence.entries {
+        for action in &entry.actions {
+            target = target.max(action_end(action));
+        }
+    }
+    if target > old_len {
+        file.set_len(target)?;
+    }
+    // Bytes at or past this offset read zero: new space no page has written yet.
+    let mut written_end = old_len;
+    for entry in &sequence.entries {
+        for action in &entry.actions {
+            match action {
+                Action::Page(at, page) => {
+                    file.write_at(&page[..], *at)?;
+                    written_end = written_end.max(action_end(action));
+                }
+                Action::Zero(at, _) => {
+                    let end = action_end(action).min(written_end);
+                    if end > *at {
+                        write_zeros(file, *at, end - at)?;
+                    }
+                }
+            }
+        }
+    }
+    file.sync()
+}
+
+/// The end of the file range `action` writes (bounded at open; saturating regardless).
+fn action_end(action: &Action) -> u64 {
+    match action {
+        Action::Page(at, page) => at.saturating_add(page.len() as u64),
+        Action::Zero(at, len) => at.saturating_add(*len),
+    }
 }

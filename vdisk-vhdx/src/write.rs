@@ -44,6 +44,7 @@ impl VhdxImage {
         if buf.is_empty() {
             return Ok(());
         }
+        session.replay_pending(&self.view)?;
         let file = self.view.file();
         let bs = self.bat().block_size;
         let blocks = offset / bs..=(offset + buf.len() as u64 - 1) / bs;

@@ -42,12 +42,23 @@ pub fn run(
                 print_done(file, args, &done, notes);
                 0
             }
-            Err(Failure { error, untouched }) => {
+            Err(Failure {
+                error,
+                untouched,
+                implicit_changes,
+                ..
+            }) => {
+                // A replayed log is a change: never "the file was not changed" after one.
                 let stage = if untouched {
-                    Stage::Untouched
+                    report::changed_stage(Stage::Untouched, &implicit_changes)
                 } else {
                     Stage::Applying
                 };
+                for n in &implicit_changes {
+                    if !args.json {
+                        report::note(file, n);
+                    }
+                }
                 report::failure(file, &error, stage, args.json)
             }
         };

@@ -262,7 +262,8 @@ pub trait Compactor {
 
     /// Applies `plan` to the image it was made for. Cancellation is honoured between batches
     /// of blocks; the image is valid and reads the same (outside reclaimed blocks) at every
-    /// step, whether the run finishes, fails, is cancelled or the process dies.
+    /// step, whether the run finishes, fails, is cancelled or the process dies. The first
+    /// thing it writes is what [`DiskImage::prepare_write`] writes.
     fn apply(
         &self,
         image: &mut dyn DiskImage,
@@ -432,6 +433,8 @@ impl Compactor for GenericCompactor {
         cancel: &CancelToken,
     ) -> Result<CompactReport> {
         image.compaction_allowed()?;
+        // Pending changes the open only showed in memory go to the file before anything else.
+        image.prepare_write()?;
         let fixed = image.kind() == ImageKind::Fixed;
         let footprint = match fixed {
             true => None,
