@@ -10,7 +10,8 @@ pub const OTHER: u8 = 1;
 pub const USAGE: u8 = 2;
 /// Another program has the image open.
 pub const IN_USE: u8 = 3;
-/// The file is not a valid image, or it is corrupt.
+/// The file is not a valid image, or it is corrupt, or it names a parent vdisk may not open
+/// (outside the allowed folders, or not a regular file).
 pub const INVALID: u8 = 4;
 /// The image type or the mode is not supported for this operation.
 pub const UNSUPPORTED: u8 = 5;
@@ -28,7 +29,8 @@ Exit codes:
   1  other error (file not found, file already exists, i/o error)
   2  usage error
   3  image in use by another program
-  4  invalid or corrupt image (or not a disk image)
+  4  invalid or corrupt image (or not a disk image), or its parent is refused
+     (outside the child's folder: allow with --parent-dir DIR or --parent PATH)
   5  unsupported image type or mode
   6  read-only file or permission denied
   7  no space left on the host
@@ -41,6 +43,8 @@ pub fn code_for(kind: ErrorKind) -> u8 {
         ErrorKind::InUse => IN_USE,
         // A read past the end of the file means the image is shorter than its tables say.
         ErrorKind::InvalidImage | ErrorKind::OutOfRange => INVALID,
+        // What a differencing image names as its parent is its content, not the user's input.
+        ErrorKind::Refused => INVALID,
         ErrorKind::WrongType | ErrorKind::Unsupported => UNSUPPORTED,
         ErrorKind::ReadOnly => READ_ONLY,
         ErrorKind::NoSpace => NO_SPACE,
@@ -77,6 +81,7 @@ mod tests {
     fn every_kind_maps_to_its_documented_code() {
         assert_eq!(code_for(ErrorKind::InUse), 3);
         assert_eq!(code_for(ErrorKind::InvalidImage), 4);
+        assert_eq!(code_for(ErrorKind::Refused), 4);
         assert_eq!(code_for(ErrorKind::WrongType), 5);
         assert_eq!(code_for(ErrorKind::Unsupported), 5);
         assert_eq!(code_for(ErrorKind::ReadOnly), 6);

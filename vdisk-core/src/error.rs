@@ -37,6 +37,11 @@ pub enum ErrorKind {
     InvalidInput,
     /// A named file does not exist.
     NotFound,
+    /// A file the image's own content names (a parent locator), or one a scan found, is one
+    /// the open policy does not allow: outside the folders the caller allowed, reached through
+    /// a symbolic link that changed after the path was checked, or not a regular file. It was
+    /// not read, and the image was not changed.
+    Refused,
 }
 
 impl ErrorKind {
@@ -54,6 +59,7 @@ impl ErrorKind {
             ErrorKind::OutOfRange => "out-of-range",
             ErrorKind::InvalidInput => "invalid-input",
             ErrorKind::NotFound => "not-found",
+            ErrorKind::Refused => "refused",
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
@@ -105,6 +105,46 @@ pub fn copy_through_buffer<F: HostFile + ?Sized>(
     Ok(())
 }
 
+/// The error for a failed open of `path`, in the user's terms.
+fn open_error(e: std::io::Error, path: &Path, writable: bool) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        // The cause would only repeat "no such file or directory".
+        return Error::new(ErrorKind::NotFound, "no such file").with_path(path);
+    }
+    let what = match (ErrorKind::of_io(&e), writable) {
+        (ErrorKind::ReadOnly, true) => {
+            "cannot open for writing (permission denied or read-only file system)"
+        }
+        (ErrorKind::ReadOnly, false) => "cannot open for reading (permission denied)",
+        _ => "cannot open",
+    };
+    Error::io(e, what).with_path(path)
+}
+
+/// What a file type is, for messages: "a folder", "a fifo", ...
+fn describe(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a fifo";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a special file"
+    }
+}
+
 /// How long a conflicting lock is retried before the file counts as in use.
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -138,20 +178,103 @@ impl StdFile {
         options.read(true).write(writable);
         // A FIFO or device would block in open() before its type can be checked.
         sys::open_without_blocking(&mut options);
-        let file = options.open(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                // The cause would only repeat "no such file or directory".
-                return Error::new(ErrorKind::NotFound, "no such file").with_path(path);
+        let file = options
+            .open(path)
+            .map_err(|e| open_error(e, path, writable))?;
+        Self::lock_and_wrap(file, path, writable)
+    }
+
+    /// Opens the regular file at `resolved`, a path already resolved by the caller (absolute,
+    /// no `.` or `..`, no symbolic link anywhere: what [`Path::canonicalize`] returns, and what
+    /// the caller checked against its policy), following no symbolic link on the way, and then
+    /// checks that what was opened is the file at that path: the check the caller made holds
+    /// for the file it reads. This is the open for files named by an image's content (a
+    /// parent) or found by a scan (a child in the same folder); files the user named are
+    /// opened with [`StdFile::open`].
+    ///
+    /// A FIFO, device or folder is refused before it is opened when the path shows one, and
+    /// after opening without blocking if one was swapped in. On Linux `openat2` follows no
+    /// link at any component, so nothing outside the resolved path is ever opened; elsewhere
+    /// the last component is not followed and the opened file is compared with the path
+    /// afterwards (where the kernel can say where a descriptor points, by that; otherwise by
+    /// device and inode and a fresh resolution of the path).
+    ///
+    /// Errors as [`StdFile::open`], plus [`ErrorKind::Refused`] when a symbolic link was met,
+    /// the path is not absolute and resolved, what was opened is not the file at the path, or
+    /// the file is not a regular file.
+    pub fn open_no_follow(resolved: &Path, access: Access) -> Result<StdFile> {
+        Self::open_no_follow_with(resolved, access, sys::open_no_follow)
+    }
+
+    /// [`StdFile::open_no_follow`] with the system open given (tests use the portable one).
+    pub(crate) fn open_no_follow_with(
+        resolved: &Path,
+        access: Access,
+        open: fn(&Path, bool) -> std::io::Result<File>,
+    ) -> Result<StdFile> {
+        let path = resolved;
+        let refused = |why: String| Error::new(ErrorKind::Refused, why).with_path(path);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+        {
+            return Err(refused(
+                "not opened: the path must be absolute and resolved".into(),
+            ));
+        }
+        // Refuse what is visibly not a regular file without opening it at all.
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(refused(format!(
+                    "not opened: it is {}, not a regular file",
+                    describe(&meta.file_type())
+                )));
             }
-            let what = match (ErrorKind::of_io(&e), writable) {
-                (ErrorKind::ReadOnly, true) => {
-                    "cannot open for writing (permission denied or read-only file system)"
-                }
-                (ErrorKind::ReadOnly, false) => "cannot open for reading (permission denied)",
-                _ => "cannot open",
-            };
-            Error::io(e, what).with_path(path)
+            _ => {}
+        }
+        let writable = access == Access::ReadWrite;
+        let file = open(path, writable).map_err(|e| {
+            if sys::is_link_refused(&e) {
+                refused(
+                    "not opened: a symbolic link lies along the path (it changed after the path \
+                     was checked)"
+                        .into(),
+                )
+            } else {
+                open_error(e, path, writable)
+            }
         })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(e, "cannot read file metadata").with_path(path))?;
+        if !meta.is_file() {
+            return Err(refused(format!(
+                "refused: it is {}, not a regular file",
+                describe(&meta.file_type())
+            )));
+        }
+        if let Some(at) = sys::opened_path(&file) {
+            if at != path {
+                return Err(refused(format!(
+                    "refused: the file opened is {} (the path changed while it was being opened)",
+                    at.display()
+                )));
+            }
+        } else {
+            let still = path.canonicalize().ok().as_deref() == Some(path);
+            let same = std::fs::symlink_metadata(path)
+                .ok()
+                .and_then(|m| sys::file_id(&m))
+                .is_some_and(|id| sys::file_id(&meta) == Some(id));
+            if !still || !same {
+                return Err(refused(
+                    "refused: the file opened is not the one at this path (it changed while \
+                     it was being opened)"
+                        .into(),
+                ));
+            }
+        }
         Self::lock_and_wrap(file, path, writable)
     }
 
