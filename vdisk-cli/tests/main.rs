@@ -24,6 +24,7 @@ mod main {
     mod killed;
     mod ntfs;
     mod ntfs_crash;
+    mod parent_policy;
     mod prop;
     mod quirks;
     mod read_only;

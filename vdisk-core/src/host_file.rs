@@ -484,6 +484,36 @@ mod tests {
         }
     }
 
+    /// Where `openat2` is missing only the last component is protected (`O_NOFOLLOW`): a
+    /// folder along the resolved path swapped for a link still reaches the file behind it,
+    /// and the check of what was opened refuses that file. With `openat2` the open itself
+    /// fails. A path that is not resolved is refused before any open.
+    #[test]
+    fn a_file_reached_through_a_swapped_folder_is_refused_by_either_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(base.join("in/sub")).unwrap();
+        std::fs::create_dir(base.join("out")).unwrap();
+        std::fs::write(base.join("in/sub/p"), b"inside").unwrap();
+        std::fs::write(base.join("out/p"), b"outside").unwrap();
+        let resolved = base.join("in/sub/p");
+        StdFile::open_no_follow(&resolved, Access::ReadOnly).expect("opens before the swap");
+        std::fs::rename(base.join("in/sub"), base.join("in/was")).unwrap();
+        std::os::unix::fs::symlink(base.join("out"), base.join("in/sub")).unwrap();
+        let portable =
+            StdFile::open_no_follow_with(&resolved, Access::ReadOnly, sys::open_last_no_follow)
+                .unwrap_err();
+        assert_eq!(portable.kind(), ErrorKind::Refused, "{portable}");
+        assert!(portable.message().contains("out/p"), "{portable}");
+        let linux = StdFile::open_no_follow(&resolved, Access::ReadOnly).unwrap_err();
+        assert_eq!(linux.kind(), ErrorKind::Refused, "{linux}");
+        assert!(linux.message().contains("symbolic link"), "{linux}");
+        for unresolved in ["in/was/p", "/a/../in/was/p"] {
+            let err = StdFile::open_no_follow(Path::new(unresolved), Access::ReadOnly).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+        }
+    }
+
     #[test]
     fn files_without_hole_support_report_no_holes() {
         let m = crate::MemFile::from_bytes(vec![0; 8192]);

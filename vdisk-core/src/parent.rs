@@ -333,6 +333,26 @@ pub fn relative_windows(from_dir: &Path, to: &Path) -> Option<String> {
     Some(parts.join("\\"))
 }
 
+/// Refuses a parent path a locator cannot store: both formats store parent paths as UTF-16
+/// (VHD W2ru/W2ku and the parent name, VHDX relative_path), so a path that is not valid
+/// Unicode (possible on Unix hosts) would be written lossily and the child could never find
+/// its parent. Checks `parent` made absolute against the current folder. Fails with
+/// [`ErrorKind::InvalidInput`], naming the path, before anything is written.
+pub fn check_storable(parent: &Path) -> Result<()> {
+    let absolute = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
+    if absolute.to_str().is_some() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidInput,
+        format!(
+            "parent path {} is not valid unicode: a parent locator stores it as utf-16, so the \
+             child could never find its parent (rename the parent or its folder)",
+            absolute.display()
+        ),
+    ))
+}
+
 /// `path` with `.` and `..` folded lexically (for paths that cannot be canonicalised, such as
 /// a file about to be created).
 pub fn normalise(path: &Path) -> PathBuf {

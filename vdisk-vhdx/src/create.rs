@@ -107,6 +107,7 @@ fn parent_facts(spec: &CreateSpec) -> Result<ParentFacts> {
                 .to_string(),
         )
     })?;
+    vdisk_core::parent::check_storable(parent)?;
     let file = StdFile::open(parent, Access::ReadOnly)?;
     if crate::DRIVER.probe(&file)? != Confidence::Yes {
         return Err(Error::new(

@@ -52,6 +52,8 @@ fn spec_for(
             "a differencing image has its parent's size; leave out --size",
         ));
     }
+    // Refused before the file is created: a lossy locator would orphan the child.
+    vdisk_core::parent::check_storable(parent)?;
     let format = match &args.format {
         Some(f) => f.clone(),
         None => {
