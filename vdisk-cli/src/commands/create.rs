@@ -65,7 +65,9 @@ fn spec_for(
                 .to_string()
         }
     };
-    Ok((CreateSpec::differencing(parent, &args.file), format))
+    let spec =
+        CreateSpec::differencing(parent, &args.file).parent_dirs(parents.allowed_dirs.clone());
+    Ok((spec, format))
 }
 
 fn create(
