@@ -262,11 +262,14 @@ fn child_folder(child: &Path) -> Result<PathBuf> {
     })
 }
 
+/// A test's action between the policy check and the open.
+#[cfg(test)]
+type Hook = Box<dyn FnMut(&Path)>;
+
 #[cfg(test)]
 thread_local! {
     /// Runs between the policy check and the open (tests swap paths here).
-    static BEFORE_OPEN: std::cell::RefCell<Option<Box<dyn FnMut(&Path)>>> =
-        const { std::cell::RefCell::new(None) };
+    static BEFORE_OPEN: std::cell::RefCell<Option<Hook>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Opens the parent at `canon` (resolved, already allowed) once, following no link.
