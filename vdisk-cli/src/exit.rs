@@ -11,7 +11,8 @@ pub const OTHER: u8 = 1;
 pub const USAGE: u8 = 2;
 /// Another program has the image open.
 pub const IN_USE: u8 = 3;
-/// The file is not a valid image, or it is corrupt.
+/// The file is not a valid image, or it is corrupt, or it names a parent vdisk may not open
+/// (outside the allowed folders, or not a regular file).
 pub const INVALID: u8 = 4;
 /// The image type or the mode is not supported for this operation.
 pub const UNSUPPORTED: u8 = 5;
@@ -29,8 +30,9 @@ Exit codes:
   1  other error (file not found, file already exists, i/o error, internal error)
   2  usage error
   3  image in use by another program
-  4  invalid or corrupt image, not a disk image (a folder, device or pipe too), or a file
-     that reads as two formats (name one with --format)
+  4  invalid or corrupt image, not a disk image (a folder, device or pipe too), a file
+     that reads as two formats (name one with --format), or its parent is refused
+     (outside the child's folder: allow with --parent-dir DIR or --parent PATH)
   5  unsupported image type or mode
   6  read-only file or permission denied
   7  no space left on the host
@@ -43,6 +45,8 @@ pub fn code_for(kind: ErrorKind) -> u8 {
         ErrorKind::InUse => IN_USE,
         // A read past the end of the file means the image is shorter than its tables say.
         ErrorKind::InvalidImage | ErrorKind::OutOfRange => INVALID,
+        // What a differencing image names as its parent is its content, not the user's input.
+        ErrorKind::Refused => INVALID,
         ErrorKind::WrongType | ErrorKind::Unsupported => UNSUPPORTED,
         ErrorKind::ReadOnly => READ_ONLY,
         ErrorKind::NoSpace => NO_SPACE,
@@ -79,6 +83,7 @@ mod tests {
     fn every_kind_maps_to_its_documented_code() {
         assert_eq!(code_for(ErrorKind::InUse), 3);
         assert_eq!(code_for(ErrorKind::InvalidImage), 4);
+        assert_eq!(code_for(ErrorKind::Refused), 4);
         assert_eq!(code_for(ErrorKind::WrongType), 5);
         assert_eq!(code_for(ErrorKind::Unsupported), 5);
         assert_eq!(code_for(ErrorKind::ReadOnly), 6);

@@ -30,6 +30,7 @@ mod main {
     mod mutate;
     mod ntfs;
     mod ntfs_crash;
+    mod parent_policy;
     mod prop;
     mod quirks;
     mod read_only;

@@ -41,6 +41,11 @@ pub enum ErrorKind {
     /// image, overlapping internal copies). Nothing the user passed or the file holds; the
     /// operation stops before the step that found it.
     Internal,
+    /// A file the image's own content names (a parent locator), or one a scan found, is one
+    /// the open policy does not allow: outside the folders the caller allowed, reached through
+    /// a symbolic link that changed after the path was checked, or not a regular file. It was
+    /// not read, and the image was not changed.
+    Refused,
 }
 
 impl ErrorKind {
@@ -59,6 +64,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid-input",
             ErrorKind::NotFound => "not-found",
             ErrorKind::Internal => "internal",
+            ErrorKind::Refused => "refused",
         }
     }
 

@@ -120,6 +120,9 @@ pub struct CreateSpec {
     pub parent: Option<PathBuf>,
     /// Where the new image is being created (needed for relative parent locators).
     pub path: Option<PathBuf>,
+    /// Folders from which the parent's own parents may be opened, besides each image's own
+    /// folder (as [`ParentPolicy::allowed_dirs`] for an open).
+    pub parent_dirs: Vec<PathBuf>,
 }
 
 impl CreateSpec {
@@ -132,6 +135,7 @@ impl CreateSpec {
             logical_sector_size: None,
             parent: None,
             path: None,
+            parent_dirs: Vec::new(),
         }
     }
 
@@ -149,6 +153,13 @@ impl CreateSpec {
     #[must_use]
     pub fn block_size(mut self, block_size: u64) -> CreateSpec {
         self.block_size = Some(block_size);
+        self
+    }
+
+    /// Sets the folders the parent's own parents may be opened from.
+    #[must_use]
+    pub fn parent_dirs(mut self, dirs: Vec<PathBuf>) -> CreateSpec {
+        self.parent_dirs = dirs;
         self
     }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::sys;
@@ -123,6 +123,46 @@ pub enum Access {
     ReadWrite,
 }
 
+/// The error for a failed open of `path`, in the user's terms.
+fn open_error(e: std::io::Error, path: &Path, writable: bool) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        // The cause would only repeat "no such file or directory".
+        return Error::new(ErrorKind::NotFound, "no such file").with_path(path);
+    }
+    let what = match (ErrorKind::of_io(&e), writable) {
+        (ErrorKind::ReadOnly, true) => {
+            "cannot open for writing (permission denied or read-only file system)"
+        }
+        (ErrorKind::ReadOnly, false) => "cannot open for reading (permission denied)",
+        _ => "cannot open",
+    };
+    Error::io(e, what).with_path(path)
+}
+
+/// What a file type is, for messages: "a folder", "a fifo", ...
+fn describe(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a fifo";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a special file"
+    }
+}
+
 /// The error for a path that names something other than a regular file: it is not a disk
 /// image, whatever is asked of it ([`ErrorKind::InvalidImage`], the same for every command and
 /// access mode).
@@ -174,6 +214,100 @@ impl StdFile {
             };
             Error::io(e, what).with_path(path)
         })?;
+        Self::lock_and_wrap(file, path, writable, true)
+    }
+
+    /// Opens the regular file at `resolved`, a path already resolved by the caller (absolute,
+    /// no `.` or `..`, no symbolic link anywhere: what [`Path::canonicalize`] returns, and what
+    /// the caller checked against its policy), following no symbolic link on the way, and then
+    /// checks that what was opened is the file at that path: the check the caller made holds
+    /// for the file it reads. This is the open for files named by an image's content (a
+    /// parent) or found by a scan (a child in the same folder); files the user named are
+    /// opened with [`StdFile::open`].
+    ///
+    /// A FIFO, device or folder is refused before it is opened when the path shows one, and
+    /// after opening without blocking if one was swapped in. On Linux `openat2` follows no
+    /// link at any component, so nothing outside the resolved path is ever opened; elsewhere
+    /// the last component is not followed and the opened file is compared with the path
+    /// afterwards (where the kernel can say where a descriptor points, by that; otherwise by
+    /// device and inode and a fresh resolution of the path).
+    ///
+    /// Errors as [`StdFile::open`], plus [`ErrorKind::Refused`] when a symbolic link was met,
+    /// the path is not absolute and resolved, what was opened is not the file at the path, or
+    /// the file is not a regular file.
+    pub fn open_no_follow(resolved: &Path, access: Access) -> Result<StdFile> {
+        Self::open_no_follow_with(resolved, access, sys::open_no_follow)
+    }
+
+    /// [`StdFile::open_no_follow`] with the system open given (tests use the portable one).
+    pub(crate) fn open_no_follow_with(
+        resolved: &Path,
+        access: Access,
+        open: fn(&Path, bool) -> std::io::Result<File>,
+    ) -> Result<StdFile> {
+        let path = resolved;
+        let refused = |why: String| Error::new(ErrorKind::Refused, why).with_path(path);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+        {
+            return Err(refused(
+                "not opened: the path must be absolute and resolved".into(),
+            ));
+        }
+        // Refuse what is visibly not a regular file without opening it at all.
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(refused(format!(
+                    "not opened: it is {}, not a regular file",
+                    describe(&meta.file_type())
+                )));
+            }
+            _ => {}
+        }
+        let writable = access == Access::ReadWrite;
+        let file = open(path, writable).map_err(|e| {
+            if sys::is_link_refused(&e) {
+                refused(
+                    "not opened: a symbolic link lies along the path (it changed after the path \
+                     was checked)"
+                        .into(),
+                )
+            } else {
+                open_error(e, path, writable)
+            }
+        })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(e, "cannot read file metadata").with_path(path))?;
+        if !meta.is_file() {
+            return Err(refused(format!(
+                "refused: it is {}, not a regular file",
+                describe(&meta.file_type())
+            )));
+        }
+        if let Some(at) = sys::opened_path(&file) {
+            if at != path {
+                return Err(refused(format!(
+                    "refused: the file opened is {} (the path changed while it was being opened)",
+                    at.display()
+                )));
+            }
+        } else {
+            let still = path.canonicalize().ok().as_deref() == Some(path);
+            let same = std::fs::symlink_metadata(path)
+                .ok()
+                .and_then(|m| sys::file_id(&m))
+                .is_some_and(|id| sys::file_id(&meta) == Some(id));
+            if !still || !same {
+                return Err(refused(
+                    "refused: the file opened is not the one at this path (it changed while \
+                     it was being opened)"
+                        .into(),
+                ));
+            }
+        }
         Self::lock_and_wrap(file, path, writable, true)
     }
 
@@ -410,5 +544,35 @@ mod tests {
         let m = crate::MemFile::from_bytes(vec![0; 8192]);
         assert_eq!(m.next_data(100).unwrap(), Some(100));
         assert_eq!(m.next_hole(100).unwrap(), 8192);
+    }
+
+    /// Where `openat2` is missing only the last component is protected (`O_NOFOLLOW`): a
+    /// folder along the resolved path swapped for a link still reaches the file behind it,
+    /// and the check of what was opened refuses that file. With `openat2` the open itself
+    /// fails. A path that is not resolved is refused before any open.
+    #[test]
+    fn a_file_reached_through_a_swapped_folder_is_refused_by_either_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(base.join("in/sub")).unwrap();
+        std::fs::create_dir(base.join("out")).unwrap();
+        std::fs::write(base.join("in/sub/p"), b"inside").unwrap();
+        std::fs::write(base.join("out/p"), b"outside").unwrap();
+        let resolved = base.join("in/sub/p");
+        StdFile::open_no_follow(&resolved, Access::ReadOnly).expect("opens before the swap");
+        std::fs::rename(base.join("in/sub"), base.join("in/was")).unwrap();
+        std::os::unix::fs::symlink(base.join("out"), base.join("in/sub")).unwrap();
+        let portable =
+            StdFile::open_no_follow_with(&resolved, Access::ReadOnly, sys::open_last_no_follow)
+                .unwrap_err();
+        assert_eq!(portable.kind(), ErrorKind::Refused, "{portable}");
+        assert!(portable.message().contains("out/p"), "{portable}");
+        let linux = StdFile::open_no_follow(&resolved, Access::ReadOnly).unwrap_err();
+        assert_eq!(linux.kind(), ErrorKind::Refused, "{linux}");
+        assert!(linux.message().contains("symbolic link"), "{linux}");
+        for unresolved in ["in/was/p", "/a/../in/was/p"] {
+            let err = StdFile::open_no_follow(Path::new(unresolved), Access::ReadOnly).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+        }
     }
 }

@@ -5,8 +5,9 @@
 //! a hostile image could name any file on the host. By default a parent is opened only if,
 //! after resolving symbolic links, it lies in the child's own folder or under a folder the
 //! user named ([`ParentPolicy::allowed_dirs`]); [`ParentPolicy::explicit`] (`--parent PATH`)
-//! names the immediate parent outright. Parents are always opened read-only with a shared
-//! lock. Chains are bounded by [`MAX_CHAIN_DEPTH`] and cycles are refused.
+//! names the immediate parent outright. The check is made on where the path leads, and the
+//! file opened is the one checked (see [`find_parent`]). Parents are always opened read-only
+//! with a shared lock, and only if they are regular files. Chains are bounded by [`MAX_CHAIN_DEPTH`] and cycles are refused.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -131,9 +132,20 @@ fn windows_to_host(text: &str) -> PathBuf {
 
 /// Finds and opens the parent of the image described by `chain`, trying `policy.explicit`
 /// (first level only) or else each of `locators` in the order given (the format's spec
-/// order). Fails with [`ErrorKind::NotFound`] naming every path tried, with
+/// order).
+///
+/// The rule, at every level of the chain: the child's folder is resolved first (its path made
+/// absolute, then canonical; a folder that cannot be resolved refuses the open, never allows
+/// everything). Each candidate path is resolved (symbolic links followed) and allowed only if
+/// where it leads lies in the child's folder or under one of `policy.allowed_dirs`: a link
+/// that stays inside is harmless, one that leads out is refused. The allowed file is then
+/// opened once, at its resolved path, following no link ([`StdFile::open_no_follow`]), so a
+/// link swapped in after the check opens nothing; it must be a regular file.
+///
+/// Fails with [`ErrorKind::NotFound`] naming every path tried, with
 /// [`ErrorKind::InvalidImage`] for cycles or chains deeper than [`MAX_CHAIN_DEPTH`], and with
-/// [`ErrorKind::InvalidInput`] when a parent exists only outside the allowed folders.
+/// [`ErrorKind::Refused`] when a parent exists only outside the allowed folders or is not a
+/// regular file (the message names it and the options that allow it).
 pub fn find_parent(
     chain: &ChainContext,
     policy: &ParentPolicy,
@@ -147,7 +159,10 @@ pub fn find_parent(
     }
     let first_level = chain.visited.len() <= 1;
     if let (Some(explicit), true) = (&policy.explicit, first_level) {
-        return open_candidate(chain, explicit);
+        let canon = explicit.canonicalize().map_err(|e| {
+            Error::io(e, "parent image not found (named with --parent)").with_path(explicit)
+        })?;
+        return open_candidate(chain, &canon);
     }
     let Some(child) = &chain.path else {
         return Err(Error::new(
@@ -156,11 +171,12 @@ pub fn find_parent(
              explicitly)",
         ));
     };
-    let child_dir = child
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let child_dir_canon = child_dir.canonicalize().unwrap_or(child_dir.clone());
+    let child_dir = child_folder(child)?;
+    let allowed_dirs: Vec<PathBuf> = policy
+        .allowed_dirs
+        .iter()
+        .filter_map(|d| d.canonicalize().ok())
+        .collect();
     let mut tried = Vec::new();
     let mut refused = Vec::new();
     let mut seen: Vec<PathBuf> = Vec::new();
@@ -171,34 +187,40 @@ pub fn find_parent(
                 continue;
             }
             seen.push(candidate.clone());
+            let named = format!("{} \"{}\"", locator.label, locator.path);
             let Ok(canon) = candidate.canonicalize() else {
-                tried.push(format!(
-                    "{} for {} \"{}\"",
-                    candidate.display(),
-                    locator.label,
-                    locator.path
-                ));
+                tried.push(format!("{} for {named}", candidate.display()));
                 continue;
             };
-            let allowed = canon.starts_with(&child_dir_canon)
-                || policy
-                    .allowed_dirs
-                    .iter()
-                    .filter_map(|d| d.canonicalize().ok())
-                    .any(|d| canon.starts_with(d));
+            let allowed =
+                canon.starts_with(&child_dir) || allowed_dirs.iter().any(|d| canon.starts_with(d));
             if !allowed {
-                refused.push(canon.display().to_string());
+                refused.push(format!(
+                    "parent {} (named by {named}) lies outside the child's folder {}",
+                    canon.display(),
+                    child_dir.display()
+                ));
                 continue;
             }
-            return open_candidate(chain, &candidate);
+            return open_candidate(chain, &canon).map_err(|e| {
+                if e.kind() == ErrorKind::Refused {
+                    Error::new(
+                        ErrorKind::Refused,
+                        format!("parent named by {named}: {}", e.message()),
+                    )
+                    .with_path(&canon)
+                } else {
+                    e
+                }
+            });
         }
     }
     if let Some(outside) = refused.first() {
         return Err(Error::new(
-            ErrorKind::InvalidInput,
+            ErrorKind::Refused,
             format!(
-                "parent {outside} lies outside the child's folder; allow it with --parent-dir \
-                 or name it with --parent"
+                "{outside}; it was not opened: allow its folder with --parent-dir DIR or name \
+                 the parent with --parent PATH"
             ),
         ));
     }
@@ -217,35 +239,77 @@ pub fn find_parent(
     ))
 }
 
-fn open_candidate(chain: &ChainContext, path: &Path) -> Result<FoundParent> {
-    let canon = path
-        .canonicalize()
-        .map_err(|e| Error::io(e, format!("parent image {} not found", path.display())))?;
-    if chain.visited.contains(&canon) {
+/// The canonical folder of the image at `child`: relative locators start there and parents
+/// may lie under it. A path with no folder part (`child.vhd`) is taken from the current
+/// folder; a folder that cannot be resolved is an error, never "anywhere".
+fn child_folder(child: &Path) -> Result<PathBuf> {
+    let absolute = std::path::absolute(child).map_err(|e| {
+        Error::io(e, "cannot resolve the image's path to look for its parent").with_path(child)
+    })?;
+    let dir = absolute.parent().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            "the image's path has no folder to look for its parent in",
+        )
+        .with_path(child)
+    })?;
+    dir.canonicalize().map_err(|e| {
+        Error::io(
+            e,
+            "cannot resolve the image's folder to look for its parent",
+        )
+        .with_path(dir)
+    })
+}
+
+/// A test's action between the policy check and the open.
+#[cfg(test)]
+type Hook = Box<dyn FnMut(&Path)>;
+
+#[cfg(test)]
+thread_local! {
+    /// Runs between the policy check and the open (tests swap paths here).
+    static BEFORE_OPEN: std::cell::RefCell<Option<Hook>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Opens the parent at `canon` (resolved, already allowed) once, following no link.
+fn open_candidate(chain: &ChainContext, canon: &Path) -> Result<FoundParent> {
+    if chain.visited.iter().any(|v| v == canon) {
         return Err(Error::new(
             ErrorKind::InvalidImage,
             format!("parent chain loops back to {}", canon.display()),
         ));
     }
-    let file = StdFile::open(path, Access::ReadOnly)?;
+    #[cfg(test)]
+    BEFORE_OPEN.with_borrow_mut(|hook| {
+        if let Some(hook) = hook {
+            hook(canon);
+        }
+    });
+    let file = StdFile::open_no_follow(canon, Access::ReadOnly)?;
     let mut visited = chain.visited.clone();
-    visited.push(canon);
+    visited.push(canon.to_path_buf());
     Ok(FoundParent {
-        path: path.to_path_buf(),
+        path: canon.to_path_buf(),
         file,
         chain: ChainContext {
-            path: Some(path.to_path_buf()),
+            path: Some(canon.to_path_buf()),
             visited,
         },
     })
 }
 
 impl ChainContext {
-    /// The context for opening the image at `path` as the start of a chain.
+    /// The context for opening the image at `path` as the start of a chain. The path is made
+    /// absolute now (against the current folder), so that the child's folder is known even
+    /// for a bare file name; [`find_parent`] resolves that folder and refuses if it cannot.
     pub fn root(path: &Path) -> ChainContext {
-        let canon = path.canonicalize().unwrap_or_else(|_| normalise(path));
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let canon = absolute
+            .canonicalize()
+            .unwrap_or_else(|_| normalise(&absolute));
         ChainContext {
-            path: Some(path.to_path_buf()),
+            path: Some(absolute),
             visited: vec![canon],
         }
     }
@@ -272,6 +336,26 @@ pub fn relative_windows(from_dir: &Path, to: &Path) -> Option<String> {
     Some(parts.join("\\"))
 }
 
+/// Refuses a parent path a locator cannot store: both formats store parent paths as UTF-16
+/// (VHD W2ru/W2ku and the parent name, VHDX relative_path), so a path that is not valid
+/// Unicode (possible on Unix hosts) would be written lossily and the child could never find
+/// its parent. Checks `parent` made absolute against the current folder. Fails with
+/// [`ErrorKind::InvalidInput`], naming the path, before anything is written.
+pub fn check_storable(parent: &Path) -> Result<()> {
+    let absolute = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
+    if absolute.to_str().is_some() {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidInput,
+        format!(
+            "parent path {} is not valid unicode: a parent locator stores it as utf-16, so the \
+             child could never find its parent (rename the parent or its folder)",
+            absolute.display()
+        ),
+    ))
+}
+
 /// `path` with `.` and `..` folded lexically (for paths that cannot be canonicalised, such as
 /// a file about to be created).
 pub fn normalise(path: &Path) -> PathBuf {
@@ -289,103 +373,4 @@ pub fn normalise(path: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn loc(kind: LocatorKind, path: &str) -> Locator {
-        Locator {
-            kind,
-            label: "test",
-            path: path.to_owned(),
-        }
-    }
-
-    #[test]
-    fn relative_windows_paths_resolve_from_the_child_folder() {
-        let c = host_candidates(
-            &loc(LocatorKind::WindowsRelative, ".\\snap\\base.vhdx"),
-            Path::new("/data/vm"),
-        );
-        assert_eq!(c, vec![PathBuf::from("/data/vm/snap/base.vhdx")]);
-    }
-
-    #[test]
-    fn absolute_windows_paths_try_the_sibling_then_wsl_mount() {
-        let c = host_candidates(
-            &loc(
-                LocatorKind::WindowsAbsolute,
-                "C:\\Projects\\dfvfs\\test_data\\fat-parent.vhd",
-            ),
-            Path::new("/data"),
-        );
-        assert_eq!(
-            c,
-            vec![
-                PathBuf::from("/data/fat-parent.vhd"),
-                PathBuf::from("/mnt/c/Projects/dfvfs/test_data/fat-parent.vhd")
-            ]
-        );
-        let v = host_candidates(
-            &loc(
-                LocatorKind::WindowsVolume,
-                "\\\\?\\Volume{26a21bda-a627-11d7-9931-806e6f6e6963}\\vms\\p.vhdx",
-            ),
-            Path::new("/d"),
-        );
-        assert_eq!(v, vec![PathBuf::from("/d/p.vhdx")]);
-        let u = host_candidates(
-            &loc(LocatorKind::WindowsAbsolute, "\\srv\\vm\\base.vhd"),
-            Path::new("/d"),
-        );
-        assert_eq!(
-            u,
-            vec![
-                PathBuf::from("/d/base.vhd"),
-                PathBuf::from("/srv/vm/base.vhd")
-            ]
-        );
-    }
-
-    #[test]
-    fn parents_outside_the_child_folder_are_refused_without_consent() {
-        let outer = tempfile::tempdir().unwrap();
-        let inner = outer.path().join("child");
-        std::fs::create_dir(&inner).unwrap();
-        std::fs::write(outer.path().join("p.vhd"), b"x").unwrap();
-        let child = inner.join("c.vhd");
-        std::fs::write(&child, b"x").unwrap();
-        let chain = ChainContext::root(&child);
-        let locators = [loc(LocatorKind::WindowsRelative, "..\\p.vhd")];
-        let err = find_parent(&chain, &ParentPolicy::default(), &locators).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput);
-        let policy = ParentPolicy {
-            explicit: None,
-            allowed_dirs: vec![outer.path().to_path_buf()],
-        };
-        let found = find_parent(&chain, &policy, &locators).unwrap();
-        assert_eq!(found.chain.visited.len(), 2);
-    }
-
-    #[test]
-    fn missing_parents_are_named_in_the_error_and_cycles_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let child = dir.path().join("c.vhd");
-        std::fs::write(&child, b"x").unwrap();
-        let chain = ChainContext::root(&child);
-        let err = find_parent(
-            &chain,
-            &ParentPolicy::default(),
-            &[loc(LocatorKind::WindowsAbsolute, "C:\\x\\fat-parent.vhd")],
-        )
-        .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::NotFound);
-        assert!(err.message().contains("C:\\x\\fat-parent.vhd"), "{err}");
-        let err = find_parent(
-            &chain,
-            &ParentPolicy::default(),
-            &[loc(LocatorKind::WindowsRelative, "c.vhd")],
-        )
-        .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
-    }
-}
+mod tests;

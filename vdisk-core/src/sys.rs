@@ -1,6 +1,7 @@
-//! The one module that talks to the operating system beyond `std`: locks, hole punching,
-//! in-kernel copies and sparse-file queries. Everything goes through `rustix`, which wraps the
-//! system calls safely, so the workspace keeps `unsafe_code = "forbid"`.
+//! The one module that talks to the operating system beyond `std`: locks, opens that follow
+//! no symbolic link, hole punching, in-kernel copies and sparse-file queries. Everything goes
+//! through `rustix` (and `nix`), which wrap the system calls safely, so the workspace keeps
+//! `unsafe_code = "forbid"`.
 
 use std::fs::File;
 use std::io;
@@ -371,4 +372,105 @@ pub(crate) fn block_file_size_signal() -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn block_file_size_signal() -> io::Result<()> {
     Ok(())
+}
+
+/// Opens the file at `path` (absolute and already resolved: no component should be a
+/// symbolic link) for reading, or reading and writing, without following a symbolic link at
+/// any component, without blocking (FIFOs, devices) and without taking a terminal as the
+/// controlling one.
+///
+/// Linux: `openat2` with `RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`, so a link swapped in
+/// anywhere along the path after it was resolved fails the open with `ELOOP` and nothing
+/// behind it is opened. Where that call is missing (kernels before 5.6, sandboxes that filter
+/// it) and on other hosts this is [`open_last_no_follow`]: only the last component is
+/// protected, and the caller must check what was opened ([`opened_path`], [`file_id`]).
+#[cfg(target_os = "linux")]
+pub(crate) fn open_no_follow(path: &std::path::Path, writable: bool) -> io::Result<File> {
+    use rustix::fs::{CWD, Mode, OFlags, ResolveFlags, openat2};
+    let access = if writable {
+        OFlags::RDWR
+    } else {
+        OFlags::RDONLY
+    };
+    match openat2(
+        CWD,
+        path,
+        access | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+            open_last_no_follow(path, writable)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// No `openat2` here: the last component is not followed, the caller checks the rest.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn open_no_follow(path: &std::path::Path, writable: bool) -> io::Result<File> {
+    open_last_no_follow(path, writable)
+}
+
+/// Opens `path` without blocking and without following a symbolic link in its last component
+/// (`O_NOFOLLOW`; links in earlier components are followed). The portable half of
+/// [`open_no_follow`].
+pub(crate) fn open_last_no_follow(path: &std::path::Path, writable: bool) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(writable);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW;
+        options.custom_flags(flags.bits() as i32);
+    }
+    options.open(path)
+}
+
+/// Whether `err` is the "symbolic link met where none may be followed" error (`ELOOP`).
+#[cfg(unix)]
+pub(crate) fn is_link_refused(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// No such error here.
+#[cfg(not(unix))]
+pub(crate) fn is_link_refused(_err: &io::Error) -> bool {
+    false
+}
+
+/// Where the open file `file` lives now, as the kernel knows it (Linux: the link
+/// `/proc/self/fd/N`; macOS: `F_GETPATH`), or `None` where the host cannot tell (no `/proc`).
+#[cfg(target_os = "linux")]
+pub(crate) fn opened_path(file: &File) -> Option<std::path::PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
+}
+
+/// Where the open file `file` lives now (`F_GETPATH`).
+#[cfg(target_os = "macos")]
+pub(crate) fn opened_path(file: &File) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let path = rustix::fs::getpath(file).ok()?;
+    Some(std::ffi::OsString::from_vec(path.into_bytes()).into())
+}
+
+/// The host cannot tell where an open file lives.
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+pub(crate) fn opened_path(_file: &File) -> Option<std::path::PathBuf> {
+    None
+}
+
+/// Device and inode number: the identity of a file whatever path reaches it.
+#[cfg(unix)]
+pub(crate) fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// No stable identity available here.
+#[cfg(not(unix))]
+pub(crate) fn file_id(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }

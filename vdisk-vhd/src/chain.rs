@@ -272,12 +272,13 @@ fn open_parent(file: StdFile, opts: &OpenOptions) -> Result<VhdImage> {
     VhdImage::open_with(Box::new(file), opts)
 }
 
-/// Opens the parent named by `path` for creating a child over it.
-pub(crate) fn open_for_create(path: &Path) -> Result<VhdImage> {
+/// Opens the parent named by `path` for creating a child over it; its own parents may come
+/// from `parent_dirs` besides their children's folders.
+pub(crate) fn open_for_create(path: &Path, parent_dirs: &[PathBuf]) -> Result<VhdImage> {
     let file = StdFile::open(path, Access::ReadOnly)?;
-    open_parent(
-        file,
-        &OpenOptions::read_only().for_parent(ChainContext::root(path)),
-    )
-    .map_err(|e| e.with_path(path))
+    let opts = OpenOptions::read_only().with_parents(vdisk_core::ParentPolicy {
+        explicit: None,
+        allowed_dirs: parent_dirs.to_vec(),
+    });
+    open_parent(file, &opts.for_parent(ChainContext::root(path))).map_err(|e| e.with_path(path))
 }

@@ -202,7 +202,8 @@ fn create_differencing(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Vhd
         ));
     };
     check_empty(&*file)?;
-    let parent = chain::open_for_create(parent_path)?;
+    vdisk_core::parent::check_storable(parent_path)?;
+    let parent = chain::open_for_create(parent_path, &spec.parent_dirs)?;
     let depth = std::iter::successors(Some(&parent), |p| p.parent.as_deref()).count();
     if depth >= MAX_CHAIN_DEPTH {
         return Err(Error::new(

@@ -107,6 +107,7 @@ fn parent_facts(spec: &CreateSpec) -> Result<ParentFacts> {
                 .to_string(),
         )
     })?;
+    vdisk_core::parent::check_storable(parent)?;
     let file = StdFile::open(parent, Access::ReadOnly)?;
     if crate::DRIVER.probe(&file)? != Confidence::Yes {
         return Err(Error::new(
@@ -116,6 +117,7 @@ fn parent_facts(spec: &CreateSpec) -> Result<ParentFacts> {
         .with_path(parent));
     }
     let mut opts = OpenOptions::read_only();
+    opts.parents.allowed_dirs.clone_from(&spec.parent_dirs);
     opts.chain = ChainContext::root(parent);
     let image = VhdxImage::open_with(Box::new(file), &opts).map_err(|e| e.with_path(parent))?;
     Ok(ParentFacts {
@@ -255,6 +257,7 @@ pub(crate) fn create(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<VhdxI
     let mut opts = OpenOptions::read_write();
     if let (Some(parent), Some(path)) = (&spec.parent, &spec.path) {
         opts.parents.explicit = Some(parent.clone());
+        opts.parents.allowed_dirs.clone_from(&spec.parent_dirs);
         opts.chain = ChainContext::root(path);
     }
     VhdxImage::open_with(file, &opts)

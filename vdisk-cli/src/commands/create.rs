@@ -59,6 +59,8 @@ fn spec_for(
             "a differencing image has its parent's size; leave out --size",
         ));
     }
+    // Refused before the file is created: a lossy locator would orphan the child.
+    vdisk_core::parent::check_storable(parent)?;
     let format = match &args.format {
         Some(f) => f.clone(),
         None => {
@@ -70,7 +72,9 @@ fn spec_for(
                 .to_string()
         }
     };
-    Ok((CreateSpec::differencing(parent, &args.file), format))
+    let spec =
+        CreateSpec::differencing(parent, &args.file).parent_dirs(parents.allowed_dirs.clone());
+    Ok((spec, format))
 }
 
 fn create(

@@ -8,7 +8,8 @@ use std::process::Command;
 use vdisk_core::{Access, FormatDriver, OpenOptions, StdFile};
 
 use super::support::{
-    EXIT_USAGE, compact_ok, file_len, info_ok, num, qemu_io, require, run, tempdir, text, vdisk_cmd,
+    EXIT_INVALID, EXIT_USAGE, compact_ok, file_len, info_ok, num, qemu_io, require, run, tempdir,
+    text, vdisk_cmd,
 };
 
 /// Bytes libvhdi reads through `chain[0]` with `chain[1..]` as its parents.
@@ -174,8 +175,9 @@ fn parents_outside_the_folder_need_parent_dir_or_parent() {
     let outside = outside_dir.path().join("base.vhd");
     std::fs::rename(&moved, &outside).unwrap();
     std::os::unix::fs::symlink(&outside, dir.path().join("base.vhd")).unwrap();
+    // It is the image's content that names it: exit 4, not a usage error.
     let out = run(vdisk_cmd().args(["info", "--json"]).arg(&mid));
-    assert_eq!(out.code, EXIT_USAGE, "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code, EXIT_INVALID, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("--parent-dir"), "{}", out.stdout);
     let out = run(vdisk_cmd()
         .args(["info", "--json", "--parent-dir"])
