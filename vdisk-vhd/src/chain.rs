@@ -263,10 +263,14 @@ impl VhdImage {
 /// Opens a found parent as a VHD (any other format is refused: a VHD child can only sit on a
 /// VHD).
 fn open_parent(file: StdFile, opts: &OpenOptions) -> Result<VhdImage> {
-    if crate::DRIVER.probe(&file)? == vdisk_core::Confidence::No {
+    // A parent is recognised by the same rule as any image: from bytes the VHD format owns
+    // (a footer copy at offset 0, or a self-consistent fixed-disk footer), never from a
+    // footer-shaped tail alone, which a guest of another format could have written.
+    if crate::DRIVER.probe(&file)? < vdisk_core::Confidence::Likely {
         return Err(Error::new(
             ErrorKind::InvalidImage,
-            "the parent of a differencing vhd must be a vhd image, and this file is not one",
+            "the parent of a differencing vhd must be a vhd image, and this file is not \
+             recognisably one (no footer copy at its start, no consistent fixed-disk footer)",
         ));
     }
     VhdImage::open_with(Box::new(file), opts)
@@ -281,4 +285,36 @@ pub(crate) fn open_for_create(path: &Path, parent_dirs: &[PathBuf]) -> Result<Vh
         allowed_dirs: parent_dirs.to_vec(),
     });
     open_parent(file, &opts.for_parent(ChainContext::root(path))).map_err(|e| e.with_path(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vdisk_core::{CreateSpec, HostFile, ImageKind};
+
+    /// A dynamic VHD footer at the end of a file is guest data in any other format (a VHDX's
+    /// last block): a parent is recognised only from bytes the VHD format owns, so a file
+    /// whose footer copy at offset 0 is gone is not opened as a VHD parent.
+    #[test]
+    fn a_vhd_footer_only_at_the_end_of_a_file_does_not_make_it_a_vhd_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("base.vhd");
+        let file = StdFile::create_new(&path).unwrap();
+        crate::create::create(
+            Box::new(file),
+            &CreateSpec::new(ImageKind::Dynamic, 4 << 20),
+        )
+        .unwrap();
+        let opts = OpenOptions::read_only().for_parent(ChainContext::root(&path));
+        let file = StdFile::open(&path, Access::ReadOnly).unwrap();
+        open_parent(file, &opts).expect("a whole dynamic vhd is a parent");
+
+        let file = StdFile::open(&path, Access::ReadWrite).unwrap();
+        file.write_at(&[0u8; 512], 0).unwrap();
+        drop(file);
+        let file = StdFile::open(&path, Access::ReadOnly).unwrap();
+        let err = open_parent(file, &opts).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
+        assert!(err.message().contains("not recognisably"), "{err}");
+    }
 }
