@@ -396,7 +396,9 @@ impl DiskImage for VhdxImage {
     }
 
     fn host_file(&self) -> &dyn HostFile {
-        self.view.file()
+        // The file as the image sees it: a pending log held in memory counts (its pages are
+        // data, never holes), and the length is the one the log asks for.
+        &self.view
     }
 
     fn details(&self) -> Vec<(String, String)> {

@@ -238,6 +238,83 @@ impl HostView {
     }
 }
 
+/// The host file as the image sees it, for the engine ([`vdisk_core::DiskImage::host_file`]):
+/// reads, length and the hole map include a replayed log still held in memory, so that
+/// nothing (the zero scan's hole skipping above all) takes a page the log writes for a hole.
+/// Writes go to the file, and only once the log is on it: a write before that would be read
+/// back wrongly, so it is refused as a bug.
+impl HostFile for HostView {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        HostView::read_at(self, buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.settled()?;
+        self.file.write_at(buf, offset)
+    }
+
+    fn len(&self) -> Result<u64> {
+        Ok(HostView::len(self))
+    }
+
+    fn set_len(&self, len: u64) -> Result<()> {
+        self.settled()?;
+        self.file.set_len(len)?;
+        self.set_file_len(len);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file.sync()
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+        self.settled()?;
+        self.file.punch_hole(offset, len)
+    }
+
+    fn copy_within(&self, from: u64, to: u64, len: u64) -> Result<()> {
+        self.settled()?;
+        self.file.copy_within(from, to, len)
+    }
+
+    fn next_data(&self, offset: u64) -> Result<Option<u64>> {
+        if self.has_overlay() && !self.overlay.is_empty() {
+            // Conservative: with a log laid over the file, every byte may hold data.
+            return Ok((offset < HostView::len(self)).then_some(offset));
+        }
+        self.file.next_data(offset)
+    }
+
+    fn next_hole(&self, offset: u64) -> Result<u64> {
+        if self.has_overlay() && !self.overlay.is_empty() {
+            return Ok(HostView::len(self).max(offset));
+        }
+        self.file.next_hole(offset)
+    }
+
+    fn path(&self) -> Option<&std::path::Path> {
+        self.file.path()
+    }
+
+    fn is_writable(&self) -> bool {
+        self.file.is_writable()
+    }
+}
+
+impl HostView {
+    /// Fails unless the file reads what the image sees (no log held in memory only).
+    fn settled(&self) -> Result<()> {
+        if self.has_overlay() {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "a write to the file before its pending log was replayed onto it",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -373,3 +373,63 @@ fn the_real_dirty_log_fixture_compacted_in_full_mode_says_its_log_was_replayed()
     assert!(!out.stderr.contains("was replayed"), "{}", out.stderr);
     before.assert_unchanged(&file, true, "dry run with a pending log");
 }
+
+/// The zero scan skips host-file holes without reading them. A pending log held in memory may
+/// write a page into such a hole (here: a payload block whose host range was punched): that
+/// page is data, so the block is kept and reads what the log wrote, as qemu replays it.
+#[test]
+fn a_log_page_written_into_a_host_hole_is_data_not_a_zero_block() {
+    let dir = tempdir();
+    let file = qemu_vhdx(
+        dir.path(),
+        "hole.vhdx",
+        "block_size=1M",
+        8 * MIB,
+        &[
+            "write -P 0x33 0 1M",
+            "write -P 0 1M 1M",
+            "write -P 0x44 2M 1M",
+        ],
+    );
+    let b = std::fs::read(&file).unwrap();
+    let entry = u64_at(&b, bat_offset(&b) as usize + 8);
+    assert_eq!(entry & 7, 6, "block 1 is FULLY_PRESENT");
+    let host = (entry >> 20) << 20;
+    let len = file_len(&file);
+    add_pending_log(&file, &[Desc::Page(host, vec![0x77; SECTOR])], len, len);
+    // After the log is written (which rewrites the whole file): the block becomes a hole.
+    run(Command::new(require("fallocate", "util-linux"))
+        .args([
+            "--punch-hole",
+            "--offset",
+            &host.to_string(),
+            "--length",
+            "1048576",
+        ])
+        .arg(&file))
+    .ok();
+    let qemu = qemu_replayed(&file, dir.path());
+    for mode in ["prezeroed", "full"] {
+        let dry = vdisk(
+            ["compact", "--dry-run", "--json", "--mode", mode]
+                .iter()
+                .map(OsStr::new)
+                .chain([file.as_os_str()]),
+        );
+        dry.ok();
+        assert_eq!(
+            dry.json()["blocks_reclaimed_zero"].as_u64(),
+            Some(0),
+            "{mode}: the block the log writes is data: {}",
+            dry.stdout
+        );
+    }
+    vdisk(
+        ["compact", "--mode", "prezeroed"]
+            .iter()
+            .map(OsStr::new)
+            .chain([file.as_os_str()]),
+    )
+    .ok();
+    assert_qemu_same_vhdx(&file, &qemu);
+}
