@@ -157,9 +157,9 @@ fn compaction_in_every_file_system_mode_leaves_every_shadow_copy_reading_the_sam
 }
 
 /// With the option the volume's free space is used (trusted, every free cluster offered) and
-/// the note says the snapshot data is discarded. (On these fixtures no deleted file's clusters
-/// fill a whole 1 MiB block, so the stores happen to survive; the property checked is that
-/// the guard is lifted, not that data is lost.)
+/// the note says the snapshot data is discarded. (In 1 MiB blocks no snapshot-read cluster
+/// fills a whole block, so the stores happen to survive here; the loss itself is shown with
+/// cluster-sized blocks in `with_cluster_sized_blocks_only_the_guard_keeps_the_shadow_copies_from_changing`.)
 #[test]
 fn discard_shadow_copies_reclaims_their_space_and_says_the_snapshot_data_is_discarded() {
     let dir = tempdir();
@@ -258,5 +258,54 @@ fn assert_vhdx_identical(a: &Path, b: &Path) {
         a.display(),
         b.display(),
         out.stdout
+    );
+}
+
+/// The loss the guard prevents, shown on real data: in a dynamic VHD of 4 KiB blocks (one NTFS
+/// cluster each), clusters that `$Bitmap` calls free but the snapshots of `vsstest` still read
+/// fill whole blocks. `full` without the option keeps every shadow copy reading the same; with
+/// `--discard-shadow-copies` the same run changes what the snapshots read, so the first half
+/// of this test would fail without the guard.
+#[test]
+fn with_cluster_sized_blocks_only_the_guard_keeps_the_shadow_copies_from_changing() {
+    let dir = tempdir();
+    let raw = raw_of_qcow2("dfvfs_vsstest.qcow2", dir.path());
+    let before = store_hashes(&raw, 0);
+    assert_eq!(before.len(), 2);
+    let guarded = dir.path().join("guarded.vhd");
+    run(super::support::vdisk_cmd()
+        .args(["create", "--format", "vhd", "--type", "dynamic"])
+        .args(["--block-size", "4K", "--size", "1G"])
+        .arg(&guarded))
+    .ok();
+    qemu_img([
+        "convert".as_ref(),
+        "-n".as_ref(),
+        "-f".as_ref(),
+        "raw".as_ref(),
+        "-O".as_ref(),
+        "vpc".as_ref(),
+        raw.as_os_str(),
+        guarded.as_os_str(),
+    ])
+    .ok();
+    let discarded = dir.path().join("discarded.vhd");
+    std::fs::copy(&guarded, &discarded).unwrap();
+
+    let r = compact_ok(&guarded, "full", &[]);
+    assert!(r["notes"].to_string().contains(NOTE), "{r}");
+    assert_eq!(
+        store_hashes(&guarded, 0),
+        before,
+        "a shadow copy changed although the volume was guarded"
+    );
+
+    let r = compact_ok(&discarded, "full", &["--discard-shadow-copies"]);
+    assert!(r["blocks_reclaimed_fs"].as_u64() > Some(0), "{r}");
+    assert_ne!(
+        store_hashes(&discarded, 0),
+        before,
+        "reclaiming the free clusters with the guard lifted should change a snapshot; if it \
+         does not, this fixture no longer shows what the guard protects"
     );
 }
