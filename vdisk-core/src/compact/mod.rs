@@ -342,7 +342,13 @@ impl Compactor for GenericCompactor {
             }
             let virt = start..start.saturating_add(block_size).min(size);
             match state {
-                BlockState::Trimmed { .. } if zero_ok => reclaim.push((block, Reason::Trimmed)),
+                // A trimmed block of a differencing image is kept as it is: its content is
+                // undefined (MS-VHDX 2.5.1.1), and readers disagree on it (vdisk reads zeros,
+                // libvhdi reads through to the parent), so turning it into a zero or a
+                // not-present block would change what one of them reads.
+                BlockState::Trimmed { .. } if zero_ok && !differencing => {
+                    reclaim.push((block, Reason::Trimmed))
+                }
                 BlockState::Allocated { .. }
                     if zero_ok && fs_free.is_some_and(|f| covered(f, &virt)) =>
                 {

@@ -367,3 +367,59 @@ fn locators_are_tried_in_spec_order_and_windows_paths_map_to_the_child_folder() 
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(err.message().contains("nope.vhdx"), "{err}");
 }
+
+/// A trimmed block of a differencing child (UNMAPPED or UNDEFINED) has undefined content, and
+/// readers disagree on it: vdisk reads zeros, libvhdi reads through to the parent. Turning it
+/// into ZERO or NOT_PRESENT would change what one of them reads, so no mode touches it, and
+/// both readers see after every mode what they saw before. (Found by `cargo xtask mutate`.)
+#[test]
+fn trimmed_blocks_of_a_child_are_kept_so_no_reader_sees_them_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = base(dir.path(), "a.vhdx", 8 * MIB, MIB);
+    write(&a, &[(0, vec![0xaa; 8 * MIB as usize])]);
+    for mode in Mode::ALL {
+        let b = child(dir.path(), &format!("b-{mode}.vhdx"), &a);
+        write(
+            &b,
+            &[
+                (MIB, vec![0x11; MIB as usize]),
+                (3 * MIB, vec![0x33; MIB as usize]),
+                (5 * MIB, vec![0x55; MIB as usize]),
+            ],
+        );
+        // Block 3 UNMAPPED, block 5 UNDEFINED, both without host space.
+        edit(&b, |bytes| {
+            for (block, state) in [(3usize, 3u64), (5, 1)] {
+                let at = BAT + 8 * block;
+                bytes[at..at + 8].copy_from_slice(&state.to_le_bytes());
+            }
+        });
+        let chain = [a.clone(), b.clone()];
+        let ours = contents(&chain);
+        let theirs = super::diff::libvhdi_contents(&chain);
+        let mut image = open(&b, true).unwrap();
+        compact(&mut *image, mode).unwrap();
+        drop(image);
+        let image = open(&b, false).unwrap();
+        for block in [3, 5] {
+            assert!(
+                matches!(
+                    image.block_state(BlockIndex(block)).unwrap(),
+                    BlockState::Trimmed { .. }
+                ),
+                "{mode}: block {block} is still trimmed"
+            );
+        }
+        drop(image);
+        assert_eq!(
+            contents(&chain),
+            ours,
+            "{mode}: vdisk reads the child the same"
+        );
+        assert_eq!(
+            super::diff::libvhdi_contents(&chain),
+            theirs,
+            "{mode}: libvhdi reads the child the same"
+        );
+    }
+}
