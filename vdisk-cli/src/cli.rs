@@ -57,6 +57,10 @@ pub enum Command {
 /// `vdisk info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
+    /// Open the image as this format (vhd, vhdx) instead of detecting it: for a file vdisk
+    /// refuses as ambiguous (it reads as both), after you have checked which it is.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
     /// Print one JSON object per file (JSON Lines) on stdout.
     #[arg(long)]
     pub json: bool,
@@ -68,6 +72,10 @@ pub struct InfoArgs {
 /// `vdisk compact`.
 #[derive(Debug, Args)]
 pub struct CompactArgs {
+    /// Open the image as this format (vhd, vhdx) instead of detecting it: for a file vdisk
+    /// refuses as ambiguous (it reads as both), after you have checked which it is.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
     /// What to reclaim.
     #[arg(long, default_value = "full", value_parser = mode_parser())]
     pub mode: Mode,
@@ -117,6 +125,10 @@ pub struct CreateArgs {
 /// `vdisk check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// Open the image as this format (vhd, vhdx) instead of detecting it: for a file vdisk
+    /// refuses as ambiguous (it reads as both), after you have checked which it is.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
     /// Print one JSON object per file (JSON Lines) on stdout.
     #[arg(long)]
     pub json: bool,

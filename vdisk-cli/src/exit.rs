@@ -4,7 +4,8 @@ use vdisk_core::ErrorKind;
 
 /// Success, including "nothing to reclaim".
 pub const OK: u8 = 0;
-/// Any error no other code describes (including a file that does not exist).
+/// Any error no other code describes (including a file that does not exist, and internal
+/// errors, which ask to be reported).
 pub const OTHER: u8 = 1;
 /// Usage error (bad option or argument); also clap's own code.
 pub const USAGE: u8 = 2;
@@ -25,10 +26,11 @@ pub const CANCELLED: u8 = 8;
 pub const HELP: &str = "\
 Exit codes:
   0  success (also \"nothing to reclaim\")
-  1  other error (file not found, file already exists, i/o error)
+  1  other error (file not found, file already exists, i/o error, internal error)
   2  usage error
   3  image in use by another program
-  4  invalid or corrupt image (or not a disk image)
+  4  invalid or corrupt image, not a disk image (a folder, device or pipe too), or a file
+     that reads as two formats (name one with --format)
   5  unsupported image type or mode
   6  read-only file or permission denied
   7  no space left on the host
@@ -46,7 +48,7 @@ pub fn code_for(kind: ErrorKind) -> u8 {
         ErrorKind::NoSpace => NO_SPACE,
         ErrorKind::Cancelled => CANCELLED,
         ErrorKind::InvalidInput => USAGE,
-        ErrorKind::Io | ErrorKind::NotFound => OTHER,
+        ErrorKind::Io | ErrorKind::NotFound | ErrorKind::Internal => OTHER,
         _ => OTHER,
     }
 }
@@ -85,6 +87,7 @@ mod tests {
         assert_eq!(code_for(ErrorKind::InvalidInput), 2);
         assert_eq!(code_for(ErrorKind::NotFound), 1);
         assert_eq!(code_for(ErrorKind::Io), 1);
+        assert_eq!(code_for(ErrorKind::Internal), 1);
     }
 
     #[test]

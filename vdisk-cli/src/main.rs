@@ -29,6 +29,11 @@ use vdisk_core::CancelToken;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Before any thread starts (they inherit the signal mask): a file-size limit then makes
+    // writes fail with "no space" (exit 7) instead of killing the process without a word.
+    if let Err(e) = vdisk_core::survive_file_size_limit() {
+        report::err(&format!("vdisk: note: {e}"));
+    }
     let cli = Cli::parse();
     let registry = registry::registry();
     let parents = cli.parent_policy();

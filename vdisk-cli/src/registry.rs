@@ -20,7 +20,9 @@ pub fn analyzers() -> &'static [&'static dyn FsAnalyzer] {
 
 /// Formats recognised by their signature only, so that a healthy image of a format this build
 /// cannot handle is called unsupported (exit 5), not "not a disk image" (exit 4). They come
-/// after [`DRIVERS`] in detection, so a real driver for the same format always wins.
+/// after [`DRIVERS`] in detection, so a real driver for the same format always wins. A bare
+/// magic number is only [`Confidence::Maybe`]: the same bytes are guest data at the start of a
+/// fixed VHD, whose proven footer ([`Confidence::Likely`]) must win.
 static RECOGNISED_ONLY: [Foreign; 3] = [
     Foreign::new("qcow2", "qcow2", 0, b"QFI\xfb"),
     Foreign::new("vmdk", "VMDK (sparse)", 0, b"KDMV"),
@@ -89,7 +91,7 @@ impl FormatDriver for Foreign {
         let buf = &mut buf[..self.magic.len().min(8)];
         file.read_at(buf, self.offset)?;
         Ok(if *buf == *self.magic {
-            Confidence::Yes
+            Confidence::Maybe
         } else {
             Confidence::No
         })

@@ -129,7 +129,10 @@ struct ErrorBody {
 /// Reports a failed file (JSON object on stdout, or two lines on stderr); returns its exit code.
 pub fn failure(file: &Path, error: &Error, stage: Stage, json: bool) -> u8 {
     let code = exit::code_for(error.kind());
-    let message = error_message(file, error);
+    let mut message = error_message(file, error);
+    if error.kind() == vdisk_core::ErrorKind::Internal {
+        message = format!("internal error (a bug in vdisk; please report it): {message}");
+    }
     if json {
         json_line(&ErrorJson {
             file: shown(file),

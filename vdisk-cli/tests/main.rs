@@ -16,8 +16,10 @@ mod main {
     mod create;
     mod disk_full;
     mod dry_run;
+    mod exit_codes;
     mod fixed;
     mod fixtures;
+    mod format_confusion;
     mod in_use;
     mod in_use_vhdx;
     mod interrupted;

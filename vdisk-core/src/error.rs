@@ -37,6 +37,10 @@ pub enum ErrorKind {
     InvalidInput,
     /// A named file does not exist.
     NotFound,
+    /// A bug: the toolkit's own parts disagree (a compaction plan that no longer matches the
+    /// image, overlapping internal copies). Nothing the user passed or the file holds; the
+    /// operation stops before the step that found it.
+    Internal,
 }
 
 impl ErrorKind {
@@ -54,6 +58,7 @@ impl ErrorKind {
             ErrorKind::OutOfRange => "out-of-range",
             ErrorKind::InvalidInput => "invalid-input",
             ErrorKind::NotFound => "not-found",
+            ErrorKind::Internal => "internal",
         }
     }
 
@@ -112,7 +117,14 @@ impl Error {
     }
 
     /// An I/O error while doing `what` (e.g. "reading the BAT"); the kind follows the cause.
+    /// A write refused by the process's file-size limit (`EFBIG`: `ulimit -f`, `prlimit
+    /// --fsize`) is [`ErrorKind::NoSpace`] and says so, since the OS's own words ("file too
+    /// large") do not name the limit.
     pub fn io(err: io::Error, what: impl Into<String>) -> Self {
+        let mut what = what.into();
+        if err.kind() == io::ErrorKind::FileTooLarge {
+            what.push_str(" (the file-size limit of this process was hit: ulimit -f)");
+        }
         Error::new(ErrorKind::of_io(&err), what).with_source(err)
     }
 
@@ -231,6 +243,16 @@ mod tests {
         assert_eq!(e(io::ErrorKind::StorageFull), ErrorKind::NoSpace);
         assert_eq!(e(io::ErrorKind::NotFound), ErrorKind::NotFound);
         assert_eq!(e(io::ErrorKind::Interrupted), ErrorKind::Io);
+        assert_eq!(e(io::ErrorKind::FileTooLarge), ErrorKind::NoSpace);
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_file_size_limit_is_no_space_and_the_message_names_the_limit() {
+        let efbig = io::Error::from_raw_os_error(27);
+        let err = Error::io(efbig, "cannot write");
+        assert_eq!(err.kind(), ErrorKind::NoSpace);
+        assert!(err.message().contains("file-size limit"), "{err}");
     }
 
     #[test]

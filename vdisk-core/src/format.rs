@@ -10,14 +10,33 @@ use crate::host_file::{Access, HostFile, StdFile};
 use crate::image::{DiskImage, ImageKind};
 use crate::parent::{ChainContext, ParentPolicy};
 
-/// How sure a driver is that a file is in its format.
+/// How sure a driver is that a file is in its format, and from which bytes.
+///
+/// The rule every probe follows: **a format is recognised only from bytes the format owns and
+/// no guest can write.** Which bytes those are depends on what the file turns out to be: the
+/// first bytes of a VHDX are its own, but the first bytes of a fixed VHD are guest data, and the
+/// last bytes of a VHDX (or of most formats) are guest data, while those of a VHD are its
+/// footer. A probe therefore says how far its evidence can be trusted, and
+/// [`Registry::detect`] weighs the claims: the ordering below is that trust.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Confidence {
     /// Not this format.
     No,
-    /// Could be (e.g. a signature in a place other formats also use).
+    /// A signature whose surrounding structure does not hold up (a damaged image), or a bare
+    /// magic number the driver does not validate further (formats only recognised). Chosen
+    /// only when no driver claims more, so that a damaged image still gets its own driver's
+    /// precise error; ties go to the earlier driver.
     Maybe,
-    /// This format's signature is present.
+    /// A complete, self-consistent structure of this format (checksum, sizes matching the file
+    /// length) that lies in bytes a guest of *another* format could have written: a fixed
+    /// VHD's footer at the end of the file. Chosen over [`Confidence::Maybe`]; next to another
+    /// driver's [`Confidence::Likely`] or [`Confidence::Yes`] the file is ambiguous and is
+    /// refused until the caller names the format ([`OpenOptions::format`]).
+    Likely,
+    /// This format's signature at the start of the file, where every format but a fixed VHD
+    /// keeps its own header (VHDX "vhdxfile", the footer copy of a dynamic VHD). Wins over
+    /// [`Confidence::Maybe`]; two such claims, or one next to a [`Confidence::Likely`], make
+    /// the file ambiguous.
     Yes,
 }
 
@@ -34,6 +53,11 @@ pub struct OpenOptions {
     /// [`Registry::open_path`]; drivers pass the [`crate::FoundParent::chain`] when opening a
     /// parent).
     pub chain: ChainContext,
+    /// The format to open the image as (a driver id such as `"vhd"`), instead of detecting
+    /// it: how a caller resolves a file that [`Registry::detect`] calls ambiguous. A forced
+    /// format that does not open is an error, never a fallback to detection. Applies to the
+    /// image named only, not to its parents.
+    pub format: Option<String>,
 }
 
 impl OpenOptions {
@@ -60,12 +84,21 @@ impl OpenOptions {
         self
     }
 
-    /// The options to open a parent found at `chain`: read-only, same policy.
+    /// Sets the format to open the image as ([`OpenOptions::format`]); `None` detects it.
+    #[must_use]
+    pub fn with_format(mut self, format: Option<String>) -> OpenOptions {
+        self.format = format;
+        self
+    }
+
+    /// The options to open a parent found at `chain`: read-only, same policy, format
+    /// detected.
     pub fn for_parent(&self, chain: ChainContext) -> OpenOptions {
         OpenOptions {
             writable: false,
             parents: self.parents.clone(),
             chain,
+            format: None,
         }
     }
 }
@@ -135,8 +168,24 @@ pub trait FormatDriver: Send + Sync + fmt::Debug + 'static {
     /// File name extensions, lowercase without the dot.
     fn extensions(&self) -> &'static [&'static str];
 
-    /// Cheap signature check on the first and last 64 KiB at most; never follows references.
+    /// Cheap signature check on the first and last 64 KiB at most (plus, at most, one
+    /// structure those point at); never follows references to other files.
+    ///
+    /// Contract: a driver may claim only bytes its format owns, and says how far a guest could
+    /// have written them ([`Confidence`]): its signature at offset 0 is [`Confidence::Yes`]; a
+    /// structure in bytes that are guest data in other formats (the end of the file, in
+    /// particular) is at most [`Confidence::Likely`], and only when it is complete and agrees
+    /// with the file (checksum, length); anything less is [`Confidence::Maybe`]. A probe never
+    /// says more because it failed to find another format's signature.
     fn probe(&self, file: &dyn HostFile) -> Result<Confidence>;
+
+    /// Checks a [`CreateSpec`] without touching any file, so a caller can refuse bad
+    /// arguments before it creates anything. [`FormatDriver::create`] checks again. The
+    /// default accepts everything.
+    fn check_spec(&self, spec: &CreateSpec) -> Result<()> {
+        let _ = spec;
+        Ok(())
+    }
 
     /// Opens and validates an image. Errors say what is wrong and never change the file.
     fn open(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<Box<dyn DiskImage>>;
@@ -197,29 +246,67 @@ impl Registry {
             .find(|d| d.extensions().contains(&ext.as_str()))
     }
 
-    /// The driver most confident about `file`. [`ErrorKind::InvalidImage`] if none claims it.
+    /// The driver whose format `file` is in, by the probes' [`Confidence`]: one
+    /// [`Confidence::Yes`] wins over weaker claims, else one [`Confidence::Likely`], else the
+    /// first [`Confidence::Maybe`]. Several claims at the top level, or a `Yes` next to a
+    /// `Likely`, make the file ambiguous: guest data could be posing as either format, so it is
+    /// refused ([`ErrorKind::InvalidImage`]) with both readings named, until the caller names
+    /// the format. [`ErrorKind::InvalidImage`] too if no driver claims it.
     pub fn detect(&self, file: &dyn HostFile) -> Result<&'static dyn FormatDriver> {
-        let mut best: Option<(Confidence, &'static dyn FormatDriver)> = None;
+        let mut claims: Vec<(Confidence, &'static dyn FormatDriver)> = Vec::new();
         for &driver in &self.drivers {
             let confidence = driver.probe(file)?;
-            if confidence > Confidence::No && best.is_none_or(|(c, _)| confidence > c) {
-                best = Some((confidence, driver));
+            if confidence > Confidence::No {
+                claims.push((confidence, driver));
             }
         }
-        best.map(|(_, d)| d).ok_or_else(|| {
+        let Some(top) = claims.iter().map(|&(c, _)| c).max() else {
             let ids: Vec<_> = self.drivers.iter().map(|d| d.id()).collect();
-            Error::new(
+            return Err(Error::new(
                 ErrorKind::InvalidImage,
                 format!(
                     "not a disk image this tool knows (tried {})",
                     ids.join(", ")
                 ),
+            ));
+        };
+        if top == Confidence::Maybe {
+            return Ok(claims[0].1);
+        }
+        let strong: Vec<_> = claims
+            .into_iter()
+            .filter(|&(c, _)| c >= Confidence::Likely)
+            .collect();
+        match strong.as_slice() {
+            [(_, driver)] => Ok(*driver),
+            _ => Err(ambiguous(&strong)),
+        }
+    }
+
+    /// The driver to open `file` with: the one named by `format` (a driver id; no probing, so
+    /// no fallback), or the detected one.
+    pub fn driver_for(
+        &self,
+        file: &dyn HostFile,
+        format: Option<&str>,
+    ) -> Result<&'static dyn FormatDriver> {
+        let Some(id) = format else {
+            return self.detect(file);
+        };
+        self.by_id(&id.to_ascii_lowercase()).ok_or_else(|| {
+            let ids: Vec<_> = self.drivers.iter().map(|d| d.id()).collect();
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("unknown format {id:?} (formats: {})", ids.join(", ")),
             )
         })
     }
 
     /// Opens the image at `path`: locks the file (shared, or exclusive when writable), detects
-    /// the format and opens it. Errors carry the path.
+    /// the format (or takes [`OpenOptions::format`]) and opens it. Errors carry the path.
+    ///
+    /// A parent named in [`ParentPolicy::explicit`] for an image that is not differencing is
+    /// refused ([`ErrorKind::InvalidInput`]): it would otherwise be silently ignored.
     pub fn open_path(&self, path: &Path, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {
         let access = if opts.writable {
             Access::ReadWrite
@@ -227,13 +314,60 @@ impl Registry {
             Access::ReadOnly
         };
         let file = StdFile::open(path, access)?;
-        let driver = self.detect(&file).map_err(|e| e.with_path(path))?;
+        let driver = self
+            .driver_for(&file, opts.format.as_deref())
+            .map_err(|e| e.with_path(path))?;
         let mut opts = opts.clone();
-        if opts.chain.path.is_none() {
+        let named_by_caller = opts.chain.path.is_none();
+        if named_by_caller {
             opts.chain = ChainContext::root(path);
         }
-        driver
+        let image = driver
             .open(Box::new(file), &opts)
-            .map_err(|e| e.with_path(path))
+            .map_err(|e| e.with_path(path))?;
+        if named_by_caller
+            && opts.parents.explicit.is_some()
+            && image.kind() != ImageKind::Differencing
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "a parent was named, but this is a {} {} image, which has no parent (only \
+                     differencing images do)",
+                    image.kind().as_str(),
+                    image.format()
+                ),
+            )
+            .with_path(path));
+        }
+        Ok(image)
     }
+}
+
+/// The error for a file several drivers claim with no winner: each reading, and how to choose.
+fn ambiguous(claims: &[(Confidence, &'static dyn FormatDriver)]) -> Error {
+    let readings: Vec<String> = claims
+        .iter()
+        .map(|&(c, d)| {
+            let evidence = if c == Confidence::Yes {
+                "its signature at the start of the file"
+            } else {
+                "a complete structure at the end of the file, where another format keeps guest data"
+            };
+            format!("as {} ({evidence})", d.id())
+        })
+        .collect();
+    let choices: Vec<String> = claims
+        .iter()
+        .map(|&(_, d)| format!("--format {}", d.id()))
+        .collect();
+    Error::new(
+        ErrorKind::InvalidImage,
+        format!(
+            "the file reads two ways, {}; either could be data a virtual machine wrote, so vdisk \
+             will not guess (nothing was changed); name the format with {}",
+            readings.join(" and "),
+            choices.join(" or ")
+        ),
+    )
 }

@@ -88,10 +88,7 @@ pub fn copy_through_buffer<F: HostFile + ?Sized>(
     len: u64,
 ) -> Result<()> {
     if from.max(to) < from.min(to) + len {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "overlapping copy ranges",
-        ));
+        return Err(Error::new(ErrorKind::Internal, "overlapping copy ranges"));
     }
     let chunk = usize::try_from(len).map_or(COPY_CHUNK, |l| l.min(COPY_CHUNK));
     let mut buf = vec![0u8; chunk];
@@ -105,6 +102,15 @@ pub fn copy_through_buffer<F: HostFile + ?Sized>(
     Ok(())
 }
 
+/// Makes a write past the process's file-size limit (`ulimit -f`, `prlimit --fsize`) fail with
+/// an [`ErrorKind::NoSpace`] error instead of killing the process with `SIGXFSZ` (whose default
+/// action is to end it, with no message). A program calls this once, first thing in `main`,
+/// before it starts any thread. Linux only; elsewhere it does nothing.
+pub fn survive_file_size_limit() -> Result<()> {
+    sys::block_file_size_signal()
+        .map_err(|e| Error::io(e, "cannot block the file-size-limit signal (SIGXFSZ)"))
+}
+
 /// How long a conflicting lock is retried before the file counts as in use.
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -115,6 +121,17 @@ pub enum Access {
     ReadOnly,
     /// Read and write, with an exclusive lock: fails with [`ErrorKind::InUse`] if anyone holds it.
     ReadWrite,
+}
+
+/// The error for a path that names something other than a regular file: it is not a disk
+/// image, whatever is asked of it ([`ErrorKind::InvalidImage`], the same for every command and
+/// access mode).
+fn not_a_regular_file(path: &Path, what: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidImage,
+        format!("is {what}, not a regular file, so not a disk image"),
+    )
+    .with_path(path)
 }
 
 /// A [`HostFile`] over a file on the host's file system, locked while open.
@@ -130,7 +147,8 @@ impl StdFile {
     ///
     /// Errors: [`ErrorKind::NotFound`], [`ErrorKind::ReadOnly`] (permission denied or read-only
     /// file system when asking for writing), [`ErrorKind::InUse`] (another program holds a
-    /// conflicting lock for more than a second), [`ErrorKind::WrongType`] (not a regular file).
+    /// conflicting lock for more than a second), [`ErrorKind::InvalidImage`] (not a regular file:
+    /// a folder, device, pipe or socket).
     pub fn open(path: impl AsRef<Path>, access: Access) -> Result<StdFile> {
         let path = path.as_ref();
         let writable = access == Access::ReadWrite;
@@ -139,6 +157,10 @@ impl StdFile {
         // A FIFO or device would block in open() before its type can be checked.
         sys::open_without_blocking(&mut options);
         let file = options.open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::IsADirectory {
+                // Opening a folder for writing fails here; for reading, in the type check below.
+                return not_a_regular_file(path, "a folder");
+            }
             if e.kind() == std::io::ErrorKind::NotFound {
                 // The cause would only repeat "no such file or directory".
                 return Error::new(ErrorKind::NotFound, "no such file").with_path(path);
@@ -179,7 +201,12 @@ impl StdFile {
             .metadata()
             .map_err(|e| Error::io(e, "cannot read file metadata").with_path(path))?;
         if !meta.is_file() {
-            return Err(Error::new(ErrorKind::WrongType, "not a regular file").with_path(path));
+            let what = if meta.is_dir() {
+                "a folder"
+            } else {
+                "a device, pipe or socket"
+            };
+            return Err(not_a_regular_file(path, what));
         }
         sys::restore_blocking(&file)
             .map_err(|e| Error::io(e, "cannot set file flags").with_path(path))?;
@@ -268,10 +295,7 @@ impl HostFile for StdFile {
 
     fn copy_within(&self, from: u64, to: u64, len: u64) -> Result<()> {
         if from.max(to) < from.min(to) + len {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "overlapping copy ranges",
-            ));
+            return Err(Error::new(ErrorKind::Internal, "overlapping copy ranges"));
         }
         let done = sys::copy_in_kernel(&self.file, from, to, len)
             .map_err(|e| self.ctx(e, "in-kernel copy failed", to))?;

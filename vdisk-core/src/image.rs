@@ -246,6 +246,11 @@ pub fn image_info(image: &dyn DiskImage) -> Result<ImageInfo> {
 /// deallocates blocks whose content it has decided to drop), even if the process dies in the
 /// middle of it: implementations order their writes and syncs so that every intermediate state
 /// on disk is a valid image (DESIGN.md section 6).
+///
+/// A call that does not fit the image (a block index past the table, a move whose source is
+/// not where the table says or whose target is not free block space, a truncation that would
+/// cut a block) is the caller's bug, not the user's input nor the file's damage: it fails with
+/// [`ErrorKind::Internal`] and changes nothing.
 pub trait Compactable: DiskImage {
     /// Where blocks may be placed in the host file.
     fn host_layout(&self) -> Result<HostLayout>;

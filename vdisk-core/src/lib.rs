@@ -66,7 +66,7 @@ pub use compact::{
 pub use error::{Error, ErrorKind, Result};
 pub use format::{Confidence, CreateSpec, FormatDriver, OpenOptions, Registry};
 pub use fs::{FsAnalyzer, FsUsage, FsVerdict, Hazard};
-pub use host_file::{Access, HostFile, StdFile, copy_through_buffer};
+pub use host_file::{Access, HostFile, StdFile, copy_through_buffer, survive_file_size_limit};
 pub use image::{
     BlockState, Compactable, DiskImage, FreeAs, HostLayout, ImageInfo, ImageKind, Relocation,
     image_info,

@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(&f.to_vec()[8..12], &[0, 1, 2, 3]);
         assert_eq!(
             f.copy_within(0, 2, 4).unwrap_err().kind(),
-            ErrorKind::InvalidInput
+            ErrorKind::Internal
         );
     }
 }

@@ -300,3 +300,23 @@ pub(crate) fn next_hole(file: &File, offset: u64) -> io::Result<u64> {
 pub(crate) fn next_hole(file: &File, offset: u64) -> io::Result<u64> {
     Ok(file.metadata()?.len().max(offset))
 }
+
+/// Keeps `SIGXFSZ` from killing the process, so a write past the file-size limit (`ulimit -f`)
+/// fails with `EFBIG` and is reported like a full disk. The signal is *blocked* rather than
+/// ignored: `sigprocmask` is a safe call (changing a disposition is not, and the workspace
+/// forbids `unsafe`), and for this signal the kernel behaves the same either way (the write
+/// returns `EFBIG`; the blocked signal stays pending, never delivered). Call it first thing in
+/// `main`, before any thread starts: threads inherit the mask of the thread that made them.
+#[cfg(target_os = "linux")]
+pub(crate) fn block_file_size_signal() -> io::Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGXFSZ);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(io::Error::from)
+}
+
+/// Not done on this host (no safe binding here); a file-size limit still kills the process.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn block_file_size_signal() -> io::Result<()> {
+    Ok(())
+}

@@ -64,7 +64,7 @@ impl Compactable for VhdImage {
         for b in blocks {
             if b.0 >= st.layout.bat.len() {
                 return Err(Error::new(
-                    ErrorKind::OutOfRange,
+                    ErrorKind::Internal,
                     format!(
                         "block {b} is past the image's {} blocks",
                         st.layout.bat.len()
@@ -102,7 +102,7 @@ impl Compactable for VhdImage {
             let now = st.layout.bat.host(m.block.0);
             if now != Some(m.from.0) {
                 return Err(Error::new(
-                    ErrorKind::InvalidInput,
+                    ErrorKind::Internal,
                     format!(
                         "block {} is not at {} as the move plan assumes; nothing was moved",
                         m.block, m.from
@@ -121,7 +121,7 @@ impl Compactable for VhdImage {
                     .all(|r| to_end.is_some_and(|e| e <= r.start) || m.to.0 >= r.end);
             let Some(sector) = sector.filter(|_| ok) else {
                 return Err(Error::new(
-                    ErrorKind::InvalidInput,
+                    ErrorKind::Internal,
                     format!(
                         "cannot move block {} to {}: not free block space; nothing was moved",
                         m.block, m.to
@@ -165,7 +165,7 @@ impl Compactable for VhdImage {
         let used_end = metadata_end.max(last_block);
         if used_end > data_end {
             return Err(Error::new(
-                ErrorKind::InvalidInput,
+                ErrorKind::Internal,
                 format!(
                     "cannot end the image at {data_end:#x}: blocks or metadata reach {used_end:#x}"
                 ),

@@ -42,19 +42,47 @@ pub(crate) fn created_size(requested: u64) -> Option<(u64, Geometry)> {
     Some((size, Geometry::for_sectors(size / SECTOR)))
 }
 
-/// Creates an image as `spec` says in the empty `file`, durable on return.
-pub(crate) fn create(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<VhdImage> {
+/// Checks what can be checked of `spec` without opening a file (a differencing parent is
+/// looked at only by [`create`]).
+pub(crate) fn check_spec(spec: &CreateSpec) -> Result<()> {
     let invalid = |msg: String| Error::new(ErrorKind::InvalidInput, msg);
-    if spec.kind == ImageKind::Differencing {
-        return create_differencing(file, spec);
-    }
     check_sector_size(spec)?;
+    if spec.kind == ImageKind::Differencing {
+        if spec.parent.is_none() || spec.path.is_none() {
+            return Err(invalid(
+                "a differencing image needs its parent's path and its own path".to_string(),
+            ));
+        }
+        if let Some(b) = spec.block_size {
+            check_block_size(b)?;
+        }
+        return Ok(());
+    }
     if spec.size == 0 || spec.size > MAX_CREATE_SIZE {
         return Err(invalid(format!(
             "a vhd must hold between 1 byte and 2040 GiB; {} bytes were asked for",
             spec.size
         )));
     }
+    let (size, _) =
+        created_size(spec.size).ok_or_else(|| invalid("disk size overflows".to_string()))?;
+    if spec.kind == ImageKind::Dynamic {
+        new_header(
+            size,
+            spec.block_size.unwrap_or(DEFAULT_BLOCK_SIZE),
+            BAT_OFFSET,
+        )?;
+    }
+    Ok(())
+}
+
+/// Creates an image as `spec` says in the empty `file`, durable on return.
+pub(crate) fn create(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<VhdImage> {
+    let invalid = |msg: String| Error::new(ErrorKind::InvalidInput, msg);
+    if spec.kind == ImageKind::Differencing {
+        return create_differencing(file, spec);
+    }
+    check_spec(spec)?;
     check_empty(&*file)?;
     let (size, geometry) =
         created_size(spec.size).ok_or_else(|| invalid("disk size overflows".to_string()))?;
@@ -127,16 +155,25 @@ fn new_footer(size: u64, geometry: Geometry) -> Footer {
     footer
 }
 
+/// Refuses a block size VHD readers do not take.
+fn check_block_size(block_size: u64) -> Result<()> {
+    if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "block size of {block_size} bytes is not a power of two between 512 bytes and 256 MiB"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A sealed dynamic header for `size` bytes in `block_size` blocks with its table at
 /// `table_offset` (parent fields still to set for a child, then reseal), and the table's
 /// entry count.
 fn new_header(size: u64, block_size: u64, table_offset: u64) -> Result<(DynamicHeader, u64)> {
     let invalid = |msg: String| Error::new(ErrorKind::InvalidInput, msg);
-    if !block_size.is_power_of_two() || !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
-        return Err(invalid(format!(
-            "block size of {block_size} bytes is not a power of two between 512 bytes and 256 MiB"
-        )));
-    }
+    check_block_size(block_size)?;
     let entries = size.div_ceil(block_size);
     if entries > MAX_BAT_ENTRIES {
         return Err(invalid(format!(

@@ -4,7 +4,8 @@
 //! chains).
 //!
 //! ```text
-//!   DRIVER.probe   "conectix" at 0 or at EOF-512
+//!   DRIVER.probe   "conectix" at 0 (dynamic: Yes); a fixed footer at EOF-512 proving itself
+//!                  (checksum, size = file length - 512: Likely), else Maybe (probe)
 //!   DRIVER.open ─► check::inspect (footer, dynamic header, whole BAT, block placement; reads
 //!        │         only) ─► VhdImage
 //!        ▼
@@ -44,6 +45,7 @@ mod footer;
 mod format;
 mod image;
 mod locator;
+mod probe;
 
 use vdisk_core::{
     CheckReport, Confidence, CreateSpec, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions,
@@ -51,8 +53,6 @@ use vdisk_core::{
 };
 
 pub use image::VhdImage;
-
-use crate::format::{FOOTER_COOKIE, FOOTER_LEN};
 
 /// The VHD format driver.
 #[derive(Debug, Clone, Copy, Default)]
@@ -71,21 +71,11 @@ impl FormatDriver for VhdDriver {
     }
 
     fn probe(&self, file: &dyn HostFile) -> Result<Confidence> {
-        let len = file.len()?;
-        let mut cookie = [0u8; 8];
-        if len >= FOOTER_LEN {
-            file.read_at(&mut cookie, len - FOOTER_LEN)?;
-            if cookie == FOOTER_COOKIE {
-                return Ok(Confidence::Yes);
-            }
-        }
-        if len >= 8 {
-            file.read_at(&mut cookie, 0)?;
-            if cookie == FOOTER_COOKIE {
-                return Ok(Confidence::Yes);
-            }
-        }
-        Ok(Confidence::No)
+        probe::probe(file)
+    }
+
+    fn check_spec(&self, spec: &CreateSpec) -> Result<()> {
+        create::check_spec(spec)
     }
 
     fn open(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {

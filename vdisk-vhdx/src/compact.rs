@@ -59,7 +59,7 @@ impl VhdxImage {
         let bat = self.bat();
         if block.0 >= bat.data_blocks {
             return Err(Error::new(
-                ErrorKind::OutOfRange,
+                ErrorKind::Internal,
                 format!(
                     "block {} is outside the {}-block disk",
                     block.0, bat.data_blocks
@@ -193,7 +193,7 @@ impl Compactable for VhdxImage {
             };
             if state == 0 {
                 return Err(Error::new(
-                    ErrorKind::InvalidInput,
+                    ErrorKind::Internal,
                     format!(
                         "block {} is not allocated at {:#x}; nothing was moved",
                         m.block.0, m.from.0
@@ -207,7 +207,7 @@ impl Compactable for VhdxImage {
             });
             if !m.to.0.is_multiple_of(MIB) || m.to.0 < HEADER_SECTION_LEN || clashes {
                 return Err(Error::new(
-                    ErrorKind::InvalidInput,
+                    ErrorKind::Internal,
                     format!(
                         "block {} cannot be moved from {:#x} to {:#x} (unaligned, not below \
                          it, or over metadata); nothing was moved",
@@ -235,7 +235,7 @@ impl Compactable for VhdxImage {
         let highest = self.used_end();
         if highest > data_end {
             return Err(Error::new(
-                ErrorKind::InvalidInput,
+                ErrorKind::Internal,
                 format!(
                     "cannot end the file at {data_end:#x}: blocks or metadata reach {highest:#x}; \
                      nothing was changed"
@@ -243,7 +243,7 @@ impl Compactable for VhdxImage {
             ));
         }
         let new_len = align_up(data_end, MIB)
-            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "file end overflows"))?;
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "file end overflows"))?;
         let session = writable(&mut self.session)?;
         let file = self.view.file();
         let len = file.len()?;

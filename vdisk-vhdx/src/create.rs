@@ -198,6 +198,21 @@ fn shape(spec: &CreateSpec, parent: Option<&ParentFacts>) -> Result<Shape> {
     })
 }
 
+/// Checks what can be checked of `spec` without opening a file: the whole shape of a base
+/// image; for a differencing one, that the parent and the new path are named (the parent
+/// itself is looked at only by [`create`]).
+pub(crate) fn check_spec(spec: &CreateSpec) -> Result<()> {
+    if spec.kind != ImageKind::Differencing {
+        return shape(spec, None).map(|_| ());
+    }
+    if spec.parent.is_none() || spec.path.is_none() {
+        return Err(invalid(
+            "a differencing image needs its parent's path and its own path".to_string(),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates an image as `spec` says in the empty `file`, durable on return. A differencing
 /// image is returned opened with its parent (named explicitly by the spec).
 pub(crate) fn create(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<VhdxImage> {

@@ -93,6 +93,9 @@ impl FormatDriver for VhdxDriver {
         &["vhdx", "avhdx"]
     }
 
+    /// "vhdxfile" at offset 0, the start of the header section the format owns (MS-VHDX
+    /// 2.2.1): [`Confidence::Yes`]. Nothing past it is looked at: the rest of the file, its end
+    /// in particular, may be guest data.
     fn probe(&self, file: &dyn HostFile) -> Result<Confidence> {
         let mut sig = [0u8; 8];
         if file.len()? < 8 {
@@ -104,6 +107,10 @@ impl FormatDriver for VhdxDriver {
         } else {
             Confidence::No
         })
+    }
+
+    fn check_spec(&self, spec: &CreateSpec) -> Result<()> {
+        create::check_spec(spec)
     }
 
     fn open(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {

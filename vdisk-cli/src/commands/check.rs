@@ -17,7 +17,7 @@ use crate::report::{self, CheckJson, Stage};
 pub fn run(args: &CheckArgs, registry: &Registry, parents: &ParentPolicy) -> u8 {
     let mut result = FirstFailure::default();
     for file in &args.files {
-        let code = match check_one(file, registry, parents) {
+        let code = match check_one(file, args.format.as_deref(), registry, parents) {
             Ok((format, check, verdict)) => {
                 if args.json {
                     report::json_line(&CheckJson::new(file, format, &check, &verdict));
@@ -52,20 +52,40 @@ type Checked = (Option<&'static str>, CheckReport, Verdict);
 
 /// The format (if recognised), the findings and the verdict. A file no driver recognises is a
 /// report with one error, not an `Err`: `check`'s answer for it is "not safe to compact".
-fn check_one(file: &Path, registry: &Registry, parents: &ParentPolicy) -> Result<Checked, Error> {
+fn check_one(
+    file: &Path,
+    format: Option<&str>,
+    registry: &Registry,
+    parents: &ParentPolicy,
+) -> Result<Checked, Error> {
     let host = StdFile::open(file, Access::ReadOnly)?;
-    let driver: &dyn FormatDriver = match registry.detect(&host) {
+    let driver: &dyn FormatDriver = match registry.driver_for(&host, format) {
         Ok(d) => d,
         Err(e) if e.kind() == ErrorKind::InvalidImage => {
             let problems = vec![Problem::error(e.message(), e.offset())];
             let verdict = Verdict {
                 safe: false,
-                why: "not a disk image this tool knows".into(),
+                why: if e.message().contains("--format") {
+                    "the format is ambiguous (see above)".into()
+                } else {
+                    "not a disk image this tool knows".into()
+                },
             };
             return Ok((None, CheckReport { problems }, verdict));
         }
         Err(e) => return Err(e.with_path(file)),
     };
+    let opts = OpenOptions::read_only()
+        .with_parents(parents.clone())
+        .with_format(Some(driver.id().to_string()));
+    // A parent named for an image that has none is a usage error, not something to ignore.
+    if parents.explicit.is_some() {
+        if let Err(e) = registry.open_path(file, &opts) {
+            if e.kind() == ErrorKind::InvalidInput {
+                return Err(e);
+            }
+        }
+    }
     let id = driver.id();
     let mut check = driver
         .check(Box::new(host))
@@ -73,7 +93,6 @@ fn check_one(file: &Path, registry: &Registry, parents: &ParentPolicy) -> Result
     // A driver's check finds parents with the default policy only; a differencing image whose
     // parent the user named (--parent, --parent-dir) is judged by an open with that policy.
     if !check.safe_to_compact() && *parents != ParentPolicy::default() {
-        let opts = OpenOptions::read_only().with_parents(parents.clone());
         if let Ok(image) = registry.open_path(file, &opts) {
             check = CheckReport {
                 problems: image.check().map_err(|e| e.with_path(file))?,

@@ -94,7 +94,8 @@ fn compact_one(
     } else {
         OpenOptions::read_write()
     }
-    .with_parents(parents.clone());
+    .with_parents(parents.clone())
+    .with_format(args.format.clone());
     let mut image = registry.open_path(file, &opts).map_err(untouched)?;
     let format = image.format();
     let mode = args.mode;

@@ -37,6 +37,13 @@ fn spec_for(
         let size = args
             .size
             .ok_or_else(|| usage("--size is required for fixed and dynamic images"))?;
+        if size == 0 || size % 512 != 0 {
+            return Err(usage(&format!(
+                "--size {size} is not a whole number of 512-byte sectors; a disk holds whole \
+                 sectors (try {})",
+                size.div_ceil(512).max(1) * 512
+            )));
+        }
         let format = args
             .format
             .clone()
@@ -87,6 +94,10 @@ fn create(
     if let Some(b) = args.block_size {
         spec = spec.block_size(b);
     }
+    // Every argument is checked before the file exists, so a refusal leaves nothing behind.
+    driver
+        .check_spec(&spec)
+        .map_err(|e| (e, Stage::NotCreated))?;
     let file = StdFile::create_new(&args.file).map_err(|e| {
         let stage = if args.file.exists() {
             Stage::Untouched

@@ -15,7 +15,9 @@ use crate::volumes;
 /// Runs `vdisk info`.
 pub fn run(args: &InfoArgs, registry: &Registry, parents: &ParentPolicy) -> u8 {
     let mut result = FirstFailure::default();
-    let opts = OpenOptions::read_only().with_parents(parents.clone());
+    let opts = OpenOptions::read_only()
+        .with_parents(parents.clone())
+        .with_format(args.format.clone());
     for (i, file) in args.files.iter().enumerate() {
         let info = registry.open_path(file, &opts).and_then(|image| {
             let info = image_info(&*image)?;

@@ -33,6 +33,17 @@ fn vdisk_limited(limit: u64, args: &[&str], file: &Path) -> Out {
         .arg(file))
 }
 
+/// `vdisk ARGS` under `prlimit --fsize=LIMIT` as a user runs it: SIGXFSZ keeps its default
+/// action (end the process), so only vdisk itself can turn the limit into an error message.
+fn vdisk_under_fsize(limit: u64, args: &[&str], file: &Path) -> Out {
+    let prlimit = require("prlimit", "util-linux");
+    run(Command::new(prlimit)
+        .arg(format!("--fsize={limit}"))
+        .arg(vdisk_cmd().get_program())
+        .args(args)
+        .arg(file))
+}
+
 fn never_grows(subject: &Subject) {
     let file = subject.copy("limited");
     let len = file_len(&file);
@@ -59,6 +70,14 @@ fn vhdx_compaction_never_writes_past_the_original_end() {
 /// (exit 0) or fails with exit 7, naming the cause; the image is valid and reads the same
 /// either way, and a re-run finishes.
 fn runs_out_of_space(subject: &Subject, data_start: u64) {
+    runs_out_of_space_with(subject, data_start, vdisk_limited);
+}
+
+fn runs_out_of_space_with(
+    subject: &Subject,
+    data_start: u64,
+    vdisk_limited: fn(u64, &[&str], &Path) -> Out,
+) {
     let reference = subject.copy("reference");
     compact(&reference).ok();
     let final_len = file_len(&reference);
@@ -81,6 +100,7 @@ fn runs_out_of_space(subject: &Subject, data_start: u64) {
             // what became of the file.
             assert!(
                 out.stderr.contains("File too large")
+                    && out.stderr.contains("file-size limit")
                     && out
                         .stderr
                         .contains("the image is valid; run the same command again"),
@@ -114,6 +134,38 @@ fn vhdx_compaction_running_out_of_space_exits_7_with_a_valid_equivalent_image() 
     let dir = tempdir();
     // Header section, log, metadata and BAT fill the first MiBs; data after 4 MiB.
     runs_out_of_space(&vhdx_subject(dir.path()), 4 << 20);
+}
+
+/// Issue 12 class 7: under a file-size limit the process used to die by SIGXFSZ with no word.
+/// vdisk keeps the signal from killing it, so the write fails and is reported as no space
+/// (exit 7, naming the limit); the image is valid and reads the same, and a re-run without the
+/// limit finishes.
+#[test]
+fn vhd_compaction_under_a_file_size_limit_exits_7_instead_of_dying_by_sigxfsz() {
+    let dir = tempdir();
+    runs_out_of_space_with(&vhd_subject(dir.path()), 26 << 10, vdisk_under_fsize);
+}
+
+#[test]
+fn vhdx_compaction_under_a_file_size_limit_exits_7_instead_of_dying_by_sigxfsz() {
+    let dir = tempdir();
+    runs_out_of_space_with(&vhdx_subject(dir.path()), 4 << 20, vdisk_under_fsize);
+}
+
+#[test]
+fn create_under_a_file_size_limit_exits_7_naming_the_limit_instead_of_dying_by_sigxfsz() {
+    let dir = tempdir();
+    let file = dir.path().join("big.vhdx");
+    let out = vdisk_under_fsize(
+        1 << 20,
+        &[
+            "create", "--format", "vhdx", "--type", "fixed", "--size", "16M",
+        ],
+        &file,
+    );
+    assert_eq!(out.code, EXIT_NO_SPACE, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("file-size limit"), "{}", out.stderr);
+    assert!(!file.exists(), "the partial file is gone");
 }
 
 #[test]

@@ -135,7 +135,7 @@ fn truncate_refuses_to_cut_a_block_and_changes_nothing() {
     let (bytes, _) = scenario(64 * 4096, 4096, &[(0.5, 10, 1)]);
     let mut img = open(bytes.clone(), true).unwrap();
     let err = img.as_compactable().unwrap().truncate(2048).unwrap_err();
-    assert_eq!(err.kind(), vdisk_core::ErrorKind::InvalidInput);
+    assert_eq!(err.kind(), vdisk_core::ErrorKind::Internal);
     let mut now = vec![0u8; bytes.len()];
     img.host_file().read_at(&mut now, 0).unwrap();
     assert_eq!(now, bytes);
