@@ -24,6 +24,7 @@ mod main {
     mod in_use_vhdx;
     mod interrupted;
     mod killed;
+    mod killed_modes;
     mod mutate;
     mod ntfs;
     mod ntfs_crash;
