@@ -184,21 +184,17 @@ const BAT_GUID: [u8; 16] = [
     0x66, 0x77, 0xC2, 0x2D, 0x23, 0xF6, 0x00, 0x42, 0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08,
 ];
 
-/// Sets the state bits (0-2) of the BAT entries of payload `blocks` of the VHDX `file` to
-/// `state`, keeping their FileOffsetMB, as a guest's TRIM through Hyper-V leaves them. From the
-/// VHDX specification: region table at 192 KiB (16-byte header, 32-byte entries: GUID, u64
-/// offset, u32 length, u32 flags); payload entry i at index i + i / chunk_ratio, with
-/// chunk_ratio = 2^23 * 512 / `block_size` (512-byte logical sectors). The BAT has no checksum.
-#[track_caller]
-pub fn set_vhdx_states(file: &Path, block_size: u64, blocks: &[u64], state: u64) {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(file)
-        .unwrap();
+/// VHDX BAT entry state PAYLOAD_BLOCK_ZERO (reads zeros, also in a differencing image).
+pub const VHDX_ZERO: u64 = 2;
+
+/// Where the VHDX `file`'s BAT entry of payload block `b` lies. From the VHDX specification:
+/// region table at 192 KiB (16-byte header, 32-byte entries: GUID, u64 offset, u32 length,
+/// u32 flags); payload entry i at index i + i / chunk_ratio, with chunk_ratio = 2^23 * 512 /
+/// `block_size` (512-byte logical sectors).
+fn bat_entry_at(f: &std::fs::File, block_size: u64, b: u64) -> u64 {
     let mut table = [0u8; 16 + 32 * 8];
     f.read_exact_at(&mut table, 192 << 10).unwrap();
-    assert_eq!(&table[..4], b"regi", "no region table in {}", file.display());
+    assert_eq!(&table[..4], b"regi", "no region table");
     let count = u32::from_le_bytes(table[8..12].try_into().unwrap()) as usize;
     let bat = (0..count.min(8))
         .map(|i| &table[16 + 32 * i..16 + 32 * (i + 1)])
@@ -206,8 +202,35 @@ pub fn set_vhdx_states(file: &Path, block_size: u64, blocks: &[u64], state: u64)
         .map(|e| u64::from_le_bytes(e[16..24].try_into().unwrap()))
         .expect("the region table names the BAT");
     let chunk_ratio = (1u64 << 23) * 512 / block_size;
+    bat + 8 * (b + b / chunk_ratio)
+}
+
+/// The state bits (0-2) of the BAT entries of payload blocks `0..blocks` of the VHDX `file`.
+#[track_caller]
+pub fn vhdx_states(file: &Path, block_size: u64, blocks: u64) -> Vec<u64> {
+    let f = std::fs::File::open(file).unwrap();
+    (0..blocks)
+        .map(|b| {
+            let mut entry = [0u8; 8];
+            f.read_exact_at(&mut entry, bat_entry_at(&f, block_size, b))
+                .unwrap();
+            u64::from_le_bytes(entry) & 7
+        })
+        .collect()
+}
+
+/// Sets the state bits of the BAT entries of payload `blocks` of the VHDX `file` to `state`,
+/// keeping their FileOffsetMB, as a guest's TRIM through Hyper-V leaves them (the BAT has no
+/// checksum).
+#[track_caller]
+pub fn set_vhdx_states(file: &Path, block_size: u64, blocks: &[u64], state: u64) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
     for &b in blocks {
-        let at = bat + 8 * (b + b / chunk_ratio);
+        let at = bat_entry_at(&f, block_size, b);
         let mut entry = [0u8; 8];
         f.read_exact_at(&mut entry, at).unwrap();
         let v = u64::from_le_bytes(entry) & !7 | state;
