@@ -15,7 +15,6 @@ use super::killed::{Subject, compact, vhd_subject, vhdx_subject};
 use super::support::interrupt::{EXIT_NO_SPACE, vdisk_under_fsize};
 use super::support::{Out, file_len, require, run, tempdir, vdisk_cmd};
 
-
 /// `vdisk ARGS` with the file size limit `limit`. SIGXFSZ is ignored (the disposition survives
 /// `exec`), so the write fails with EFBIG instead of killing the process, as on a full disk.
 fn vdisk_limited(limit: u64, args: &[&str], file: &Path) -> Out {

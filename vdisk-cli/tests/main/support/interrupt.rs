@@ -138,8 +138,20 @@ impl Tmpfs {
 }
 
 impl Drop for Tmpfs {
+    /// Unmounts; another test thread's fork may briefly hold a file open ("target is busy"),
+    /// so it tries again, and finally detaches the mount lazily.
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
+        for _ in 0..20 {
+            let quiet = Command::new("umount")
+                .arg(&self.dir)
+                .stderr(std::process::Stdio::null())
+                .status();
+            if quiet.is_ok_and(|s| s.success()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
 
