@@ -114,12 +114,14 @@ impl Case {
                     // libvhdi reads a ZERO block of a child through to the parent; the VHDX
                     // specification (2.5.1.1) says reads of ZERO "MUST return zeros", as
                     // Hyper-V and vdisk do. Apply that rule to what libvhdi read.
-                    let block = 1 << 20;
-                    let blocks = content.len() as u64 / block;
-                    for (b, state) in vhdx_states(file, block, blocks).into_iter().enumerate() {
+                    const BLOCK: usize = 1 << 20;
+                    let blocks = (content.len() / BLOCK) as u64;
+                    for (b, state) in vhdx_states(file, BLOCK as u64, blocks)
+                        .into_iter()
+                        .enumerate()
+                    {
                         if state == VHDX_ZERO {
-                            let at = b * block as usize;
-                            now[at..at + block as usize].fill(0);
+                            now[b * BLOCK..(b + 1) * BLOCK].fill(0);
                         }
                     }
                 }
@@ -385,7 +387,8 @@ fn child(dir: &Path, ext: &str, driver: &dyn FormatDriver, blocks: u64, block: u
     if ext == "vhdx" {
         // Zeros over parent data, a whole block: the child reads zeros there.
         for b in (2..blocks).step_by(6) {
-            image.write_at(&vec![0; block as usize], b * block).unwrap();
+            let zeros = vec![0; usize::try_from(block).unwrap()];
+            image.write_at(&zeros, b * block).unwrap();
         }
     }
     image.flush().unwrap();
