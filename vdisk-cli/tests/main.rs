@@ -26,6 +26,7 @@ mod main {
     mod in_use_vhdx;
     mod interrupted;
     mod killed;
+    mod killed_modes;
     mod log_replay;
     mod mutate;
     mod ntfs;

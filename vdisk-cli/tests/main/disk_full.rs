@@ -12,10 +12,8 @@ use std::path::Path;
 use std::process::Command;
 
 use super::killed::{Subject, compact, vhd_subject, vhdx_subject};
+use super::support::interrupt::{EXIT_NO_SPACE, vdisk_under_fsize};
 use super::support::{Out, file_len, require, run, tempdir, vdisk_cmd};
-
-/// Exit code for "no space left on the host".
-const EXIT_NO_SPACE: i32 = 7;
 
 /// `vdisk ARGS` with the file size limit `limit`. SIGXFSZ is ignored (the disposition survives
 /// `exec`), so the write fails with EFBIG instead of killing the process, as on a full disk.
@@ -29,17 +27,6 @@ fn vdisk_limited(limit: u64, args: &[&str], file: &Path) -> Out {
         .arg(prlimit)
         .arg(format!("--fsize={limit}"))
         .arg(vdisk)
-        .args(args)
-        .arg(file))
-}
-
-/// `vdisk ARGS` under `prlimit --fsize=LIMIT` as a user runs it: SIGXFSZ keeps its default
-/// action (end the process), so only vdisk itself can turn the limit into an error message.
-fn vdisk_under_fsize(limit: u64, args: &[&str], file: &Path) -> Out {
-    let prlimit = require("prlimit", "util-linux");
-    run(Command::new(prlimit)
-        .arg(format!("--fsize={limit}"))
-        .arg(vdisk_cmd().get_program())
         .args(args)
         .arg(file))
 }

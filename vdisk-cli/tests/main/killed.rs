@@ -8,15 +8,13 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use vdisk_core::{CreateSpec, DiskImage, FormatDriver, ImageKind, MemFile};
 
-use super::support::{Out, file_len, qemu_img, require, run, tempdir, vdisk_cmd};
-
-/// Exit code of a cancelled run.
-const EXIT_CANCELLED: i32 = 8;
+use super::support::interrupt::{EXIT_CANCELLED, Rng, for_qemu, send};
+use super::support::{Out, file_len, qemu_img, run, tempdir, vdisk_cmd};
 
 /// One test image: where it is, qemu's name for its format, and the uninterrupted result.
 pub struct Subject {
@@ -70,32 +68,9 @@ pub fn vhdx_subject(dir: &Path) -> Subject {
 }
 
 impl Subject {
-    /// What qemu should read: for VHDX a copy on which `qemu-img check -r all` has replayed a
-    /// pending log (a run killed between writing a log entry and applying it leaves one; qemu,
-    /// like Hyper-V, replays it before use and refuses a read-only open until then); the file
-    /// itself for VHD.
     #[track_caller]
     fn for_qemu(&self, file: &Path, what: &str) -> PathBuf {
-        if self.qemu_format != "vhdx" {
-            return file.to_path_buf();
-        }
-        let copy = file.with_extension("replayed.vhdx");
-        std::fs::copy(file, &copy).unwrap();
-        let out = qemu_img([
-            OsStr::new("check"),
-            OsStr::new("-q"),
-            OsStr::new("-r"),
-            OsStr::new("all"),
-            OsStr::new("-f"),
-            OsStr::new("vhdx"),
-            copy.as_os_str(),
-        ]);
-        assert_eq!(
-            out.code, 0,
-            "{what}: qemu-img check -r all: {}{}",
-            out.stdout, out.stderr
-        );
-        copy
+        for_qemu(file, self.qemu_format, what)
     }
 
     /// `qemu-img check` passes (qemu's vpc driver has no checker: exit 63 says so, and then
@@ -153,18 +128,6 @@ pub fn compact(file: &Path) -> Out {
         .arg(file))
 }
 
-/// Deterministic pseudo-random numbers (xorshift64*), so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
-    }
-}
-
 /// Runs the interruption rounds for one subject and signal; returns (rounds run, rounds that
 /// stopped mid-run, exit codes seen).
 fn interrupt(subject: &Subject, signal: &str, rounds: u32, seed: u64) -> (u32, u32, Vec<i32>) {
@@ -203,14 +166,7 @@ fn interrupt(subject: &Subject, signal: &str, rounds: u32, seed: u64) -> (u32, u
             .spawn()
             .expect("spawn vdisk");
         std::thread::sleep(Duration::from_micros(delay));
-        if signal == "KILL" {
-            let _ = child.kill();
-        } else {
-            let _ = Command::new(require("kill", "procps"))
-                .arg(format!("-{signal}"))
-                .arg(child.id().to_string())
-                .status();
-        }
+        send(&mut child, signal);
         let out = child.wait_with_output().unwrap();
         let code = out.status.code().unwrap_or(-1);
         let what = format!(
