@@ -9,7 +9,8 @@ use std::process::Command;
 
 use super::support::vhd::checksum;
 use super::support::{
-    EXIT_INVALID, file_len, info_ok, qemu_img, require, run, tempdir, text, vdisk, vdisk_cmd,
+    EXIT_INVALID, assert_qemu_checked_same, file_len, info_ok, qemu_img, require, run, tempdir,
+    text, vdisk, vdisk_cmd,
 };
 
 const MIB: u64 = 1 << 20;
@@ -43,36 +44,6 @@ fn guest_write(format: &str, file: &Path, offset: u64, bytes: &[u8]) {
         )],
     );
     std::fs::remove_file(&src).unwrap();
-}
-
-/// qemu-img check passes and `a` reads as `b` for qemu.
-#[track_caller]
-fn assert_qemu_same_vhdx(a: &Path, b: &Path) {
-    let check = qemu_img([
-        OsStr::new("check"),
-        OsStr::new("-f"),
-        OsStr::new("vhdx"),
-        a.as_os_str(),
-    ]);
-    assert_eq!(
-        check.code, 0,
-        "qemu-img check: {}{}",
-        check.stdout, check.stderr
-    );
-    let cmp = qemu_img([
-        OsStr::new("compare"),
-        OsStr::new("-f"),
-        OsStr::new("vhdx"),
-        OsStr::new("-F"),
-        OsStr::new("vhdx"),
-        a.as_os_str(),
-        b.as_os_str(),
-    ]);
-    assert_eq!(
-        cmp.code, 0,
-        "qemu-img compare: {}{}",
-        cmp.stdout, cmp.stderr
-    );
 }
 
 fn be64(b: &mut [u8], at: usize, v: u64) {
@@ -174,7 +145,7 @@ fn a_guest_written_vhd_footer_at_the_end_of_a_vhdx_does_not_make_it_a_vhd() {
         let out = vdisk(["compact", "--json", "--mode", mode, file.to_str().unwrap()]);
         out.ok();
         assert_eq!(text(&out.json(), "format"), "vhdx", "{mode}");
-        assert_qemu_same_vhdx(&file, &pristine);
+        assert_qemu_checked_same("vhdx", &file, &pristine);
     }
     assert!(
         file_len(&file) < file_len(&pristine),
@@ -230,7 +201,7 @@ fn a_vhdx_ending_in_a_valid_fixed_vhd_footer_is_refused_as_ambiguous_until_forma
         .arg(&file));
     out.ok();
     assert_eq!(text(&out.json(), "format"), "vhdx");
-    assert_qemu_same_vhdx(&file, &pristine);
+    assert_qemu_checked_same("vhdx", &file, &pristine);
 }
 
 /// A qemu-made fixed VHD of `size` whose guest wrote `guest` at offset 0.

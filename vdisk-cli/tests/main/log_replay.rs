@@ -17,8 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::support::{
-    EXIT_INVALID, EXIT_UNSUPPORTED, Out, Snapshot, file_len, fixture, qemu_img, require, run,
-    tempdir, vdisk, vdisk_cmd,
+    EXIT_INVALID, EXIT_UNSUPPORTED, Out, Snapshot, assert_qemu_checked_same, file_len, fixture,
+    qemu_img, require, run, tempdir, vdisk, vdisk_cmd,
 };
 
 const MIB: u64 = 1 << 20;
@@ -180,28 +180,6 @@ fn qemu_replayed(file: &Path, dir: &Path) -> PathBuf {
     copy
 }
 
-/// qemu-img check passes and qemu reads `a` and `b` the same.
-#[track_caller]
-fn assert_qemu_same_vhdx(a: &Path, b: &Path) {
-    qemu_img([
-        OsStr::new("check"),
-        OsStr::new("-f"),
-        OsStr::new("vhdx"),
-        a.as_os_str(),
-    ])
-    .ok();
-    qemu_img([
-        OsStr::new("compare"),
-        OsStr::new("-f"),
-        OsStr::new("vhdx"),
-        OsStr::new("-F"),
-        OsStr::new("vhdx"),
-        a.as_os_str(),
-        b.as_os_str(),
-    ])
-    .ok();
-}
-
 /// `vdisk ARGS FILE` with the file-size limit at `limit` bytes: a regression that writes past
 /// it is stopped (exit 7) instead of filling the host.
 fn vdisk_limited(limit: u64, args: &[&str], file: &Path) -> Out {
@@ -248,7 +226,7 @@ fn a_fixed_vhdx_with_a_pending_log_refused_in_a_block_moving_mode_is_left_byte_i
         out.stderr
     );
     assert!(!out.stderr.contains("not changed"), "{}", out.stderr);
-    assert_qemu_same_vhdx(&file, &qemu);
+    assert_qemu_checked_same("vhdx", &file, &qemu);
 }
 
 /// One hostile entry per case: a zero descriptor at 4 GiB and at 256 TiB (the format's own
@@ -337,7 +315,7 @@ fn a_log_that_grows_the_file_is_replayed_with_set_len_not_by_writing_zeros() {
         allocated < len + 4 * MIB,
         "{allocated} bytes allocated for a {len}-byte image grown by {grow}: zeros were written"
     );
-    assert_qemu_same_vhdx(&file, &qemu);
+    assert_qemu_checked_same("vhdx", &file, &qemu);
     // The grown image compacts back; the log stays empty.
     let out = vdisk(
         ["compact", "--mode", "prezeroed"]
@@ -347,7 +325,7 @@ fn a_log_that_grows_the_file_is_replayed_with_set_len_not_by_writing_zeros() {
     );
     out.ok();
     assert!(!out.stderr.contains("pending log"), "{}", out.stderr);
-    assert_qemu_same_vhdx(&file, &qemu);
+    assert_qemu_checked_same("vhdx", &file, &qemu);
 }
 
 #[test]
@@ -362,7 +340,7 @@ fn the_real_dirty_log_fixture_compacted_in_full_mode_says_its_log_was_replayed()
         "{}",
         out.stderr
     );
-    assert_qemu_same_vhdx(&file, &qemu);
+    assert_qemu_checked_same("vhdx", &file, &qemu);
     // A dry run of a pending log writes nothing and needs no note.
     let file = fixture("iotest-dirtylog-10G-4M.vhdx", dir.path());
     let before = Snapshot::of(&file);
@@ -431,5 +409,5 @@ fn a_log_page_written_into_a_host_hole_is_data_not_a_zero_block() {
             .chain([file.as_os_str()]),
     )
     .ok();
-    assert_qemu_same_vhdx(&file, &qemu);
+    assert_qemu_checked_same("vhdx", &file, &qemu);
 }

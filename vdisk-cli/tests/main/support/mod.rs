@@ -317,21 +317,32 @@ pub fn qemu_virtual_size(file: &Path) -> u64 {
 
 /// `qemu-img compare -f vpc -F vpc a b`: exit code 0 identical, 1 different.
 pub fn qemu_compare(a: &Path, b: &Path) -> Out {
+    qemu_compare_as("vpc", a, b)
+}
+
+/// `qemu-img compare -f FORMAT -F FORMAT a b` (`vpc` for VHD, `vhdx`).
+pub fn qemu_compare_as(format: &str, a: &Path, b: &Path) -> Out {
     qemu_img([
         OsStr::new("compare"),
         OsStr::new("-f"),
-        OsStr::new("vpc"),
+        OsStr::new(format),
         OsStr::new("-F"),
-        OsStr::new("vpc"),
+        OsStr::new(format),
         a.as_os_str(),
         b.as_os_str(),
     ])
 }
 
-/// Asserts qemu sees the same content in `a` and `b`.
+/// Asserts qemu sees the same content in the VHDs `a` and `b`.
 #[track_caller]
 pub fn assert_qemu_identical(a: &Path, b: &Path) {
-    let out = qemu_compare(a, b);
+    assert_qemu_identical_as("vpc", a, b);
+}
+
+/// Asserts qemu sees the same content in `a` and `b`, both in `format`.
+#[track_caller]
+pub fn assert_qemu_identical_as(format: &str, a: &Path, b: &Path) {
+    let out = qemu_compare_as(format, a, b);
     assert_eq!(
         out.code,
         0,
@@ -341,6 +352,26 @@ pub fn assert_qemu_identical(a: &Path, b: &Path) {
         out.stdout,
         out.stderr
     );
+}
+
+/// `qemu-img check` passes on `a`, and qemu reads `a` as `b` (both in `format`).
+#[track_caller]
+pub fn assert_qemu_checked_same(format: &str, a: &Path, b: &Path) {
+    let check = qemu_img([
+        OsStr::new("check"),
+        OsStr::new("-f"),
+        OsStr::new(format),
+        a.as_os_str(),
+    ]);
+    assert_eq!(
+        check.code,
+        0,
+        "qemu-img check {}: {}{}",
+        a.display(),
+        check.stdout,
+        check.stderr
+    );
+    assert_qemu_identical_as(format, a, b);
 }
 
 /// qemu's verdict on an image: `qemu-img check` where qemu supports it (its vpc driver has no
