@@ -201,18 +201,7 @@ impl StdFile {
                 // Opening a folder for writing fails here; for reading, in the type check below.
                 return not_a_regular_file(path, "a folder");
             }
-            if e.kind() == std::io::ErrorKind::NotFound {
-                // The cause would only repeat "no such file or directory".
-                return Error::new(ErrorKind::NotFound, "no such file").with_path(path);
-            }
-            let what = match (ErrorKind::of_io(&e), writable) {
-                (ErrorKind::ReadOnly, true) => {
-                    "cannot open for writing (permission denied or read-only file system)"
-                }
-                (ErrorKind::ReadOnly, false) => "cannot open for reading (permission denied)",
-                _ => "cannot open",
-            };
-            Error::io(e, what).with_path(path)
+            open_error(e, path, writable)
         })?;
         Self::lock_and_wrap(file, path, writable, true)
     }
