@@ -20,6 +20,7 @@ use std::str::FromStr;
 pub use layout::{MovePlan, plan_moves};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::host_file::HostFile;
 use crate::image::{BlockState, DiskImage, FreeAs, ImageKind, Relocation};
 use crate::progress::{CancelToken, Phase, Progress};
 use crate::units::{BlockIndex, HostOffset};
@@ -29,10 +30,14 @@ const DEALLOCATE_BATCH: usize = 4096;
 /// Most blocks per `relocate` call. Each call costs a data sync plus the table update's own
 /// syncs (five for VHDX, through the log), so small blocks are batched by the thousand.
 const RELOCATE_BATCH_BLOCKS: usize = 4096;
-/// Most bytes per `relocate` call: bounds the extra host space a compaction needs (a batch's
-/// copies are written before its sources are given back), the work an interruption throws away
-/// (copies not yet pointed at) and the time between cancellation checks.
+/// Most new host space one `relocate` call may need: the bytes its copies write into host-file
+/// holes (a batch's copies are written before its sources are given back). This bounds the
+/// extra host space a compaction needs, whatever the image.
 pub const RELOCATE_BATCH_BYTES: u64 = 64 << 20;
+/// Most bytes one `relocate` call moves in all (into holes or into space the file already
+/// holds): bounds the work an interruption throws away (copies not yet pointed at) and the
+/// time between cancellation checks, while keeping the syncs per GiB moved few.
+const RELOCATE_BATCH_MOVED: u64 = 1 << 30;
 
 /// What a compaction reclaims (names follow Hyper-V's `Optimize-VHD -Mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -454,7 +459,7 @@ impl Compactor for GenericCompactor {
             reclaimed.iter().map(|r| (r.start, r.end)).collect();
         if plan.punch.iter().any(|r| !own.contains(&(r.start, r.end))) {
             return Err(Error::new(
-                ErrorKind::InvalidInput,
+                ErrorKind::Internal,
                 "the plan punches host space that is not a reclaimed block's own; it was made \
                  for another image (nothing was changed)",
             ));
@@ -488,7 +493,17 @@ impl Compactor for GenericCompactor {
                         freed.push(range.clone());
                     }
                 }
-                ownership::give_back(image.host_file(), &freed)?;
+                // Space the moves will copy into is kept: punching it only for the copies to
+                // allocate it again costs time and gives nothing back.
+                let targets: Vec<Range<u64>> = match footprint {
+                    Some(f) => plan
+                        .moves
+                        .iter()
+                        .map(|m| m.to.0..m.to.0.saturating_add(f))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                ownership::give_back(image.host_file(), &subtract(freed, targets))?;
             }
         }
         if let (false, Some(footprint)) = (plan.moves.is_empty(), footprint) {
@@ -516,6 +531,37 @@ impl Compactor for GenericCompactor {
     }
 }
 
+/// The parts of `ranges` outside every range of `minus`.
+fn subtract(mut ranges: Vec<Range<u64>>, mut minus: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    crate::fs::coalesce(&mut ranges);
+    crate::fs::coalesce(&mut minus);
+    let mut out = Vec::with_capacity(ranges.len());
+    let mut m = 0;
+    for r in ranges {
+        let mut start = r.start;
+        while m < minus.len() && minus[m].end <= start {
+            m += 1;
+        }
+        let mut k = m;
+        while start < r.end {
+            match minus.get(k) {
+                Some(x) if x.start < r.end => {
+                    if x.start > start {
+                        out.push(start..x.start);
+                    }
+                    start = start.max(x.end);
+                    k += 1;
+                }
+                _ => {
+                    out.push(start..r.end);
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The host range of each reclaimed block, from `owned` (sorted by block); empty for blocks
 /// that hold no host space.
 fn reclaimed_ranges(
@@ -532,7 +578,8 @@ fn reclaimed_ranges(
         .collect()
 }
 
-/// Applies the plan's moves in batches of at most [`RELOCATE_BATCH_BYTES`]. After each batch,
+/// Applies the plan's moves in batches that need at most [`RELOCATE_BATCH_BYTES`] of new host
+/// space (copies into host-file holes) and move at most `RELOCATE_BATCH_MOVED`. After each batch,
 /// whose table update is durable when `relocate` returns, the sources it vacated are given back
 /// to the host: the extra host space a compaction needs (copies into host-file holes) is one
 /// batch, whatever the image. A source is given back only if it was the block's own range
@@ -550,11 +597,12 @@ fn relocate_giving_back(
     progress: &dyn Progress,
     cancel: &CancelToken,
 ) -> Result<()> {
-    let per_batch = usize::try_from(RELOCATE_BATCH_BYTES / footprint.max(1))
-        .unwrap_or(1)
-        .clamp(1, RELOCATE_BATCH_BLOCKS);
     progress.phase(Phase::Relocate, plan.moves.len() as u64);
-    for batch in plan.moves.chunks(per_batch) {
+    let mut rest = &plan.moves[..];
+    while !rest.is_empty() {
+        let len = next_batch_len(image.host_file(), rest, footprint)?;
+        let (batch, after) = rest.split_at(len);
+        rest = after;
         cancel.check()?;
         image.as_compactable()?.relocate(batch)?;
         let mut vacated = Vec::with_capacity(batch.len());
@@ -574,9 +622,66 @@ fn relocate_giving_back(
     Ok(())
 }
 
+/// How many of `moves` (at least one) make the next batch: as many as fit in
+/// [`RELOCATE_BATCH_BYTES`] of copies into host-file holes (new host space), in
+/// `RELOCATE_BATCH_MOVED` bytes moved and in `RELOCATE_BATCH_BLOCKS` blocks. A file that cannot
+/// tell its holes (the default [`HostFile::next_data`]) reports every target as held space.
+fn next_batch_len(file: &dyn HostFile, moves: &[Relocation], footprint: u64) -> Result<usize> {
+    let (mut new_space, mut moved) = (0u64, 0u64);
+    for (i, m) in moves.iter().enumerate() {
+        let target = m.to.0..m.to.0.saturating_add(footprint);
+        let needs = hole_bytes(file, target)?;
+        let full = i == RELOCATE_BATCH_BLOCKS
+            || new_space.saturating_add(needs) > RELOCATE_BATCH_BYTES
+            || moved.saturating_add(footprint) > RELOCATE_BATCH_MOVED;
+        if full && i > 0 {
+            return Ok(i);
+        }
+        new_space = new_space.saturating_add(needs);
+        moved = moved.saturating_add(footprint);
+    }
+    Ok(moves.len())
+}
+
+/// Bytes of `range` that lie in holes of `file` (`SEEK_DATA`/`SEEK_HOLE`): what writing the
+/// whole range would newly allocate.
+fn hole_bytes(file: &dyn HostFile, range: Range<u64>) -> Result<u64> {
+    let mut holes = 0;
+    let mut pos = range.start;
+    while pos < range.end {
+        let data = match file.next_data(pos)? {
+            Some(d) if d < range.end => d.max(pos),
+            _ => return Ok(holes + (range.end - pos)),
+        };
+        holes += data - pos;
+        let hole = file.next_hole(data)?;
+        // A hole at `data` itself (the file changed in between): count the rest as data.
+        pos = if hole <= data {
+            range.end
+        } else {
+            hole.min(range.end)
+        };
+    }
+    Ok(holes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(
+        clippy::single_range_in_vec_init,
+        reason = "lists of one range are cases under test"
+    )]
+    fn subtract_keeps_only_what_lies_outside_every_range_taken_away() {
+        assert_eq!(
+            subtract(vec![0..10, 20..30, 40..50], vec![5..22, 25..26, 45..60]),
+            vec![0..5, 22..25, 26..30, 40..45]
+        );
+        assert_eq!(subtract(vec![0..10], vec![]), vec![0..10]);
+        assert_eq!(subtract(vec![0..10], vec![0..10]), Vec::<Range<u64>>::new());
+    }
 
     #[test]
     fn covered_needs_one_range_containing_all() {

@@ -79,6 +79,23 @@ impl HostFile for CountingFile {
         self.touch(offset..offset + len, false);
         Ok(())
     }
+    fn next_data(&self, offset: u64) -> Result<Option<u64>> {
+        let p = self.pages.lock().unwrap();
+        let len = self.bytes.len()?;
+        Ok(p.0
+            .range(offset / PAGE..)
+            .next()
+            .map(|&page| (page * PAGE).max(offset))
+            .filter(|&d| d < len))
+    }
+    fn next_hole(&self, offset: u64) -> Result<u64> {
+        let p = self.pages.lock().unwrap();
+        let mut page = offset / PAGE;
+        while p.0.contains(&page) {
+            page += 1;
+        }
+        Ok((page * PAGE).max(offset).min(self.bytes.len()?.max(offset)))
+    }
     fn is_writable(&self) -> bool {
         true
     }
