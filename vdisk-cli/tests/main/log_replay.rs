@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::support::interrupt::for_qemu;
 use super::support::{
     EXIT_INVALID, EXIT_UNSUPPORTED, Out, Snapshot, assert_qemu_checked_same, file_len, fixture,
     qemu_img, require, run, tempdir, vdisk, vdisk_cmd,
@@ -163,23 +164,6 @@ fn qemu_vhdx(dir: &Path, name: &str, opts: &str, size: u64, writes: &[&str]) -> 
     path
 }
 
-/// A copy of `file` with its log replayed by qemu.
-fn qemu_replayed(file: &Path, dir: &Path) -> PathBuf {
-    let copy = dir.join("qemu-replayed.vhdx");
-    std::fs::copy(file, &copy).unwrap();
-    qemu_img([
-        OsStr::new("check"),
-        OsStr::new("-q"),
-        OsStr::new("-r"),
-        OsStr::new("all"),
-        OsStr::new("-f"),
-        OsStr::new("vhdx"),
-        copy.as_os_str(),
-    ])
-    .ok();
-    copy
-}
-
 /// `vdisk ARGS FILE` with the file-size limit at `limit` bytes: a regression that writes past
 /// it is stopped (exit 7) instead of filling the host.
 fn vdisk_limited(limit: u64, args: &[&str], file: &Path) -> Out {
@@ -215,7 +199,7 @@ fn a_fixed_vhdx_with_a_pending_log_refused_in_a_block_moving_mode_is_left_byte_i
         before.assert_unchanged(&file, true, &format!("fixed + pending log, --mode {mode}"));
     }
     // retrim applies to fixed disks: it replays the log first, and says so.
-    let qemu = qemu_replayed(&file, dir.path());
+    let qemu = for_qemu(&file, "vhdx", "qemu replays the log");
     let out = run(vdisk_cmd().args(["compact", "--mode", "retrim"]).arg(&file));
     out.ok();
     assert!(
@@ -295,7 +279,7 @@ fn a_log_that_grows_the_file_is_replayed_with_set_len_not_by_writing_zeros() {
         len,
         len + grow,
     );
-    let qemu = qemu_replayed(&file, dir.path());
+    let qemu = for_qemu(&file, "vhdx", "qemu replays the log");
     // Nothing to punch in retrim mode (which never truncates): only the log is written.
     let out = vdisk_limited(len + grow + MIB, &["compact", "--mode", "retrim"], &file);
     out.ok();
@@ -332,7 +316,7 @@ fn a_log_that_grows_the_file_is_replayed_with_set_len_not_by_writing_zeros() {
 fn the_real_dirty_log_fixture_compacted_in_full_mode_says_its_log_was_replayed() {
     let dir = tempdir();
     let file = fixture("iotest-dirtylog-10G-4M.vhdx", dir.path());
-    let qemu = qemu_replayed(&file, dir.path());
+    let qemu = for_qemu(&file, "vhdx", "qemu replays the log");
     let out = run(vdisk_cmd().args(["compact", "--mode", "full"]).arg(&file));
     out.ok();
     assert!(
@@ -386,7 +370,7 @@ fn a_log_page_written_into_a_host_hole_is_data_not_a_zero_block() {
         ])
         .arg(&file))
     .ok();
-    let qemu = qemu_replayed(&file, dir.path());
+    let qemu = for_qemu(&file, "vhdx", "qemu replays the log");
     for mode in ["prezeroed", "full"] {
         let dry = vdisk(
             ["compact", "--dry-run", "--json", "--mode", mode]
