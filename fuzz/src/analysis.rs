@@ -3,24 +3,8 @@
 
 use std::ops::Range;
 
-use vdisk_core::{BlockDevice, FsAnalyzer, FsVerdict, Result, analyze_disk, check_range};
-
-/// A raw disk in memory: reads never fail inside it.
-#[derive(Debug)]
-struct Bytes(Vec<u8>);
-
-impl BlockDevice for Bytes {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        check_range(self.size(), offset, buf.len())?;
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        buf.copy_from_slice(&self.0[start..start + buf.len()]);
-        Ok(())
-    }
-}
+use vdisk_core::fs::MemDevice;
+use vdisk_core::{BlockDevice, FsAnalyzer, FsVerdict, analyze_disk};
 
 /// Sorted, disjoint, non-empty, inside `0..len`.
 fn assert_well_formed(ranges: &[Range<u64>], len: u64, what: &str) {
@@ -41,7 +25,7 @@ fn assert_well_formed(ranges: &[Range<u64>], len: u64, what: &str) {
 /// Partition discovery and the whole-disk analysis with no file-system analyser: every volume
 /// is unrecognised, so nothing may be free; the layout must be consistent.
 pub fn partitions(bytes: Vec<u8>) {
-    let disk = Bytes(bytes);
+    let disk = MemDevice::new(bytes);
     let len = disk.size();
     let analysis = analyze_disk(&disk, &[])
         .expect("an in-memory disk never fails a read: analysis must not return Err");
@@ -80,23 +64,23 @@ pub fn partitions(bytes: Vec<u8>) {
 /// an error); free ranges are well formed, inside the disk, and never overlap the partition
 /// tables; a free range lies inside a trusted volume.
 pub fn exercise(bytes: Vec<u8>) {
-    let disk = Bytes(bytes);
+    let disk = MemDevice::new(bytes);
     let len = disk.size();
     let analysis = analyze_disk(&disk, &[&vdisk_ntfs::ANALYZER])
         .expect("an in-memory disk never fails a read: analysis must not return Err");
-    assert_well_formed(&analysis.free, len, "disk free ranges");
+    let free: Vec<Range<u64>> = analysis.free.runs().collect();
+    assert_well_formed(&free, len, "disk free ranges");
     if let vdisk_core::partition::Layout::Table(table) = &analysis.layout {
         for m in &table.metadata {
             assert!(
-                analysis
-                    .free
+                free
                     .iter()
                     .all(|f| f.end <= m.start || m.end <= f.start),
                 "partition table sectors {m:?} reported free"
             );
         }
     }
-    for f in &analysis.free {
+    for f in &free {
         assert!(
             analysis
                 .volumes
@@ -110,13 +94,14 @@ pub fn exercise(bytes: Vec<u8>) {
         .expect("an in-memory volume never fails a read")
     {
         FsVerdict::Analysed(usage) | FsVerdict::Guarded { usage, .. } => {
-            assert_well_formed(&usage.free, len, "ntfs free ranges");
+            let free: Vec<Range<u64>> = usage.free.runs().collect();
+            assert_well_formed(&free, len, "ntfs free ranges");
             assert!(
                 usage.cluster_size.is_power_of_two(),
                 "cluster size {}",
                 usage.cluster_size
             );
-            for r in &usage.free {
+            for r in &free {
                 assert!(
                     r.start % usage.cluster_size == 0,
                     "free range {r:?} does not start on a cluster"

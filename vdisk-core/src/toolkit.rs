@@ -301,7 +301,7 @@ fn compact_opened(
             _ => Children::default(),
         };
         if children.is_empty() {
-            opts.fs_free = Some(analysis.free.clone());
+            opts.fs_free = Some(analysis.free.whole_blocks(image.block_size()));
         } else {
             withheld_for = children;
         }

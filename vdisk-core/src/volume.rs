@@ -64,25 +64,11 @@ impl BlockDevice for VolumeView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug)]
-    struct Bytes(Vec<u8>);
-
-    impl BlockDevice for Bytes {
-        fn size(&self) -> u64 {
-            self.0.len() as u64
-        }
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-            check_range(self.size(), offset, buf.len())?;
-            let at = usize::try_from(offset).unwrap_or(usize::MAX);
-            buf.copy_from_slice(&self.0[at..at + buf.len()]);
-            Ok(())
-        }
-    }
+    use crate::fs::MemDevice;
 
     #[test]
     fn a_view_reads_its_range_only_and_never_writes() {
-        let disk = Bytes((0..=255u8).collect());
+        let disk = MemDevice::new((0..=255u8).collect());
         let v = VolumeView::new(&disk, 10..20).unwrap();
         assert_eq!(v.size(), 10);
         let mut b = [0u8; 3];

@@ -3,10 +3,12 @@
 //! Bit `i` of `$Bitmap`'s unnamed `$DATA` stands for cluster `i`, least significant bit first
 //! within each byte; 1 = in use. Only bits below the volume's cluster count mean anything: the
 //! padding after them (the attribute is rounded up to 8 bytes) and the backup boot sector
-//! after the last cluster are never reported free. The bitmap is fed in chunks of any size;
-//! memory is O(free runs), not O(clusters).
+//! after the last cluster are never reported free. The bitmap is fed in chunks of any size
+//! into core's [`FreeMap`], whose memory is bounded by the volume's size.
 
 use std::ops::Range;
+
+use vdisk_core::fs::FreeMap;
 
 /// Accumulates free runs from consecutive bitmap chunks.
 #[derive(Debug, Clone)]
@@ -17,22 +19,29 @@ pub(crate) struct FreeRuns {
     next: u64,
     /// First cluster of the free run under way.
     open: Option<u64>,
-    /// Finished free runs, in clusters.
-    runs: Vec<Range<u64>>,
+    /// Finished free runs.
+    map: FreeMap,
     free_clusters: u64,
 }
 
 impl FreeRuns {
-    /// A builder for a volume of `cluster_count` clusters of `cluster_size` bytes.
-    pub(crate) fn new(cluster_count: u64, cluster_size: u64) -> Self {
+    /// A builder for a volume of `volume_len` bytes holding `cluster_count` clusters of
+    /// `cluster_size` bytes.
+    pub(crate) fn new(cluster_count: u64, cluster_size: u64, volume_len: u64) -> Self {
         FreeRuns {
             cluster_count,
             cluster_size,
             next: 0,
             open: None,
-            runs: Vec::new(),
+            map: FreeMap::new(volume_len, cluster_size),
             free_clusters: 0,
         }
+    }
+
+    fn close(&mut self, start: u64, end: u64) {
+        let cs = self.cluster_size;
+        self.map
+            .mark_free(start.saturating_mul(cs)..end.saturating_mul(cs));
     }
 
     /// Bitmap bytes still needed to cover every cluster.
@@ -87,7 +96,7 @@ impl FreeRuns {
             self.open.get_or_insert(self.next);
             self.free_clusters += n;
         } else if let Some(start) = self.open.take() {
-            self.runs.push(start..self.next);
+            self.close(start, self.next);
         }
         self.next += n;
     }
@@ -100,20 +109,20 @@ impl FreeRuns {
     /// The free runs in clusters (call once every cluster is covered).
     pub(crate) fn finish(mut self) -> FreeClusters {
         if let Some(start) = self.open.take() {
-            self.runs.push(start..self.next.min(self.cluster_count));
+            self.close(start, self.next.min(self.cluster_count));
         }
         FreeClusters {
-            runs: self.runs,
+            map: self.map,
             cluster_size: self.cluster_size,
             free_clusters: self.free_clusters,
         }
     }
 }
 
-/// The free clusters of a volume, as sorted disjoint coalesced cluster runs.
+/// The free clusters of a volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct FreeClusters {
-    runs: Vec<Range<u64>>,
+    map: FreeMap,
     cluster_size: u64,
     free_clusters: u64,
 }
@@ -126,19 +135,20 @@ impl FreeClusters {
 
     /// Whether any cluster of `clusters` is free.
     pub(crate) fn any_free(&self, clusters: &Range<u64>) -> bool {
-        let i = self.runs.partition_point(|r| r.end <= clusters.start);
-        self.runs
-            .get(i)
-            .is_some_and(|r| r.start < clusters.end && clusters.start < clusters.end)
+        let cs = self.cluster_size;
+        self.map
+            .any_free(&(clusters.start.saturating_mul(cs)..clusters.end.saturating_mul(cs)))
     }
 
     /// The free clusters as byte ranges of the volume.
+    #[cfg(test)]
     pub(crate) fn byte_ranges(&self) -> Vec<Range<u64>> {
-        let cs = self.cluster_size;
-        self.runs
-            .iter()
-            .map(|r| r.start.saturating_mul(cs)..r.end.saturating_mul(cs))
-            .collect()
+        self.map.runs().collect()
+    }
+
+    /// The free bytes of the volume.
+    pub(crate) fn into_map(self) -> FreeMap {
+        self.map
     }
 }
 
@@ -165,7 +175,7 @@ mod tests {
     }
 
     fn streamed(bitmap: &[u8], cluster_count: u64, cuts: &[usize]) -> FreeClusters {
-        let mut runs = FreeRuns::new(cluster_count, 4096);
+        let mut runs = FreeRuns::new(cluster_count, 4096, cluster_count * 4096);
         let mut at = 0;
         for &cut in cuts {
             let cut = cut.clamp(at, bitmap.len());
@@ -206,7 +216,7 @@ mod tests {
             let bits = bitmap.len() as u64 * 8;
             let cluster_count = bits.saturating_sub(extra).max(1);
             let cs = 1u64 << cluster_shift;
-            let mut runs = FreeRuns::new(cluster_count, cs);
+            let mut runs = FreeRuns::new(cluster_count, cs, cluster_count * cs);
             let mut at = 0;
             for &cut in &cuts {
                 let cut = cut.clamp(at, bitmap.len());

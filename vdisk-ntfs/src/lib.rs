@@ -8,7 +8,7 @@
 //!     boot_sector   OEM id "NTFS    " ─ absent ──────────────────────────► NotMine
 //!                   geometry bounded (sector, cluster 512 B..2 MiB incl. the 2^-n
 //!                   encoding, total sectors within the device, $MFT/$MFTMirr LCNs)
-//!     volume        through the `ntfs` crate over reader::VolumeReader (Read + Seek over
+//!     volume        through the `ntfs` crate over core's fs::StreamReader (Read + Seek over
 //!                   positional BlockDevice reads, read budget, device errors kept):
 //!                   $Volume flags ── dirty ────────────────────────────► Untrusted
 //!                   $LogFile restart pages (logfile) ── unclean ───────► Untrusted
@@ -41,7 +41,6 @@ mod bitmap;
 mod boot_sector;
 mod hiberfile;
 mod logfile;
-mod reader;
 mod shadow_copies;
 mod volume;
 
@@ -50,8 +49,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use vdisk_core::{BlockDevice, FsAnalyzer, FsUsage, FsVerdict, Hazard, Result};
 
 use crate::boot_sector::{BOOT_SECTOR_LEN, BootSector, BootVerdict};
-use crate::reader::VolumeReader;
 use crate::shadow_copies::ShadowCopies;
+use vdisk_core::fs::StreamReader;
 
 /// The analyser id.
 const ID: &str = "ntfs";
@@ -88,7 +87,7 @@ impl FsAnalyzer for NtfsAnalyzer {
             BootVerdict::Ntfs(g) => g,
         };
         let budget = METADATA_BUDGET.saturating_add(geometry.cluster_count.div_ceil(8));
-        let mut reader = VolumeReader::new(volume, budget);
+        let mut reader = StreamReader::new(volume, budget);
         let outcome = catch_unwind(AssertUnwindSafe(|| volume::examine(&mut reader, &geometry)));
         if let Some(device_error) = reader.take_failure() {
             return Err(device_error);

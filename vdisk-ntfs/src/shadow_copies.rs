@@ -152,22 +152,7 @@ pub(crate) fn find(volume: &dyn BlockDevice) -> Result<ShadowCopies> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vdisk_core::check_range;
-
-    #[derive(Debug)]
-    struct Bytes(Vec<u8>);
-
-    impl BlockDevice for Bytes {
-        fn size(&self) -> u64 {
-            self.0.len() as u64
-        }
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-            check_range(self.size(), offset, buf.len())?;
-            let at = usize::try_from(offset).unwrap();
-            buf.copy_from_slice(&self.0[at..at + buf.len()]);
-            Ok(())
-        }
-    }
+    use vdisk_core::fs::MemDevice;
 
     fn record(at: usize, vol: &mut [u8], record_type: u32, f40: u64, f48: u64) {
         vol[at..at + 16].copy_from_slice(&VSS_ID);
@@ -192,11 +177,17 @@ mod tests {
     #[test]
     fn store_information_entries_in_every_catalog_block_count_as_shadow_copies() {
         let two = volume(&[(65536 + 128, 2), (65536 + 256, 3), (98304 + 128 * 5, 2)]);
-        assert_eq!(find(&Bytes(two)).unwrap(), ShadowCopies::Present(2));
+        assert_eq!(
+            find(&MemDevice::new(two)).unwrap(),
+            ShadowCopies::Present(2)
+        );
         // Store locations alone: this volume only holds another volume's store files.
         let none = volume(&[(65536 + 128, 3), (98304 + 128, 1)]);
-        assert_eq!(find(&Bytes(none)).unwrap(), ShadowCopies::None);
-        assert_eq!(find(&Bytes(vec![0; 1 << 16])).unwrap(), ShadowCopies::None);
+        assert_eq!(find(&MemDevice::new(none)).unwrap(), ShadowCopies::None);
+        assert_eq!(
+            find(&MemDevice::new(vec![0; 1 << 16])).unwrap(),
+            ShadowCopies::None
+        );
     }
 
     #[test]
@@ -204,19 +195,19 @@ mod tests {
         let mut looped = volume(&[]);
         looped[(96 << 10) + 40..(96 << 10) + 48].copy_from_slice(&(64u64 << 10).to_le_bytes());
         assert!(matches!(
-            find(&Bytes(looped)).unwrap(),
+            find(&MemDevice::new(looped)).unwrap(),
             ShadowCopies::Unreadable(r) if r.contains("does not end")
         ));
         let mut outside = volume(&[]);
         outside[0x1e00 + 48..0x1e00 + 56].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(
-            find(&Bytes(outside)).unwrap(),
+            find(&MemDevice::new(outside)).unwrap(),
             ShadowCopies::Unreadable(r) if r.contains("outside")
         ));
         let mut not_catalog = volume(&[]);
         not_catalog[(64 << 10) + 20] = 9;
         assert!(matches!(
-            find(&Bytes(not_catalog)).unwrap(),
+            find(&MemDevice::new(not_catalog)).unwrap(),
             ShadowCopies::Unreadable(_)
         ));
     }

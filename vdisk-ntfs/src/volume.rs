@@ -17,7 +17,7 @@ use crate::bitmap::{FreeClusters, FreeRuns};
 use crate::boot_sector::Geometry;
 use crate::hiberfile::{self, Hibernation};
 use crate::logfile::{self, LogState};
-use crate::reader::VolumeReader;
+use vdisk_core::fs::StreamReader;
 
 /// Bitmap bytes read per step (the bitmap of a 2 TiB volume in 4 KiB clusters is 64 MiB).
 const BITMAP_CHUNK: u64 = 1 << 20;
@@ -39,7 +39,7 @@ fn damaged(what: &str) -> impl FnOnce(NtfsError) -> Doubt + '_ {
 }
 
 /// Checks that the volume may be trusted and reads its free clusters.
-pub(crate) fn examine(fs: &mut VolumeReader<'_>, g: &Geometry) -> Result<FsUsage, Doubt> {
+pub(crate) fn examine(fs: &mut StreamReader<'_>, g: &Geometry) -> Result<FsUsage, Doubt> {
     let mut ntfs = Ntfs::new(fs).map_err(damaged("the boot sector"))?;
     if u64::from(ntfs.cluster_size()) != g.cluster_size
         || u64::from(ntfs.file_record_size()) != g.mft_record_size
@@ -89,13 +89,13 @@ pub(crate) fn examine(fs: &mut VolumeReader<'_>, g: &Geometry) -> Result<FsUsage
     Ok(FsUsage {
         fs: crate::ID,
         cluster_size: g.cluster_size,
-        free: free.byte_ranges(),
+        free: free.into_map(),
         details,
     })
 }
 
 /// `$Volume`: dirty flag, version, label.
-fn check_volume_file(ntfs: &Ntfs, fs: &mut VolumeReader<'_>) -> Result<(String, String), Doubt> {
+fn check_volume_file(ntfs: &Ntfs, fs: &mut StreamReader<'_>) -> Result<(String, String), Doubt> {
     let info = ntfs.volume_info(fs).map_err(damaged("$Volume"))?;
     let flags = info.flags();
     if flags.intersects(NtfsVolumeFlags::IS_DIRTY | NtfsVolumeFlags::CHKDSK_UNDERWAY) {
@@ -116,7 +116,7 @@ fn check_volume_file(ntfs: &Ntfs, fs: &mut VolumeReader<'_>) -> Result<(String, 
 }
 
 /// `$LogFile`: see [`logfile::assess`].
-fn check_journal(ntfs: &Ntfs, fs: &mut VolumeReader<'_>) -> Result<(), Doubt> {
+fn check_journal(ntfs: &Ntfs, fs: &mut StreamReader<'_>) -> Result<(), Doubt> {
     let file = ntfs
         .file(fs, Known::LogFile as u64)
         .map_err(damaged("$LogFile"))?;
@@ -141,7 +141,7 @@ fn check_journal(ntfs: &Ntfs, fs: &mut VolumeReader<'_>) -> Result<(), Doubt> {
 }
 
 /// `hiberfil.sys` in the root directory: see [`hiberfile`].
-fn check_hibernation(ntfs: &Ntfs, fs: &mut VolumeReader<'_>) -> Result<(), Doubt> {
+fn check_hibernation(ntfs: &Ntfs, fs: &mut StreamReader<'_>) -> Result<(), Doubt> {
     let root = ntfs
         .root_directory(fs)
         .map_err(damaged("the root directory"))?;
@@ -194,7 +194,7 @@ fn check_hibernation(ntfs: &Ntfs, fs: &mut VolumeReader<'_>) -> Result<(), Doubt
 /// Streams `$Bitmap` into free runs; also returns the clusters `$Bitmap` itself occupies.
 fn read_bitmap(
     ntfs: &Ntfs,
-    fs: &mut VolumeReader<'_>,
+    fs: &mut StreamReader<'_>,
     g: &Geometry,
 ) -> Result<(FreeClusters, Vec<Range<u64>>), Doubt> {
     let file = ntfs
@@ -219,7 +219,7 @@ fn read_bitmap(
         )));
     }
     let mut value = attribute.value(fs).map_err(damaged("$Bitmap"))?;
-    let mut runs = FreeRuns::new(g.cluster_count, g.cluster_size);
+    let mut runs = FreeRuns::new(g.cluster_count, g.cluster_size, fs.size());
     let mut buf = vec![0u8; usize::try_from(needed.min(BITMAP_CHUNK)).unwrap_or(0)];
     loop {
         let want = runs.bytes_wanted().min(buf.len() as u64);
@@ -242,7 +242,7 @@ fn read_bitmap(
 
 fn unnamed_data<'n, 'f>(
     file: &'f NtfsFile<'n>,
-    fs: &mut VolumeReader<'_>,
+    fs: &mut StreamReader<'_>,
     name: &str,
 ) -> Result<ntfs::NtfsAttributeItem<'n, 'f>, Doubt> {
     match file.data(fs, "") {
@@ -257,7 +257,7 @@ fn unnamed_data<'n, 'f>(
 /// the volume are damage.
 fn data_runs(
     file: &NtfsFile<'_>,
-    fs: &mut VolumeReader<'_>,
+    fs: &mut StreamReader<'_>,
     name: &str,
     g: &Geometry,
 ) -> Result<Vec<Range<u64>>, Doubt> {

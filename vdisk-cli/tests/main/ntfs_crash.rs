@@ -149,7 +149,7 @@ fn plan_full(img: &mut dyn DiskImage) -> Result<CompactPlan> {
     let disk: &dyn BlockDevice = &*img;
     let analysis = analyze_disk(disk, &[&vdisk_ntfs::ANALYZER])?;
     let mut opts = CompactOptions::new(Mode::Full);
-    opts.fs_free = Some(analysis.free);
+    opts.fs_free = Some(analysis.free.whole_blocks(img.block_size()));
     GenericCompactor.plan(img, &opts, &NoProgress, &CancelToken::new())
 }
 

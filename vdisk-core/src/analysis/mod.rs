@@ -6,7 +6,7 @@
 //!                    ├► Table ─────────► one volume per partition
 //!                    └► Unknown ───────► no volume: nothing is free
 //!  each volume ─► analysers in order (first that is not NotMine wins) through a VolumeView
-//!              ─► Analysed: free ranges clamped to the volume, shifted to disk offsets
+//!              ─► Analysed: free map cut to the volume, shifted into the disk's map
 //!              ─► Guarded: hazard accepted in AnalysisOptions ─► as Analysed
 //!                          keep ranges known ─► Analysed minus the keep ranges
 //!                          otherwise ────────► Untrusted with the hazard's reason
@@ -21,7 +21,7 @@ use std::ops::Range;
 
 use crate::block::BlockDevice;
 use crate::error::{ErrorKind, Result};
-use crate::fs::{FsAnalyzer, FsUsage, FsVerdict, Hazard, coalesce};
+use crate::fs::{FreeMap, FsAnalyzer, FsUsage, FsVerdict, Hazard, coalesce};
 use crate::partition::{Layout, Partition, read_layout};
 use crate::volume::VolumeView;
 
@@ -133,15 +133,15 @@ pub struct DiskAnalysis {
     pub layout: Layout,
     /// Every volume examined, in disk order.
     pub volumes: Vec<VolumeReport>,
-    /// Disk bytes that trusted file systems do not use: sorted, disjoint, coalesced, each
-    /// inside a volume and outside the partition tables.
-    pub free: Vec<Range<u64>>,
+    /// Disk bytes that trusted file systems do not use, each inside a volume and outside the
+    /// partition tables (at the map's unit: see [`FreeMap`]).
+    pub free: FreeMap,
 }
 
 impl DiskAnalysis {
     /// Total bytes in [`DiskAnalysis::free`].
     pub fn free_bytes(&self) -> u64 {
-        self.free.iter().map(|r| r.end - r.start).sum()
+        self.free.free_bytes()
     }
 
     /// True if at least one volume has a trusted file system.
@@ -187,17 +187,12 @@ pub fn analyze_disk_with(
         ),
     };
     let mut reports = Vec::with_capacity(volumes.len());
-    let mut free = Vec::new();
+    let mut free = FreeMap::new(disk.size(), 0);
     for (partition, range) in volumes {
         let view = VolumeView::new(disk, range.clone())?;
         let (state, guard) = examine(&view, analyzers, options)?;
         if let VolumeState::Trusted(usage) = &state {
-            free.extend(
-                usage
-                    .free
-                    .iter()
-                    .map(|r| r.start + range.start..r.end + range.start),
-            );
+            free.add_shifted(&usage.free, range.start);
         }
         reports.push(VolumeReport {
             partition,
@@ -206,11 +201,13 @@ pub fn analyze_disk_with(
             guard,
         });
     }
-    coalesce(&mut free);
+    for m in metadata {
+        free.mark_used(m);
+    }
     Ok(DiskAnalysis {
         layout,
         volumes: reports,
-        free: subtract(&free, &metadata),
+        free,
     })
 }
 
@@ -247,14 +244,13 @@ fn examine(
     Ok((VolumeState::Unrecognised, None))
 }
 
-/// `usage` with its free ranges clamped to `0..len` and coalesced.
+/// `usage` with its free map cut to `0..len`: an analyser's map longer than its volume must
+/// not reach into the next one.
 fn clamped(mut usage: FsUsage, len: u64) -> FsUsage {
-    usage.free = usage
-        .free
-        .iter()
-        .map(|r| r.start.min(len)..r.end.min(len))
-        .collect();
-    coalesce(&mut usage.free);
+    if usage.free.len() != len {
+        let unit = usage.free.unit();
+        usage.free = FreeMap::from_ranges(len, unit, usage.free.runs());
+    }
     usage
 }
 
@@ -278,7 +274,9 @@ fn guarded(
     match keep {
         Some(mut keep) => {
             coalesce(&mut keep);
-            usage.free = subtract(&usage.free, &keep);
+            for k in keep {
+                usage.free.mark_used(k);
+            }
             (VolumeState::Trusted(usage), guard(GuardOutcome::Kept))
         }
         None => {
@@ -292,25 +290,6 @@ fn guarded(
             )
         }
     }
-}
-
-/// `ranges` minus `holes` (both sorted and disjoint).
-fn subtract(ranges: &[Range<u64>], holes: &[Range<u64>]) -> Vec<Range<u64>> {
-    let mut out = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        let mut start = r.start;
-        let first = holes.partition_point(|h| h.end <= r.start);
-        for h in holes[first..].iter().take_while(|h| h.start < r.end) {
-            if h.start > start {
-                out.push(start..h.start);
-            }
-            start = start.max(h.end);
-        }
-        if start < r.end {
-            out.push(start..r.end);
-        }
-    }
-    out
 }
 
 #[cfg(test)]

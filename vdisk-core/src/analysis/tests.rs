@@ -16,16 +16,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::block::BlockDevice;
 use crate::error::Result;
-use crate::fs::{FsAnalyzer, FsUsage, FsVerdict};
+use crate::fs::{FreeMap, FsAnalyzer, FsUsage, FsVerdict};
 use crate::partition::tests::build::{BASIC_DATA, Disk};
-
-#[test]
-fn subtract_cuts_holes_out_of_ranges() {
-    let r = subtract(&[0..10, 20..30], &[2..4, 8..22, 29..40]);
-    assert_eq!(r, vec![0..2, 4..8, 22..29]);
-    assert_eq!(subtract(&[0..10], &[]), vec![0..10]);
-    assert!(subtract(&[5..6], &[0..100]).is_empty());
-}
 
 /// The toy file system: "TOYFS" at 0, cluster size (u32 LE) at 8, cluster count at 12, a dirty
 /// byte at 16; the bitmap (bit i = cluster i in use, LSB first) at 512.
@@ -64,13 +56,14 @@ impl FsAnalyzer for Toy {
             .filter(|&i| bitmap[(i / 8) as usize] & (1 << (i % 8)) == 0)
             .map(|i| i * cs..(i + 1) * cs)
             .collect();
-        // A careless analyser: claims space past the volume's end, which must be clamped.
+        // A careless analyser: its map is longer than the volume and claims space past the
+        // volume's end, which must be cut off.
         free.push(volume.size()..volume.size() + 65536);
         crate::fs::coalesce(&mut free);
         Ok(FsVerdict::Analysed(FsUsage {
             fs: "toy",
             cluster_size: cs,
-            free,
+            free: FreeMap::from_ranges(volume.size() + 65536, cs, free),
             details: Vec::new(),
         }))
     }
@@ -249,7 +242,7 @@ proptest! {
         let analysis = analyze_disk(&disk, &[&TOY]).unwrap();
         prop_assert!(!matches!(analysis.layout, Layout::Unknown { .. }), "{:?}", analysis.layout);
         prop_assert_eq!(analysis.volumes.len(), placed.len());
-        prop_assert_eq!(&analysis.free, &model);
+        prop_assert_eq!(analysis.free.runs().collect::<Vec<_>>(), model);
 
         // Block view: a block wholly inside `free` holds only free clusters of clean volumes.
         let block = 1u64 << block_shift;
@@ -259,8 +252,7 @@ proptest! {
         };
         for b in 0..disk.size() / block {
             let r = b * block..(b + 1) * block;
-            let i = analysis.free.partition_point(|x| x.end <= r.start);
-            let reclaimed = analysis.free.get(i).is_some_and(|x| x.start <= r.start && r.end <= x.end);
+            let reclaimed = analysis.free.is_free(&r);
             if reclaimed {
                 prop_assert!(metadata.iter().all(|m| m.end <= r.start || r.end <= m.start));
                 let v = placed.iter().find(|v| v.start * 512 <= r.start && r.end <= (v.start + v.len) * 512);
@@ -343,7 +335,7 @@ impl FsAnalyzer for Snapshotted {
             usage: FsUsage {
                 fs: "snap",
                 cluster_size: 512,
-                free: vec![1024..volume.size()],
+                free: FreeMap::from_ranges(volume.size(), 512, [1024..volume.size()]),
                 details: Vec::new(),
             },
             hazard: crate::fs::Hazard {
@@ -361,7 +353,9 @@ fn a_guarded_volume_keeps_what_its_hazard_needs_or_is_untrusted_unless_the_hazar
     let all = vec![1024..1 << 16];
 
     let a = analyze_disk(&d, &[&SNAP_KNOWN]).unwrap();
-    assert_eq!(a.free, vec![1024..4096, 8192..20_000, 30_000..1 << 16]);
+    // Kept ranges not on a 512-byte unit keep the whole units they touch.
+    let free: Vec<_> = a.free.runs().collect();
+    assert_eq!(free, vec![1024..4096, 8192..19_968, 30_208..1 << 16]);
     let g = a.volumes[0].guard.as_ref().unwrap();
     assert_eq!((g.hazard, g.outcome), ("snapshots", GuardOutcome::Kept));
 
@@ -390,7 +384,7 @@ fn a_guarded_volume_keeps_what_its_hazard_needs_or_is_untrusted_unless_the_hazar
     for analyser in [&SNAP_KNOWN, &SNAP_UNKNOWN] {
         let yes = AnalysisOptions::default().accepting("snapshots");
         let a = analyze_disk_with(&d, &[analyser], &yes).unwrap();
-        assert_eq!(a.free, all);
+        assert_eq!(a.free.runs().collect::<Vec<_>>(), all);
         assert_eq!(
             a.volumes[0].guard.as_ref().unwrap().outcome,
             GuardOutcome::Accepted

@@ -15,12 +15,29 @@
 //! [`FsVerdict::Guarded`]: the usage, plus a named [`Hazard`] saying what reclaiming all of it
 //! would destroy and, when it knows, exactly which bytes to keep. The caller decides, through
 //! [`crate::AnalysisOptions`], whether the user accepted that loss.
+//!
+//! # The analyser kit
+//! What every analyser needs and none should write again: [`FreeMap`] (free space in bounded
+//! memory, whatever its fragmentation), [`MetaReader`] (bounded, budgeted, cached metadata
+//! reads), [`Doubt`] and [`examine_guarded`] (damage and panics become an untrusted verdict,
+//! device failures stay errors), [`StreamReader`] (`Read + Seek` for parser crates) and
+//! [`MemDevice`] (a device in memory for tests and fuzz targets).
+
+mod free_map;
+mod mem_device;
+mod metadata;
+mod stream;
 
 use std::fmt;
 use std::ops::Range;
 
 use crate::block::BlockDevice;
 use crate::error::Result;
+
+pub use free_map::{FreeMap, Runs};
+pub use mem_device::MemDevice;
+pub use metadata::{Doubt, Examined, MetaReader, damaged, examine_guarded};
+pub use stream::StreamReader;
 
 /// What an analyser concluded about a volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,9 +83,9 @@ pub struct FsUsage {
     pub fs: &'static str,
     /// Allocation unit of the file system in bytes (NTFS cluster size).
     pub cluster_size: u64,
-    /// Bytes of the volume the file system does not use, relative to the volume's start:
-    /// sorted, disjoint, coalesced, each within `0..volume.size()`.
-    pub free: Vec<Range<u64>>,
+    /// Bytes of the volume the file system does not use, relative to the volume's start. Its
+    /// length should be the volume's size; bytes past the volume are ignored.
+    pub free: FreeMap,
     /// Facts for reports, e.g. ("label", "DATA"), ("version", "3.1").
     pub details: Vec<(String, String)>,
 }
@@ -76,7 +93,7 @@ pub struct FsUsage {
 impl FsUsage {
     /// Total free bytes.
     pub fn free_bytes(&self) -> u64 {
-        self.free.iter().map(|r| r.end - r.start).sum()
+        self.free.free_bytes()
     }
 }
 

@@ -1,4 +1,5 @@
-//! A `Read + Seek` view of a [`BlockDevice`] for the `ntfs` crate, which wants a stream.
+//! A `Read + Seek` view of a [`BlockDevice`], for parser crates that want a stream (the `ntfs`
+//! crate does).
 //!
 //! The cursor lives only in this adapter, which one analysis owns alone; every read below it is
 //! positional (`BlockDevice::read_at`). Reads past the end of the volume are short reads (EOF),
@@ -7,14 +8,15 @@
 
 use std::io::{self, Read, Seek, SeekFrom};
 
-use vdisk_core::{BlockDevice, Error};
+use crate::block::BlockDevice;
+use crate::error::Error;
 
 /// Largest single read passed to the device (the crate asks for whole data runs at once).
 const MAX_READ: usize = 4 << 20;
 
 /// `Read + Seek` over a volume; see the module docs.
 #[derive(Debug)]
-pub(crate) struct VolumeReader<'a> {
+pub struct StreamReader<'a> {
     device: &'a dyn BlockDevice,
     size: u64,
     pos: u64,
@@ -24,11 +26,11 @@ pub(crate) struct VolumeReader<'a> {
     exhausted: bool,
 }
 
-impl<'a> VolumeReader<'a> {
+impl<'a> StreamReader<'a> {
     /// A reader at offset 0 of `device` that reads at most `budget` bytes in all: metadata
     /// whose links form a loop then ends in an error instead of a hang.
-    pub(crate) fn new(device: &'a dyn BlockDevice, budget: u64) -> Self {
-        VolumeReader {
+    pub fn new(device: &'a dyn BlockDevice, budget: u64) -> Self {
+        StreamReader {
             device,
             size: device.size(),
             pos: 0,
@@ -39,18 +41,23 @@ impl<'a> VolumeReader<'a> {
         }
     }
 
+    /// The device's size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Whether the read budget ran out.
-    pub(crate) fn exhausted(&self) -> bool {
+    pub fn exhausted(&self) -> bool {
         self.exhausted
     }
 
     /// Takes the first device error seen, if any.
-    pub(crate) fn take_failure(&mut self) -> Option<Error> {
+    pub fn take_failure(&mut self) -> Option<Error> {
         self.failure.take()
     }
 }
 
-impl Read for VolumeReader<'_> {
+impl Read for StreamReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.failure.is_some() {
             return Err(io::Error::other("the volume failed an earlier read"));
@@ -82,7 +89,7 @@ impl Read for VolumeReader<'_> {
     }
 }
 
-impl Seek for VolumeReader<'_> {
+impl Seek for StreamReader<'_> {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         let target = match pos {
             SeekFrom::Start(p) => Some(p),
@@ -100,25 +107,8 @@ impl Seek for VolumeReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vdisk_core::{ErrorKind, Result};
-
-    #[derive(Debug)]
-    struct Dev(Vec<u8>, bool);
-
-    impl BlockDevice for Dev {
-        fn size(&self) -> u64 {
-            self.0.len() as u64
-        }
-        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-            if self.1 {
-                return Err(Error::new(ErrorKind::Io, "bad sector"));
-            }
-            vdisk_core::check_range(self.size(), offset, buf.len())?;
-            let o = usize::try_from(offset).unwrap();
-            buf.copy_from_slice(&self.0[o..o + buf.len()]);
-            Ok(())
-        }
-    }
+    use crate::error::ErrorKind;
+    use crate::fs::MemDevice;
 
     #[test]
     #[expect(
@@ -126,8 +116,8 @@ mod tests {
         reason = "tests the adapter's own Seek implementation"
     )]
     fn reads_past_the_end_are_short_and_seek_keeps_position() {
-        let dev = Dev((0u8..10).collect(), false);
-        let mut r = VolumeReader::new(&dev, 100);
+        let dev = MemDevice::new((0u8..10).collect());
+        let mut r = StreamReader::new(&dev, 100);
         let mut buf = [0u8; 4];
         r.seek(SeekFrom::Start(8)).unwrap();
         assert_eq!(r.read(&mut buf).unwrap(), 2);
@@ -142,8 +132,8 @@ mod tests {
 
     #[test]
     fn device_errors_are_kept_for_the_caller() {
-        let dev = Dev(vec![0; 10], true);
-        let mut r = VolumeReader::new(&dev, 100);
+        let dev = MemDevice::new(vec![0; 10]).failing(0..10);
+        let mut r = StreamReader::new(&dev, 100);
         assert!(r.read(&mut [0u8; 4]).is_err());
         let e = r.take_failure().unwrap();
         assert_eq!((e.kind(), e.offset()), (ErrorKind::Io, Some(0)));
@@ -151,8 +141,8 @@ mod tests {
 
     #[test]
     fn reads_beyond_the_budget_fail_without_touching_the_device() {
-        let dev = Dev(vec![0; 10], false);
-        let mut r = VolumeReader::new(&dev, 6);
+        let dev = MemDevice::new(vec![0; 10]);
+        let mut r = StreamReader::new(&dev, 6);
         assert_eq!(r.read(&mut [0u8; 4]).unwrap(), 4);
         assert!(r.read(&mut [0u8; 4]).is_err());
         assert!(r.exhausted() && r.take_failure().is_none());
