@@ -52,6 +52,10 @@ pub enum Command {
     /// Validate the structure of images; exit 0 only if every one is safe to compact.
     #[command(after_help = exit::HELP)]
     Check(CheckArgs),
+    /// Show where each part of the virtual disk lives: stored in the file (and where), reading
+    /// as zeros, read from the parent, or released by the guest.
+    #[command(after_help = exit::HELP)]
+    Map(MapArgs),
 }
 
 /// `vdisk info`.
@@ -130,6 +134,21 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
     /// Print one JSON object per file (JSON Lines) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Image files.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// `vdisk map`.
+#[derive(Debug, Args)]
+pub struct MapArgs {
+    /// Open the image as this format (vhd, vhdx) instead of detecting it: for a file vdisk
+    /// refuses as ambiguous (it reads as both), after you have checked which it is.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Print one JSON object per file (JSON Lines) on stdout, with every extent.
     #[arg(long)]
     pub json: bool,
     /// Image files.

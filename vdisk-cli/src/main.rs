@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     let code = match &cli.command {
         Command::Info(args) => commands::info::run(args, &registry, &parents),
         Command::Check(args) => commands::check::run(args, &registry, &parents),
+        Command::Map(args) => commands::map::run(args, &registry, &parents),
         Command::Create(args) => commands::create::run(args, &registry::supported(), &parents),
         Command::Compact(args) => {
             let cancel = CancelToken::new();

@@ -4,3 +4,4 @@ pub mod check;
 pub mod compact;
 pub mod create;
 pub mod info;
+pub mod map;
