@@ -123,7 +123,7 @@ fn map_shows_the_same_stored_ranges_at_the_same_file_offsets_as_qemu_img_map() {
         let guest = qemu_raw(&file, format, dir.path());
         let host = std::fs::read(&file).unwrap();
         for (g, h) in &got {
-            let (g, h) = (*g as usize, *h as usize);
+            let (g, h) = (usize::try_from(*g).unwrap(), usize::try_from(*h).unwrap());
             assert!(
                 host[h..h + (64 << 10)] == guest[g..g + (64 << 10)],
                 "{format}: file offset {h:#x} does not hold guest {g:#x}"
