@@ -309,9 +309,14 @@ pub trait Compactable: DiskImage {
         self.kind() != ImageKind::Differencing
     }
 
-    /// Moves blocks: copies each footprint to its new place, makes the copies durable, then
-    /// points the tables at them and makes that durable. The targets must be free host space.
-    fn relocate(&mut self, moves: &[Relocation]) -> Result<()>;
+    /// Moves blocks: copies each footprint to its new place, calling `copied` after each
+    /// block's copy, makes the copies durable, then points the tables at them and makes that
+    /// durable. The targets must be free host space.
+    ///
+    /// `copied` is how the caller shows progress and cancels within a batch: when it returns
+    /// `Err`, the relocation stops before any table is changed and returns that error; the
+    /// copies made so far sit in free host space and the image reads as before.
+    fn relocate(&mut self, moves: &[Relocation], copied: &dyn Fn() -> Result<()>) -> Result<()>;
 
     /// Finishes the image so its last block or metadata ends at `data_end` (writing trailing
     /// structures such as the VHD footer) and shortens the file to

@@ -81,7 +81,7 @@ impl Compactable for VhdImage {
         st.layout.bat.commit(&**file, &changed)
     }
 
-    fn relocate(&mut self, moves: &[Relocation]) -> Result<()> {
+    fn relocate(&mut self, moves: &[Relocation], copied: &dyn Fn() -> Result<()>) -> Result<()> {
         self.check_writable()?;
         let layout = self.host_layout()?;
         let footprint = layout.block_footprint;
@@ -133,6 +133,7 @@ impl Compactable for VhdImage {
         debug_assert!(targets_are_free(st, moves, footprint));
         for m in moves {
             file.copy_within(m.from.0, m.to.0, footprint)?;
+            copied()?;
         }
         file.sync()?;
         let mut changed = BTreeSet::new();

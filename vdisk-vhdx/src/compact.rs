@@ -174,7 +174,7 @@ impl Compactable for VhdxImage {
         true
     }
 
-    fn relocate(&mut self, moves: &[Relocation]) -> Result<()> {
+    fn relocate(&mut self, moves: &[Relocation], copied: &dyn Fn() -> Result<()>) -> Result<()> {
         let bs = self.bat().block_size;
         let metadata = self.metadata_ranges();
         let mut changes = BTreeMap::new();
@@ -228,6 +228,7 @@ impl Compactable for VhdxImage {
         session.begin_write(file)?;
         for m in moves {
             file.copy_within(m.from.0, m.to.0, bs)?;
+            copied()?;
         }
         file.sync()?;
         self.update_bat(&changes)

@@ -604,7 +604,14 @@ fn relocate_giving_back(
         let (batch, after) = rest.split_at(len);
         rest = after;
         cancel.check()?;
-        image.as_compactable()?.relocate(batch)?;
+        // Progress and Ctrl-C per block, inside the batch: a cancel stops before the batch's
+        // table update, so the copies made so far only sit in free space.
+        let copied = || {
+            cancel.check()?;
+            progress.advance(1);
+            Ok(())
+        };
+        image.as_compactable()?.relocate(batch, &copied)?;
         let mut vacated = Vec::with_capacity(batch.len());
         for m in batch {
             let own = owned
@@ -617,7 +624,6 @@ fn relocate_giving_back(
             }
         }
         ownership::give_back(image.host_file(), &vacated)?;
-        progress.advance(batch.len() as u64);
     }
     Ok(())
 }

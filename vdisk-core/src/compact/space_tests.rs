@@ -170,9 +170,10 @@ impl Compactable for Toy {
         }
         Ok(())
     }
-    fn relocate(&mut self, moves: &[Relocation]) -> Result<()> {
+    fn relocate(&mut self, moves: &[Relocation], copied: &dyn Fn() -> Result<()>) -> Result<()> {
         for m in moves {
             self.file.copy_within(m.from.0, m.to.0, BLOCK)?;
+            copied()?;
         }
         for m in moves {
             self.table[m.block.0 as usize] = Some(m.to.0);

@@ -272,7 +272,7 @@ fn primitives_refuse_bad_moves_and_blocks_changing_nothing() {
         },
     ];
     for m in bad {
-        let err = c.relocate(&[m]).unwrap_err();
+        let err = c.relocate(&[m], &|| Ok(())).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Internal, "{m:?}: {err}");
     }
     let err = c
