@@ -10,6 +10,7 @@ mod main {
     pub mod support;
 
     mod bad_input;
+    mod batch;
     mod chain;
     mod check_verdict;
     mod children;

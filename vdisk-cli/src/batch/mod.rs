@@ -73,7 +73,10 @@ pub fn run(
     };
     let walk = walk::walk(&args.files, args.recursive, &selection);
     for link in &walk.links_skipped {
-        report::note(link, "a symbolic link: not followed (compact its target by name)");
+        report::note(
+            link,
+            "a symbolic link: not followed (compact its target by name)",
+        );
     }
     let jobs = usize::from(args.jobs.unwrap_or(1)).clamp(1, walk.files.len().max(1));
     let total = walk.files.len() + walk.errors.len();
@@ -128,7 +131,11 @@ pub fn run(
     } else {
         report::out(&line);
     }
-    let report_failed = *batch.sink.report_failed.lock().unwrap_or_else(|p| p.into_inner());
+    let report_failed = *batch
+        .sink
+        .report_failed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     exit_code(&rows, report_failed)
 }
 
@@ -324,9 +331,7 @@ impl Batch<'_> {
         row.exit_code = exit::code_for(kind);
         row.state = match kind {
             ErrorKind::Cancelled => State::Cancelled,
-            ErrorKind::InUse if self.args.skip_in_use && stage == Stage::Untouched => {
-                State::InUse
-            }
+            ErrorKind::InUse if self.args.skip_in_use && stage == Stage::Untouched => State::InUse,
             _ => State::Failed,
         };
         row.message = message;

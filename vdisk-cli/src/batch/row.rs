@@ -207,13 +207,21 @@ mod tests {
             host: "h".into(),
         };
         let json: serde_json::Value = serde_json::from_str(&row.json_line()).unwrap();
-        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         let mut header: Vec<&str> = CSV_HEADER.split(',').collect();
         let mut sorted = keys.clone();
         sorted.sort_unstable();
         header.sort_unstable();
         assert_eq!(sorted, header);
         assert_eq!(json["state"], "below-threshold");
-        assert_eq!(row.csv_line().split(',').count(), CSV_HEADER.split(',').count());
+        assert_eq!(
+            row.csv_line().split(',').count(),
+            CSV_HEADER.split(',').count()
+        );
     }
 }

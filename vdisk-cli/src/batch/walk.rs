@@ -180,8 +180,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
         fs::create_dir_all(r.join("a/b")).unwrap();
-        for f in ["x.vhd", "a/Y.VHDX", "a/b/z.Vhd", "notes.txt", "a/disk.vhd.bak", "a/b/q.qcow2"]
-        {
+        for f in [
+            "x.vhd",
+            "a/Y.VHDX",
+            "a/b/z.Vhd",
+            "notes.txt",
+            "a/disk.vhd.bak",
+            "a/b/q.qcow2",
+        ] {
             fs::write(r.join(f), b"").unwrap();
         }
         let w = walk(&[r.to_path_buf()], true, &Selection::new(&[], &[]).unwrap());
@@ -194,7 +200,12 @@ mod tests {
         let r = dir.path();
         fs::create_dir_all(r.join("keep/snap")).unwrap();
         fs::create_dir_all(r.join("Snapshots")).unwrap();
-        for f in ["keep/a.vhd", "keep/snap/b.vhd", "Snapshots/c.vhd", "keep/base.vhdx"] {
+        for f in [
+            "keep/a.vhd",
+            "keep/snap/b.vhd",
+            "Snapshots/c.vhd",
+            "keep/base.vhdx",
+        ] {
             fs::write(r.join(f), b"").unwrap();
         }
         let sel = Selection::new(&[], &["snapshots".into(), "keep/snap/*".into()]).unwrap();
