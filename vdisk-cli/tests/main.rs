@@ -9,8 +9,9 @@
 mod main {
     pub mod support;
 
+    mod ansible;
     mod bad_input;
-    mod batch;
+    pub mod batch;
     mod chain;
     mod check_verdict;
     mod children;

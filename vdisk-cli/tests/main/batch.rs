@@ -25,7 +25,7 @@ const MIB: u64 = 1 << 20;
 
 /// A 32 MiB image of qemu's `format` (`vpc` dynamic, `vhdx` with 1 MiB blocks) with 4 MiB of
 /// data at 0 and `zeros` bytes written as zeros at 8 MiB (allocated, reclaimable).
-fn image(path: &Path, format: &str, zeros: u64) {
+pub fn image(path: &Path, format: &str, zeros: u64) {
     match format {
         "vpc" => {
             qemu_create(path, "dynamic", 32 * MIB);
@@ -75,7 +75,7 @@ fn qemu_format(path: &Path) -> &'static str {
 
 /// `path` reads as `pristine` and qemu accepts its structure.
 #[track_caller]
-fn assert_same_and_valid(path: &Path, pristine: &Path) {
+pub fn assert_same_and_valid(path: &Path, pristine: &Path) {
     if qemu_format(path) == "vhdx" {
         assert_qemu_checked_same("vhdx", path, pristine);
     } else {
@@ -86,7 +86,7 @@ fn assert_same_and_valid(path: &Path, pristine: &Path) {
 
 /// The rows of a report as Python's `csv.DictReader` or `json` read them (an oracle for our
 /// quoting and line framing), as JSON objects with every value a string for CSV.
-fn python_rows(report: &Path) -> Vec<Value> {
+pub fn python_rows(report: &Path) -> Vec<Value> {
     let script = "import csv, json, sys\n\
         p = sys.argv[1]\n\
         if p.endswith('.csv'):\n\
@@ -102,7 +102,7 @@ fn python_rows(report: &Path) -> Vec<Value> {
 }
 
 /// A report value as text (CSV gives strings, JSON numbers).
-fn field(row: &Value, key: &str) -> String {
+pub fn field(row: &Value, key: &str) -> String {
     match &row[key] {
         Value::String(s) => s.clone(),
         Value::Null => panic!("row has no {key:?}: {row}"),
