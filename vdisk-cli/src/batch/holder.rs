@@ -141,8 +141,12 @@ mod tests {
 
     #[test]
     fn large_device_numbers_split_like_glibc() {
-        // major 259, minor 65536 (nvme partitions and device-mapper reach these).
-        let dev: u64 = (259 & 0xfff) << 8 | (65536 & 0xff) | ((65536 & !0xff) << 12);
-        assert_eq!(split_dev(dev), (259, 65536));
+        // major 259, minor 65537 (nvme partitions and device-mapper reach these).
+        let (major, minor): (u64, u64) = (259, 65537);
+        let dev = ((major & 0xfff) << 8)
+            | ((major & !0xfff) << 32)
+            | (minor & 0xff)
+            | ((minor & !0xff) << 12);
+        assert_eq!(split_dev(dev), (259, 65537));
     }
 }
