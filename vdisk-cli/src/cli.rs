@@ -99,9 +99,68 @@ pub struct CompactArgs {
     /// Print one JSON object per file (JSON Lines) on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Image files; each is compacted on its own.
+    /// Many disks at once: walk each folder named and compact every image below it that
+    /// --include selects and --exclude does not. Symbolic links are never followed, neither to
+    /// files nor to folders, so the walk stays inside the folders named (a folder named on the
+    /// command line is used as given). Each file gets one line (state, path, what happened)
+    /// and the run ends with a summary line.
+    #[arg(long, short = 'r', help_heading = BATCH)]
+    pub recursive: bool,
+    /// With --recursive: compact only files whose name matches GLOB (repeatable;
+    /// case-insensitive; default: *.vhd and *.vhdx). A GLOB containing "/" is matched against
+    /// the path below the folder named instead of the file name.
+    #[arg(long, value_name = "GLOB", requires = "recursive", help_heading = BATCH)]
+    pub include: Vec<String>,
+    /// With --recursive: skip files, and whole folders, whose name matches GLOB (repeatable;
+    /// case-insensitive; same rules as --include).
+    #[arg(long, value_name = "GLOB", requires = "recursive", help_heading = BATCH)]
+    pub exclude: Vec<String>,
+    /// Compact up to N files at the same time (default 1), each under its own exclusive lock.
+    /// With N > 1 the per-file progress bars are replaced by one bar counting files; output
+    /// lines are never mixed.
+    #[arg(long, short = 'j', value_name = "N", help_heading = BATCH,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+    /// Compact a file only if a dry run first estimates it saves at least SIZE (e.g. 500M,
+    /// same units as create's --size) or PERCENT of the file (e.g. 10%); otherwise its state
+    /// is below-threshold and the file is not changed.
+    #[arg(long, value_name = "SIZE|PERCENT", help_heading = BATCH,
+          value_parser = crate::batch::threshold::MinSavings::parse)]
+    pub min_savings: Option<crate::batch::threshold::MinSavings>,
+    /// A file another program holds (a running VM, qemu, a mounted profile disk) gets the
+    /// state in-use, naming the holder where the system can tell, instead of counting as a
+    /// failure.
+    #[arg(long, help_heading = BATCH)]
+    pub skip_in_use: bool,
+    /// Append one row per file to FILE: CSV (header written when the file is empty) or JSON
+    /// Lines, by the extension .csv or .jsonl or --report-format. Each row is appended whole
+    /// in one write under a lock, so several runs (or hosts, on a shared folder) can share
+    /// the file. Columns: path, state, start, end, seconds, bytes_before, bytes_after,
+    /// bytes_saved, mode, message, format, dry_run, exit_code, host. States: compacted,
+    /// nothing-to-reclaim, below-threshold, in-use, failed, cancelled.
+    #[arg(long, value_name = "FILE", help_heading = BATCH)]
+    pub report: Option<PathBuf>,
+    /// The format of --report, when its extension does not say.
+    #[arg(long, value_name = "FORMAT", requires = "report", help_heading = BATCH)]
+    pub report_format: Option<crate::batch::report_file::ReportFormat>,
+    /// Image files (or, with --recursive, folders); each is compacted on its own.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+}
+
+/// The help heading of the options for many files at once.
+const BATCH: &str = "Many disks at once";
+
+impl CompactArgs {
+    /// True if any option of batch mode is given: the run then goes through
+    /// [`crate::batch`] (one line per file with its state, a summary, the report).
+    pub fn is_batch(&self) -> bool {
+        self.recursive
+            || self.jobs.is_some()
+            || self.min_savings.is_some()
+            || self.skip_in_use
+            || self.report.is_some()
+    }
 }
 
 /// `vdisk create`.

@@ -37,7 +37,11 @@ Exit codes:
   6  read-only file or permission denied
   7  no space left on the host
   8  cancelled (Ctrl-C / SIGTERM); the image is still valid
-With several files, each is processed on its own and the exit code is the first failure's.";
+With several files, each is processed on its own and the exit code is the first failure's.
+Many disks at once (compact with --recursive, --jobs, --min-savings, --skip-in-use or
+--report): 0 if no file failed (in-use files with --skip-in-use, below-threshold and
+nothing-to-reclaim are not failures), 8 if the run was cancelled, otherwise the code of the
+first file, in walk order, that failed.";
 
 /// The exit code for an error of `kind`.
 pub fn code_for(kind: ErrorKind) -> u8 {

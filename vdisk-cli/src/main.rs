@@ -7,11 +7,13 @@
 //!                              │ cli.parent_policy()    (--parent, --parent-dir → every open)
 //!                              │ registry::toolkit()    (both, for core's compact_path)
 //!                              │ progress::Bar          (indicatif, stderr, terminals only)
+//!                              │ batch (compact -r/--jobs/--report: walk, threshold, rows)
 //!                              ▼
 //!                         report (human lines / JSON Lines) · exit (ErrorKind → exit code)
 //! ```
 #![forbid(unsafe_code)]
 
+mod batch;
 mod cli;
 mod commands;
 mod exit;

@@ -9,7 +9,9 @@
 mod main {
     pub mod support;
 
+    mod ansible;
     mod bad_input;
+    pub mod batch;
     mod chain;
     mod check_verdict;
     mod children;

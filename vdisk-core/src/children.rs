@@ -59,13 +59,27 @@ pub struct Undetermined {
 /// many images in one folder reads each neighbour's header once per change, not once per
 /// image compacted. An entry is reused only while the file's device, inode, size, change and
 /// modification times are the same; files that could not be told are looked at again.
+///
+/// It also knows the images this program is compacting right now ([`ChildIndex::begin_own`]):
+/// their exclusive lock keeps every other open out, this program's own looks included, so
+/// without this a batch compacting two images of one folder at once could not tell whether
+/// either reads through the other and would withhold file-system free space from both (and a
+/// second run would reclaim it). What an image says about its parent is read before its
+/// compaction locks it, and compaction never changes it.
 #[derive(Debug, Default)]
 pub struct ChildIndex {
     seen: HashMap<PathBuf, (Stamp, Vec<Locator>)>,
+    /// Images being compacted by this program: how many compactions, and their locators.
+    own: HashMap<FileId, (usize, Vec<Locator>)>,
 }
 
+/// An image this program is compacting, from [`ChildIndex::begin_own`] until
+/// [`ChildIndex::end_own`].
+#[derive(Debug)]
+pub struct OwnCompaction(FileId);
+
 /// Identity of a file on the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum FileId {
     #[cfg(unix)]
     Inode(u64, u64),
@@ -120,6 +134,34 @@ enum Look {
 }
 
 impl ChildIndex {
+    /// Before this program opens `image` for compaction: reads (shared lock, no waiting) what
+    /// it says about its parent and remembers it for the neighbours' checks until
+    /// [`ChildIndex::end_own`]. `None` if it cannot be read now (the compaction's own open
+    /// then says why, or finds it in use); its neighbours then cannot tell, as before.
+    pub fn begin_own(&mut self, image: &Path, registry: &Registry) -> Option<OwnCompaction> {
+        let id = std::fs::symlink_metadata(image)
+            .ok()
+            .filter(Metadata::is_file)
+            .and_then(|m| file_id(&m, image))?;
+        let locators = match look(image, registry) {
+            Look::Parentless => Vec::new(),
+            Look::Child(locators) => locators,
+            Look::Unknown(_) => return None,
+        };
+        self.own.entry(id.clone()).or_insert((0, locators)).0 += 1;
+        Some(OwnCompaction(id))
+    }
+
+    /// After the compaction `own` is done (the image closed).
+    pub fn end_own(&mut self, own: OwnCompaction) {
+        if let Some(entry) = self.own.get_mut(&own.0) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                self.own.remove(&own.0);
+            }
+        }
+    }
+
     /// The images that read through `image` (see the module documentation for where and how
     /// they are looked for), and the files that might but could not be told. Empty if `image`
     /// does not exist. Never opens `image` itself, so it may be called while `image` is open
@@ -204,8 +246,10 @@ impl ChildIndex {
                 continue;
             }
             let stamp = stamp(&meta, &path);
-            let locators = match self.seen.get(&path).filter(|(s, _)| *s == stamp) {
-                Some((_, locators)) => locators.clone(),
+            let own = id.as_ref().and_then(|i| self.own.get(i));
+            let cached = self.seen.get(&path).filter(|(s, _)| *s == stamp);
+            let locators = match own.map(|(_, l)| l).or(cached.map(|(_, l)| l)) {
+                Some(locators) => locators.clone(),
                 None => match look(&path, registry) {
                     Look::Parentless => {
                         self.seen.insert(path, (stamp, Vec::new()));

@@ -67,7 +67,7 @@ pub use analysis::{
 };
 pub use block::{BlockDevice, check_range};
 pub use check::{CheckReport, Problem, Severity, first_error};
-pub use children::{ChildIndex, Children, Undetermined};
+pub use children::{ChildIndex, Children, OwnCompaction, Undetermined};
 pub use compact::{
     CompactOptions, CompactPlan, CompactReport, Compactor, GenericCompactor, Mode, Reason,
 };

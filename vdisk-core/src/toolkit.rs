@@ -53,10 +53,11 @@ impl Toolkit {
     /// The images that read through the image at `path`, and the files that might but could
     /// not be told ([`ChildIndex::children_of`]).
     pub fn children_of(&self, path: &Path) -> Children {
-        self.children
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .children_of(path, &self.registry)
+        self.lock_children().children_of(path, &self.registry)
+    }
+
+    fn lock_children(&self) -> std::sync::MutexGuard<'_, ChildIndex> {
+        self.children.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -243,11 +244,19 @@ pub fn compact_path(
     }
     let mut open = request.open.clone();
     open.writable = !request.dry_run;
-    let mut image = toolkit
+    // While its exclusive lock keeps this toolkit's other compactions (batch jobs in the same
+    // folder) from reading it, they are told what it says about its parent.
+    let own =
+        (!request.dry_run).then(|| toolkit.lock_children().begin_own(path, &toolkit.registry));
+    let result = toolkit
         .registry
         .open_path(path, &open)
-        .map_err(Failure::untouched)?;
-    compact_image(&mut *image, toolkit, request, progress, cancel)
+        .map_err(Failure::untouched)
+        .and_then(|mut image| compact_image(&mut *image, toolkit, request, progress, cancel));
+    if let Some(own) = own.flatten() {
+        toolkit.lock_children().end_own(own);
+    }
+    result
 }
 
 /// [`compact_path`] for an image already open (writable unless `request.dry_run`;

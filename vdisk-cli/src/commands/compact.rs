@@ -20,16 +20,11 @@ pub fn run(
     parents: &ParentPolicy,
     cancel: &CancelToken,
 ) -> u8 {
+    if args.is_batch() {
+        return crate::batch::run(args, toolkit, parents, cancel);
+    }
     let mut result = FirstFailure::default();
-    let request = CompactRequest::new(args.mode)
-        .dry_run(args.dry_run)
-        .force_children(args.force)
-        .open_options(
-            OpenOptions::read_only()
-                .with_parents(parents.clone())
-                .with_format(args.format.clone()),
-        )
-        .analysis_options(analysis_options(args));
+    let request = request(args, parents);
     for file in &args.files {
         let bar = Bar::new(&report::shown(file), !args.json);
         let outcome = compact_path(file, toolkit, &request, &bar, cancel);
@@ -67,6 +62,19 @@ pub fn run(
     result.code()
 }
 
+/// What `args` ask of each file (batch mode asks the same of every file it compacts).
+pub fn request(args: &CompactArgs, parents: &ParentPolicy) -> CompactRequest {
+    CompactRequest::new(args.mode)
+        .dry_run(args.dry_run)
+        .force_children(args.force)
+        .open_options(
+            OpenOptions::read_only()
+                .with_parents(parents.clone())
+                .with_format(args.format.clone()),
+        )
+        .analysis_options(analysis_options(args))
+}
+
 fn print_done(file: &Path, args: &CompactArgs, done: &Outcome, notes: Vec<String>) {
     if args.json {
         report::json_line(&CompactJson::new(
@@ -90,7 +98,7 @@ fn print_done(file: &Path, args: &CompactArgs, done: &Outcome, notes: Vec<String
 
 /// The notes saying why file-system free space was not reclaimed: the children that read
 /// through the file, and the files that might.
-fn withheld_note(w: &Children) -> Vec<String> {
+pub fn withheld_note(w: &Children) -> Vec<String> {
     let mut notes = Vec::new();
     if !w.children.is_empty() {
         let names: Vec<String> = w
