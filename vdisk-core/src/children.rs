@@ -10,6 +10,9 @@
 //!   [`FormatDriver::parent_reference`]). Its parent locators become host paths
 //!   ([`host_candidates`]), which are compared with the image by device and inode (`stat`):
 //!   the files they name are never opened, and the candidate's own chain is never followed.
+//!   A parent named by identity ([`ParentReference::id`], VDI's UUID) is compared with the
+//!   image's own identity ([`ChildIndex::children_of_id`]); where that is not known, such a
+//!   file counts as "could not tell".
 //! - FIFOs, devices, sockets and folders are never opened.
 //! - Symbolic links are never followed to open anything. A link to a regular file in the same
 //!   folder is that file, looked at under its own name. A link to a regular file elsewhere
@@ -26,9 +29,9 @@ use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind};
-use crate::format::Registry;
+use crate::format::{ParentReference, Registry};
 use crate::host_file::StdFile;
-use crate::parent::{Locator, host_candidates};
+use crate::parent::host_candidates;
 
 /// The result of [`ChildIndex::children_of`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,7 +64,7 @@ pub struct Undetermined {
 /// modification times are the same; files that could not be told are looked at again.
 #[derive(Debug, Default)]
 pub struct ChildIndex {
-    seen: HashMap<PathBuf, (Stamp, Vec<Locator>)>,
+    seen: HashMap<PathBuf, (Stamp, Option<ParentReference>)>,
 }
 
 /// Identity of a file on the host.
@@ -113,8 +116,8 @@ fn stamp(meta: &Metadata, path: &Path) -> Stamp {
 enum Look {
     /// Not a differencing image (not an image, or one without a parent).
     Parentless,
-    /// A differencing image with these locators.
-    Child(Vec<Locator>),
+    /// A differencing image naming its parent so.
+    Child(ParentReference),
     /// Could not be told.
     Unknown(String),
 }
@@ -125,6 +128,19 @@ impl ChildIndex {
     /// does not exist. Never opens `image` itself, so it may be called while `image` is open
     /// for writing.
     pub fn children_of(&mut self, image: &Path, registry: &Registry) -> Children {
+        self.children_of_id(image, None, registry)
+    }
+
+    /// [`ChildIndex::children_of`] for an image whose identity (`id`,
+    /// [`crate::DiskImage::image_id`]) is known: a neighbour that names its parent by identity
+    /// is a child if the identities are equal. With `id` unknown, such a neighbour counts as
+    /// "could not tell".
+    pub fn children_of_id(
+        &mut self,
+        image: &Path,
+        id: Option<&[u8]>,
+        registry: &Registry,
+    ) -> Children {
         let mut out = Children::default();
         let Some(target) = std::fs::metadata(image)
             .ok()
@@ -158,7 +174,8 @@ impl ChildIndex {
         });
         let mut found: Vec<FileId> = Vec::new();
         for dir in &dirs {
-            self.look_in(dir, &target, &dir_ids, registry, &mut found, &mut out);
+            let target = (&target, id);
+            self.look_in(dir, target, &dir_ids, registry, &mut found, &mut out);
         }
         out.children.sort();
         out.undetermined.sort_by(|a, b| a.path.cmp(&b.path));
@@ -168,7 +185,7 @@ impl ChildIndex {
     fn look_in(
         &mut self,
         dir: &Path,
-        target: &FileId,
+        (target, target_id): (&FileId, Option<&[u8]>),
         dir_ids: &[FileId],
         registry: &Registry,
         found: &mut Vec<FileId>,
@@ -204,16 +221,18 @@ impl ChildIndex {
                 continue;
             }
             let stamp = stamp(&meta, &path);
-            let locators = match self.seen.get(&path).filter(|(s, _)| *s == stamp) {
-                Some((_, locators)) => locators.clone(),
+            let reference = match self.seen.get(&path).filter(|(s, _)| *s == stamp) {
+                Some((_, Some(reference))) => reference.clone(),
+                Some((_, None)) => continue,
                 None => match look(&path, registry) {
                     Look::Parentless => {
-                        self.seen.insert(path, (stamp, Vec::new()));
+                        self.seen.insert(path, (stamp, None));
                         continue;
                     }
-                    Look::Child(locators) => {
-                        self.seen.insert(path.clone(), (stamp, locators.clone()));
-                        locators
+                    Look::Child(reference) => {
+                        self.seen
+                            .insert(path.clone(), (stamp, Some(reference.clone())));
+                        reference
                     }
                     Look::Unknown(reason) => {
                         out.undetermined.push(Undetermined { path, reason });
@@ -221,14 +240,28 @@ impl ChildIndex {
                     }
                 },
             };
-            let names_target = locators.iter().any(|l| {
-                host_candidates(l, dir).iter().any(|c| {
-                    std::fs::metadata(c)
-                        .ok()
-                        .and_then(|m| file_id(&m, c))
-                        .is_some_and(|c| c == *target)
-                })
-            });
+            let names_id = match (&reference.id, target_id) {
+                (Some(theirs), Some(ours)) => theirs.as_slice() == ours,
+                (Some(_), None) => {
+                    out.undetermined.push(Undetermined {
+                        path,
+                        reason: "names its parent by an identity this image's format does not \
+                                 record, so it cannot be told"
+                            .to_string(),
+                    });
+                    continue;
+                }
+                (None, _) => false,
+            };
+            let names_target = names_id
+                || reference.locators.iter().any(|l| {
+                    host_candidates(l, dir).iter().any(|c| {
+                        std::fs::metadata(c)
+                            .ok()
+                            .and_then(|m| file_id(&m, c))
+                            .is_some_and(|c| c == *target)
+                    })
+                });
             if names_target {
                 found.extend(id);
                 out.children.push(path);
@@ -271,7 +304,7 @@ fn look(path: &Path, registry: &Registry) -> Look {
     };
     match driver.parent_reference(Box::new(file)) {
         Ok(None) => Look::Parentless,
-        Ok(Some(r)) => Look::Child(r.locators),
+        Ok(Some(r)) => Look::Child(r),
         Err(e) => Look::Unknown(format!("{} image: {}", driver.id(), describe(&e))),
     }
 }

@@ -192,6 +192,14 @@ pub trait DiskImage: BlockDevice {
         None
     }
 
+    /// The identity a differencing child records to name this image, for formats whose
+    /// children name their parent by identity instead of by path (VDI: the image's UUID;
+    /// compared with [`crate::ParentReference::id`] to find its children). `None`, the
+    /// default, for formats whose children name a path.
+    fn image_id(&self) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Host byte ranges the image's own structures occupy: headers, footers, tables, logs,
     /// locator data, sector bitmaps. The compactor refuses to change an image in which a
     /// block's host space overlaps one of them, another block's, or the end of the file, and

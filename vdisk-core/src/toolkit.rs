@@ -53,10 +53,17 @@ impl Toolkit {
     /// The images that read through the image at `path`, and the files that might but could
     /// not be told ([`ChildIndex::children_of`]).
     pub fn children_of(&self, path: &Path) -> Children {
+        self.children_of_id(path, None)
+    }
+
+    /// [`Toolkit::children_of`] for an image whose identity is known
+    /// ([`crate::DiskImage::image_id`]), so that children that name their parent by identity
+    /// are told too ([`ChildIndex::children_of_id`]).
+    pub fn children_of_id(&self, path: &Path, id: Option<&[u8]>) -> Children {
         self.children
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .children_of(path, &self.registry)
+            .children_of_id(path, id, &self.registry)
     }
 }
 
@@ -296,7 +303,7 @@ fn compact_opened(
         notes = volume_notes(&analysis, mode);
         let children = match image.host_file().path() {
             Some(p) if !request.force_children && !analysis.free.is_empty() => {
-                toolkit.children_of(p)
+                toolkit.children_of_id(p, image.image_id().as_deref())
             }
             _ => Children::default(),
         };
