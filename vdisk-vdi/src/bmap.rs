@@ -86,16 +86,49 @@ impl BlockMap {
             .map_or(Entry::Free, |&raw| Entry::of(raw))
     }
 
-    /// Sets the entry of `block` in memory; returns the page to write back if it changed.
-    pub fn set(&mut self, block: u64, entry: Entry) -> Option<u64> {
-        let slot = usize::try_from(block)
-            .ok()
-            .and_then(|i| self.entries.get_mut(i))?;
-        if *slot == entry.raw() {
-            return None;
+    /// Sets the entries `changes` (block, entry) on disk and then in memory: the pages they lie
+    /// in are written and made durable first; if that fails, memory keeps the old entries
+    /// (the disk may hold some of the new ones, each pointing at data that is durable or at
+    /// nothing, as the callers ensure), so the open image never believes in a change the disk
+    /// may not have. Each page write is independent: any subset reaching the disk before a
+    /// crash leaves a valid image.
+    pub fn update(&mut self, file: &dyn HostFile, changes: &[(u64, Entry)]) -> Result<()> {
+        let mut old = Vec::with_capacity(changes.len());
+        let mut pages = BTreeSet::new();
+        for &(block, entry) in changes {
+            let Some(slot) = usize::try_from(block)
+                .ok()
+                .and_then(|i| self.entries.get_mut(i))
+            else {
+                continue;
+            };
+            if *slot != entry.raw() {
+                old.push((block, *slot));
+                *slot = entry.raw();
+                pages.insert(block / PAGE_ENTRIES);
+            }
         }
-        *slot = entry.raw();
-        Some(block / PAGE_ENTRIES)
+        let written = self.commit(file, &pages);
+        if written.is_err() {
+            for (block, raw) in old.into_iter().rev() {
+                if let Some(e) = usize::try_from(block)
+                    .ok()
+                    .and_then(|i| self.entries.get_mut(i))
+                {
+                    *e = raw;
+                }
+            }
+        }
+        written
+    }
+
+    /// One past the highest slot in use (0 if none): the lowest slot a new block may take
+    /// without landing on a live one.
+    pub fn high(&self) -> u64 {
+        self.slots()
+            .map(|(_, s)| u64::from(s) + 1)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Every block with data, and its slot.
@@ -128,10 +161,8 @@ impl BlockMap {
         file.write_at(&bytes, self.offset)
     }
 
-    /// Writes the given pages and makes them durable. Each page write is independent: any
-    /// subset of them reaching the disk before a crash must leave a valid image, which the
-    /// callers ensure (every entry changed points at durable data, or at nothing).
-    pub fn commit(&self, file: &dyn HostFile, pages: &BTreeSet<u64>) -> Result<()> {
+    /// Writes the given pages and makes them durable.
+    fn commit(&self, file: &dyn HostFile, pages: &BTreeSet<u64>) -> Result<()> {
         if pages.is_empty() {
             return Ok(());
         }

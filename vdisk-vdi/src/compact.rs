@@ -73,13 +73,14 @@ impl Compactable for VdiImage {
         }
         let file = &self.file;
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        let mut pages = BTreeSet::new();
-        for b in blocks {
-            if matches!(st.map.get(b.0), Entry::Slot(_)) {
-                pages.extend(st.map.set(b.0, entry));
-            }
-        }
-        st.map.commit(&**file, &pages)
+        let changes: Vec<(u64, Entry)> = blocks
+            .iter()
+            .filter(|b| matches!(st.map.get(b.0), Entry::Slot(_)))
+            .map(|b| (b.0, entry))
+            .collect();
+        let done = st.map.update(&**file, &changes);
+        st.high = st.map.high();
+        done
     }
 
     fn can_free_as_zero(&self) -> bool {
@@ -125,11 +126,14 @@ impl Compactable for VdiImage {
         self.file.sync()?;
         let file = &self.file;
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        let mut pages = BTreeSet::new();
-        for (m, &t) in moves.iter().zip(&targets) {
-            pages.extend(st.map.set(m.block.0, Entry::Slot(t)));
-        }
-        st.map.commit(&**file, &pages)
+        let changes: Vec<(u64, Entry)> = moves
+            .iter()
+            .zip(&targets)
+            .map(|(m, &t)| (m.block.0, Entry::Slot(t)))
+            .collect();
+        let done = st.map.update(&**file, &changes);
+        st.high = st.map.high();
+        done
     }
 
     /// Lowers the header's count to the slots below `data_end`, then shortens the file to

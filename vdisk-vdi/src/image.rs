@@ -1,6 +1,5 @@
 //! An opened VDI: the guest view (reads, crash-safe allocating writes) and the allocation map.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -18,8 +17,12 @@ use crate::header::{Layout, inspect};
 pub(crate) struct State {
     /// The block map as on disk.
     pub map: BlockMap,
-    /// The header's `blocks_allocated` as on disk: the slot the next block goes into.
+    /// The header's `blocks_allocated` as on disk: no block may lie at or past it.
     pub allocated: u64,
+    /// One past the highest slot in use: where the next block goes. Below `allocated` only
+    /// after an interrupted write or compaction left unused slots at the top, which are then
+    /// reused (so a re-run ends where an uninterrupted run would).
+    pub high: u64,
 }
 
 /// An opened VDI image (fixed, dynamic, or differencing with its parent chain).
@@ -56,6 +59,7 @@ impl VdiImage {
             header,
             layout,
             state: RwLock::new(State {
+                high: map.high(),
                 map,
                 allocated: layout.blocks_allocated,
             }),
@@ -122,11 +126,11 @@ impl VdiImage {
         }
     }
 
-    /// Gives `block` the slot the header names next, crash-safely: the whole block (what it
-    /// read before, with `buf` over it) into the slot, sync; the header's count, sync; the map
-    /// entry, sync. A cut after the first step leaves an unused slot past the count (the next
-    /// allocation reuses it); after the second, a count one above the slots in use (a warning,
-    /// reclaimed by compaction); never an entry pointing at a slot the count does not cover.
+    /// Gives `block` the slot above every block in use, crash-safely: the whole block (what it
+    /// read before, with `buf` over it) into the slot, sync; the header's count if the slot is
+    /// at or past it, sync; the map page, sync. A cut after the first step leaves an unused
+    /// slot (the next allocation reuses it); after the second, a count above the slots in use
+    /// (a warning, reclaimed by compaction); never an entry the count does not cover.
     fn allocate(
         &self,
         st: &mut State,
@@ -136,20 +140,18 @@ impl VdiImage {
         buf: &[u8],
     ) -> Result<()> {
         let l = &self.layout;
-        let slot = u32::try_from(st.allocated)
+        let slot = u32::try_from(st.high)
             .ok()
             .filter(|&s| u64::from(s) < l.blocks)
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::NoSpace,
                     format!(
-                        "every one of the {} slots of the data area is counted as used (space \
-                         an interrupted compaction left); compact the image first",
+                        "every one of the {} slots of the data area is in use",
                         l.blocks
                     ),
                 )
             })?;
-        let bs = usize::try_from(l.block_size).unwrap_or(0);
         let mut data = vec![0u8; usize::try_from(l.footprint()).unwrap_or(0)];
         let extra = usize::try_from(l.block_extra).unwrap_or(0);
         let start = block * l.block_size;
@@ -157,19 +159,21 @@ impl VdiImage {
             let visible = usize::try_from((l.disk_size - start).min(l.block_size)).unwrap_or(0);
             self.read_parent(&mut data[extra..extra + visible], start)?;
         }
-        let at = usize::try_from(within).unwrap_or(0);
-        data[extra + at..extra + at + buf.len()].copy_from_slice(buf);
-        debug_assert!(at + buf.len() <= bs);
+        let at = extra + usize::try_from(within).unwrap_or(0);
+        data[at..at + buf.len()].copy_from_slice(buf);
         self.file.write_at(&data, l.slot_offset(slot))?;
         self.file.sync()?;
-        let count = u32::try_from(st.allocated + 1).unwrap_or(u32::MAX);
-        self.file
-            .write_at(&count.to_le_bytes(), BLOCKS_ALLOCATED_OFFSET)?;
-        self.file.sync()?;
-        st.allocated += 1;
-        let mut pages = BTreeSet::new();
-        pages.extend(st.map.set(block, Entry::Slot(slot)));
-        st.map.commit(&*self.file, &pages)
+        let high = u64::from(slot) + 1;
+        if high > st.allocated {
+            let count = u32::try_from(high).unwrap_or(u32::MAX);
+            self.file
+                .write_at(&count.to_le_bytes(), BLOCKS_ALLOCATED_OFFSET)?;
+            self.file.sync()?;
+            st.allocated = high;
+        }
+        st.map.update(&*self.file, &[(block, Entry::Slot(slot))])?;
+        st.high = high;
+        Ok(())
     }
 }
 

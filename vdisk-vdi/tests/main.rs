@@ -5,5 +5,10 @@
 )]
 
 mod main {
+    mod bad_input;
+    mod crash;
+    mod differencing;
+    mod prop;
+    mod qemu;
     pub mod util;
 }
