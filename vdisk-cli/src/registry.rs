@@ -7,7 +7,8 @@ use vdisk_core::{
 };
 
 /// Every supported format driver, in detection priority order.
-static DRIVERS: &[&dyn FormatDriver] = &[&vdisk_vhd::DRIVER, &vdisk_vhdx::DRIVER];
+static DRIVERS: &[&dyn FormatDriver] =
+    &[&vdisk_vhd::DRIVER, &vdisk_vhdx::DRIVER, &vdisk_vdi::DRIVER];
 
 /// Every file-system analyser, tried in this order on each volume; the first that recognises
 /// a volume decides about it.
@@ -23,10 +24,9 @@ pub fn analyzers() -> &'static [&'static dyn FsAnalyzer] {
 /// after [`DRIVERS`] in detection, so a real driver for the same format always wins. A bare
 /// magic number is only [`Confidence::Maybe`]: the same bytes are guest data at the start of a
 /// fixed VHD, whose proven footer ([`Confidence::Likely`]) must win.
-static RECOGNISED_ONLY: [Foreign; 3] = [
+static RECOGNISED_ONLY: [Foreign; 2] = [
     Foreign::new("qcow2", "qcow2", 0, b"QFI\xfb"),
     Foreign::new("vmdk", "VMDK (sparse)", 0, b"KDMV"),
-    Foreign::new("vdi", "VirtualBox VDI", 0x40, &[0x7f, 0x10, 0xda, 0xbe]),
 ];
 
 /// The registry used to open and check files: the supported drivers, then the formats only

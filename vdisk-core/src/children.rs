@@ -10,6 +10,9 @@
 //!   [`FormatDriver::parent_reference`]). Its parent locators become host paths
 //!   ([`host_candidates`]), which are compared with the image by device and inode (`stat`):
 //!   the files they name are never opened, and the candidate's own chain is never followed.
+//!   A parent named by identity ([`ParentReference::id`], VDI's UUID) is compared with the
+//!   image's own identity ([`ChildIndex::children_of_id`]); where that is not known, such a
+//!   file counts as "could not tell".
 //! - FIFOs, devices, sockets and folders are never opened.
 //! - Symbolic links are never followed to open anything. A link to a regular file in the same
 //!   folder is that file, looked at under its own name. A link to a regular file elsewhere
@@ -26,9 +29,9 @@ use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind};
-use crate::format::Registry;
+use crate::format::{ParentReference, Registry};
 use crate::host_file::StdFile;
-use crate::parent::{Locator, host_candidates};
+use crate::parent::host_candidates;
 
 /// The result of [`ChildIndex::children_of`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,9 +71,10 @@ pub struct Undetermined {
 /// compaction locks it, and compaction never changes it.
 #[derive(Debug, Default)]
 pub struct ChildIndex {
-    seen: HashMap<PathBuf, (Stamp, Vec<Locator>)>,
-    /// Images being compacted by this program: how many compactions, and their locators.
-    own: HashMap<FileId, (usize, Vec<Locator>)>,
+    seen: HashMap<PathBuf, (Stamp, Option<ParentReference>)>,
+    /// Images being compacted by this program: how many compactions, and what each says about
+    /// its parent (`None`: it has none).
+    own: HashMap<FileId, (usize, Option<ParentReference>)>,
 }
 
 /// An image this program is compacting, from [`ChildIndex::begin_own`] until
@@ -127,8 +131,8 @@ fn stamp(meta: &Metadata, path: &Path) -> Stamp {
 enum Look {
     /// Not a differencing image (not an image, or one without a parent).
     Parentless,
-    /// A differencing image with these locators.
-    Child(Vec<Locator>),
+    /// A differencing image naming its parent so.
+    Child(ParentReference),
     /// Could not be told.
     Unknown(String),
 }
@@ -143,12 +147,12 @@ impl ChildIndex {
             .ok()
             .filter(Metadata::is_file)
             .and_then(|m| file_id(&m, image))?;
-        let locators = match look(image, registry) {
-            Look::Parentless => Vec::new(),
-            Look::Child(locators) => locators,
+        let reference = match look(image, registry) {
+            Look::Parentless => None,
+            Look::Child(reference) => Some(reference),
             Look::Unknown(_) => return None,
         };
-        self.own.entry(id.clone()).or_insert((0, locators)).0 += 1;
+        self.own.entry(id.clone()).or_insert((0, reference)).0 += 1;
         Some(OwnCompaction(id))
     }
 
@@ -167,6 +171,19 @@ impl ChildIndex {
     /// does not exist. Never opens `image` itself, so it may be called while `image` is open
     /// for writing.
     pub fn children_of(&mut self, image: &Path, registry: &Registry) -> Children {
+        self.children_of_id(image, None, registry)
+    }
+
+    /// [`ChildIndex::children_of`] for an image whose identity (`id`,
+    /// [`crate::DiskImage::image_id`]) is known: a neighbour that names its parent by identity
+    /// is a child if the identities are equal. With `id` unknown, such a neighbour counts as
+    /// "could not tell".
+    pub fn children_of_id(
+        &mut self,
+        image: &Path,
+        id: Option<&[u8]>,
+        registry: &Registry,
+    ) -> Children {
         let mut out = Children::default();
         let Some(target) = std::fs::metadata(image)
             .ok()
@@ -200,7 +217,8 @@ impl ChildIndex {
         });
         let mut found: Vec<FileId> = Vec::new();
         for dir in &dirs {
-            self.look_in(dir, &target, &dir_ids, registry, &mut found, &mut out);
+            let target = (&target, id);
+            self.look_in(dir, target, &dir_ids, registry, &mut found, &mut out);
         }
         out.children.sort();
         out.undetermined.sort_by(|a, b| a.path.cmp(&b.path));
@@ -210,7 +228,7 @@ impl ChildIndex {
     fn look_in(
         &mut self,
         dir: &Path,
-        target: &FileId,
+        (target, target_id): (&FileId, Option<&[u8]>),
         dir_ids: &[FileId],
         registry: &Registry,
         found: &mut Vec<FileId>,
@@ -246,18 +264,24 @@ impl ChildIndex {
                 continue;
             }
             let stamp = stamp(&meta, &path);
-            let own = id.as_ref().and_then(|i| self.own.get(i));
-            let cached = self.seen.get(&path).filter(|(s, _)| *s == stamp);
-            let locators = match own.map(|(_, l)| l).or(cached.map(|(_, l)| l)) {
-                Some(locators) => locators.clone(),
+            let own = id.as_ref().and_then(|i| self.own.get(i)).map(|(_, r)| r);
+            let cached = self
+                .seen
+                .get(&path)
+                .filter(|(s, _)| *s == stamp)
+                .map(|(_, r)| r);
+            let reference = match own.or(cached) {
+                Some(Some(reference)) => reference.clone(),
+                Some(None) => continue,
                 None => match look(&path, registry) {
                     Look::Parentless => {
-                        self.seen.insert(path, (stamp, Vec::new()));
+                        self.seen.insert(path, (stamp, None));
                         continue;
                     }
-                    Look::Child(locators) => {
-                        self.seen.insert(path.clone(), (stamp, locators.clone()));
-                        locators
+                    Look::Child(reference) => {
+                        self.seen
+                            .insert(path.clone(), (stamp, Some(reference.clone())));
+                        reference
                     }
                     Look::Unknown(reason) => {
                         out.undetermined.push(Undetermined { path, reason });
@@ -265,14 +289,28 @@ impl ChildIndex {
                     }
                 },
             };
-            let names_target = locators.iter().any(|l| {
-                host_candidates(l, dir).iter().any(|c| {
-                    std::fs::metadata(c)
-                        .ok()
-                        .and_then(|m| file_id(&m, c))
-                        .is_some_and(|c| c == *target)
-                })
-            });
+            let names_id = match (&reference.id, target_id) {
+                (Some(theirs), Some(ours)) => theirs.as_slice() == ours,
+                (Some(_), None) => {
+                    out.undetermined.push(Undetermined {
+                        path,
+                        reason: "names its parent by an identity this image's format does not \
+                                 record, so it cannot be told"
+                            .to_string(),
+                    });
+                    continue;
+                }
+                (None, _) => false,
+            };
+            let names_target = names_id
+                || reference.locators.iter().any(|l| {
+                    host_candidates(l, dir).iter().any(|c| {
+                        std::fs::metadata(c)
+                            .ok()
+                            .and_then(|m| file_id(&m, c))
+                            .is_some_and(|c| c == *target)
+                    })
+                });
             if names_target {
                 found.extend(id);
                 out.children.push(path);
@@ -315,7 +353,7 @@ fn look(path: &Path, registry: &Registry) -> Look {
     };
     match driver.parent_reference(Box::new(file)) {
         Ok(None) => Look::Parentless,
-        Ok(Some(r)) => Look::Child(r.locators),
+        Ok(Some(r)) => Look::Child(r),
         Err(e) => Look::Unknown(format!("{} image: {}", driver.id(), describe(&e))),
     }
 }

@@ -250,12 +250,24 @@ pub struct ParentReference {
     /// The parent locators, in the order the format tries them (host paths come from
     /// [`crate::parent::host_candidates`]).
     pub locators: Vec<Locator>,
+    /// The parent's identity, for formats that name their parent by it rather than (or as
+    /// well as) by a path (VDI: the parent's UUID): the parent is the image whose
+    /// [`DiskImage::image_id`] equals it.
+    pub id: Option<Vec<u8>>,
 }
 
 impl ParentReference {
     /// A reference made of `locators`.
     pub fn new(locators: Vec<Locator>) -> ParentReference {
-        ParentReference { locators }
+        ParentReference { locators, id: None }
+    }
+
+    /// A reference by the parent's identity alone ([`ParentReference::id`]).
+    pub fn by_id(id: Vec<u8>) -> ParentReference {
+        ParentReference {
+            locators: Vec::new(),
+            id: Some(id),
+        }
     }
 }
 

@@ -192,6 +192,14 @@ pub trait DiskImage: BlockDevice {
         None
     }
 
+    /// The identity a differencing child records to name this image, for formats whose
+    /// children name their parent by identity instead of by path (VDI: the image's UUID;
+    /// compared with [`crate::ParentReference::id`] to find its children). `None`, the
+    /// default, for formats whose children name a path.
+    fn image_id(&self) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Host byte ranges the image's own structures occupy: headers, footers, tables, logs,
     /// locator data, sector bitmaps. The compactor refuses to change an image in which a
     /// block's host space overlaps one of them, another block's, or the end of the file, and
@@ -307,6 +315,15 @@ pub trait Compactable: DiskImage {
     /// where the format has an explicit zero state (VHDX, not VHD).
     fn can_free_as_zero(&self) -> bool {
         self.kind() != ImageKind::Differencing
+    }
+
+    /// Whether blocks freed where they are may stay holes inside the block area, as
+    /// [`crate::Mode::Retrim`] leaves them in a dynamic or differencing image. True by default:
+    /// the tables say where each block is (VHD, VHDX). A format whose header counts the blocks
+    /// and places the next one after that count (VirtualBox VDI) answers false; the planner then
+    /// refuses retrim for such images, and the moving modes (which pack the blocks) remain.
+    fn holes_allowed(&self) -> bool {
+        true
     }
 
     /// Moves blocks: copies each footprint to its new place, calling `copied` after each

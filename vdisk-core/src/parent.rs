@@ -239,6 +239,114 @@ pub fn find_parent(
     ))
 }
 
+/// Finds and opens the parent of the image described by `chain` by its identity, for formats
+/// that record no path to their parent, only an identifier (VirtualBox VDI: the parent's
+/// UUID): `policy.explicit` at the first level, as [`find_parent`]; otherwise the parent is
+/// the one regular file, among those directly in the child's folder and in
+/// `policy.allowed_dirs`, whose name ends in one of `extensions` (lowercase, no dot) and for
+/// which `is_parent` says yes.
+///
+/// The same rules as [`find_parent`] hold: the folders are resolved first (an unresolvable
+/// child folder refuses the open); symbolic links are never followed, not even to look (a
+/// link is passed over); every candidate is opened once, read-only, following no link
+/// ([`StdFile::open_no_follow`]), and the file `is_parent` accepted is the one returned.
+/// Files already in the chain are not looked at, so a chain cannot loop. `is_parent` reads
+/// only the file it is given.
+///
+/// Fails with [`ErrorKind::NotFound`] (naming the folders searched and the files that could
+/// not be read), and with [`ErrorKind::InvalidImage`] when two files claim to be the parent
+/// (copies of one image: which one the child was made from cannot be told; the message names
+/// both and `--parent`).
+pub fn find_parent_by_id(
+    chain: &ChainContext,
+    policy: &ParentPolicy,
+    extensions: &[&str],
+    is_parent: &dyn Fn(&StdFile) -> Result<bool>,
+) -> Result<FoundParent> {
+    if chain.visited.len() >= MAX_CHAIN_DEPTH {
+        return Err(Error::new(
+            ErrorKind::InvalidImage,
+            format!("parent chain is deeper than {MAX_CHAIN_DEPTH} images"),
+        ));
+    }
+    if let (Some(explicit), true) = (&policy.explicit, chain.visited.len() <= 1) {
+        let canon = explicit.canonicalize().map_err(|e| {
+            Error::io(e, "parent image not found (named with --parent)").with_path(explicit)
+        })?;
+        return open_candidate(chain, &canon);
+    }
+    let Some(child) = &chain.path else {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "differencing image opened without a path: its parent cannot be located (name it \
+             explicitly)",
+        ));
+    };
+    let mut dirs = vec![child_folder(child)?];
+    for d in &policy.allowed_dirs {
+        if let Ok(c) = d.canonicalize()
+            && !dirs.contains(&c)
+        {
+            dirs.push(c);
+        }
+    }
+    let mut found: Vec<FoundParent> = Vec::new();
+    let mut unreadable = Vec::new();
+    for dir in &dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            unreadable.push(format!("{} (cannot list the folder)", dir.display()));
+            continue;
+        };
+        let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        names.sort();
+        for path in names {
+            let wanted = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()));
+            let regular = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_file());
+            if !wanted || !regular || chain.visited.contains(&path) {
+                continue;
+            }
+            match open_candidate(chain, &path) {
+                Ok(candidate) => match is_parent(&candidate.file) {
+                    Ok(true) => found.push(candidate),
+                    Ok(false) => {}
+                    Err(e) => unreadable.push(format!("{} ({})", path.display(), e.message())),
+                },
+                Err(e) => unreadable.push(format!("{} ({})", path.display(), e.message())),
+            }
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => {
+            let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            let mut msg = format!(
+                "parent image not found: no .{} file in {} is the image this one was made from",
+                extensions.join(" or ."),
+                searched.join(", ")
+            );
+            if !unreadable.is_empty() {
+                msg.push_str(&format!("; could not read {}", unreadable.join(", ")));
+            }
+            msg.push_str(" (allow its folder with --parent-dir DIR or name it with --parent PATH)");
+            Err(Error::new(ErrorKind::NotFound, msg))
+        }
+        _ => {
+            let names: Vec<String> = found.iter().map(|f| f.path.display().to_string()).collect();
+            Err(Error::new(
+                ErrorKind::InvalidImage,
+                format!(
+                    "several files claim to be the parent ({}): copies of one image, and which \
+                     one the child was made from cannot be told; name it with --parent PATH",
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
 /// The canonical folder of the image at `child`: relative locators start there and parents
 /// may lie under it. A path with no folder part (`child.vhd`) is taken from the current
 /// folder; a folder that cannot be resolved is an error, never "anywhere".

@@ -53,7 +53,15 @@ impl Toolkit {
     /// The images that read through the image at `path`, and the files that might but could
     /// not be told ([`ChildIndex::children_of`]).
     pub fn children_of(&self, path: &Path) -> Children {
-        self.lock_children().children_of(path, &self.registry)
+        self.children_of_id(path, None)
+    }
+
+    /// [`Toolkit::children_of`] for an image whose identity is known
+    /// ([`crate::DiskImage::image_id`]), so that children that name their parent by identity
+    /// are told too ([`ChildIndex::children_of_id`]).
+    pub fn children_of_id(&self, path: &Path, id: Option<&[u8]>) -> Children {
+        self.lock_children()
+            .children_of_id(path, id, &self.registry)
     }
 
     fn lock_children(&self) -> std::sync::MutexGuard<'_, ChildIndex> {
@@ -305,7 +313,7 @@ fn compact_opened(
         notes = volume_notes(&analysis, mode);
         let children = match image.host_file().path() {
             Some(p) if !request.force_children && !analysis.free.is_empty() => {
-                toolkit.children_of(p)
+                toolkit.children_of_id(p, image.image_id().as_deref())
             }
             _ => Children::default(),
         };

@@ -25,6 +25,8 @@ mod sparse;
 enum Seeds {
     /// Raw VHD files.
     Vhd,
+    /// Raw VDI files (small blocks keep them small).
+    Vdi,
     /// VHDX files in the sparse encoding (`fuzz/src/sparse.rs`).
     VhdxSparse,
     /// Raw disks (NTFS made by `mkntfs`, with and without an `sfdisk` MBR) in the sparse
@@ -37,6 +39,7 @@ enum Seeds {
 const TARGETS: &[(&str, Seeds)] = &[
     ("vhd_open", Seeds::Vhd),
     ("vhdx_open", Seeds::VhdxSparse),
+    ("vdi_open", Seeds::Vdi),
     ("partition_scan", Seeds::DiskSparse),
     ("disk_analysis", Seeds::DiskSparse),
 ];
@@ -206,6 +209,7 @@ fn write_seeds(dir: &Path, seeds: Seeds) -> Result<usize, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut files = match seeds {
         Seeds::Vhd => vhd_seeds()?,
+        Seeds::Vdi => vdi_seeds()?,
         Seeds::DiskSparse => disk_seeds()?
             .into_iter()
             .filter_map(|(n, b)| Some((n, sparse::encode(&b)?)))
@@ -282,6 +286,30 @@ fn vhd_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
     ])
 }
 
+/// Our own VDIs: dynamic with 4 KiB blocks (data, empty) and a fixed one.
+fn vdi_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let d = &vdisk_vdi::DRIVER;
+    let dynamic = |size| CreateSpec::new(ImageKind::Dynamic, size).block_size(4096);
+    Ok(vec![
+        (
+            "ours-dynamic-4k-blocks".into(),
+            created(d, &dynamic(64 << 10), &[(0, 1, 700), (20_000, 2, 5000)])?,
+        ),
+        (
+            "ours-dynamic-empty".into(),
+            created(d, &dynamic(1 << 20), &[])?,
+        ),
+        (
+            "ours-fixed".into(),
+            created(
+                d,
+                &CreateSpec::new(ImageKind::Fixed, 16 << 10).block_size(4096),
+                &[(512, 4, 512)],
+            )?,
+        ),
+    ])
+}
+
 /// Our own VHDXs: 1 MiB blocks, one with data, one empty, one with 4 KiB sectors.
 fn vhdx_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
     let d = &vdisk_vhdx::DRIVER;
@@ -315,6 +343,7 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
     let (fmt, opts, size, name) = match seeds {
         Seeds::DiskSparse => return Vec::new(),
         Seeds::Vhd => ("vpc", "subformat=dynamic", "4M", "qemu-dynamic-empty"),
+        Seeds::Vdi => ("vdi", "static=off", "4M", "qemu-dynamic-empty"),
         Seeds::VhdxSparse => ("vhdx", "block_size=1M", "4M", "qemu-dynamic-data"),
     };
     let path = dir.join("seed");
@@ -338,7 +367,7 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
         return Vec::new();
     };
     let bytes = match seeds {
-        Seeds::Vhd => Some(bytes),
+        Seeds::Vhd | Seeds::Vdi => Some(bytes),
         Seeds::VhdxSparse => sparse::encode(&bytes),
         Seeds::DiskSparse => None,
     };

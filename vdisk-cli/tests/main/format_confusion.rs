@@ -283,7 +283,7 @@ fn a_fixed_vhd_whose_guest_wrote_a_vhdx_at_offset_0_is_never_opened_as_a_vhdx() 
     super::support::assert_qemu_identical(&file, &copy);
 }
 
-/// A signature only recognised (qcow2, VMDK, VDI) at the start of a fixed VHD is the guest's:
+/// A signature only recognised (qcow2, VMDK) at the start of a fixed VHD is the guest's:
 /// the file opens, checks and compacts as the VHD it is.
 #[test]
 fn a_fixed_vhd_whose_guest_wrote_a_qcow2_header_at_sector_0_still_opens_as_a_vhd() {

@@ -113,6 +113,16 @@ fn full_compaction_of_a_dynamic_vhdx_with_gpt_ntfs_reclaims_free_clusters() {
 }
 
 #[test]
+fn full_compaction_of_a_dynamic_vdi_with_mbr_and_logical_ntfs_reclaims_free_clusters() {
+    full_compaction_reclaims_ntfs_free_space(Table::Mbr, "vdi");
+}
+
+#[test]
+fn full_compaction_of_a_dynamic_vdi_with_gpt_ntfs_reclaims_free_clusters() {
+    full_compaction_reclaims_ntfs_free_space(Table::Gpt, "vdi");
+}
+
+#[test]
 fn quick_reclaims_the_same_ntfs_free_space_as_full_but_no_zero_blocks() {
     let disk = build(Table::Mbr, None);
     let image = disk.image("vpc", "dynamic");
@@ -167,6 +177,11 @@ fn retrim_of_a_fixed_vhd_punches_ntfs_free_space_and_keeps_its_length() {
 #[test]
 fn retrim_of_a_fixed_vhdx_punches_ntfs_free_space_and_keeps_its_length() {
     retrim_punches_ntfs_free_space(Table::Gpt, "vhdx");
+}
+
+#[test]
+fn retrim_of_a_fixed_vdi_punches_ntfs_free_space_and_keeps_its_length() {
+    retrim_punches_ntfs_free_space(Table::Mbr, "vdi");
 }
 
 #[test]

@@ -301,6 +301,20 @@ impl Compactor for GenericCompactor {
     ) -> Result<CompactPlan> {
         image.compaction_allowed()?;
         let mode = opts.mode;
+        if mode == Mode::Retrim
+            && image.kind() != ImageKind::Fixed
+            && !image.as_compactable()?.holes_allowed()
+        {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "retrim would leave holes inside this {} image's block area, which its \
+                     format does not allow; use --mode full or quick, which move blocks and \
+                     shrink the file",
+                    image.format()
+                ),
+            ));
+        }
         let layout = if mode.moves_blocks() {
             Some(image.as_compactable()?.host_layout()?)
         } else {

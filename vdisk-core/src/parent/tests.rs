@@ -294,3 +294,66 @@ fn a_grandparent_outside_the_parents_folder_is_refused_too() {
     assert!(grand.path.ends_with("out/p.vhd"));
     let _ = inside;
 }
+
+/// Reads the first byte of a candidate: the "identity" of the test files below.
+fn first_byte_is(want: u8) -> impl Fn(&StdFile) -> Result<bool> {
+    move |f: &StdFile| {
+        let mut b = [0u8; 1];
+        crate::HostFile::read_at(f, &mut b, 0)?;
+        Ok(b[0] == want)
+    }
+}
+
+#[test]
+fn a_parent_named_by_identity_is_the_one_matching_file_of_the_folder_never_through_a_link() {
+    let outer = tempfile::tempdir().unwrap();
+    let dir = outer.path().join("vm");
+    std::fs::create_dir(&dir).unwrap();
+    let elsewhere = outer.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let child = dir.join("c.vdi");
+    std::fs::write(&child, b"C").unwrap();
+    std::fs::write(dir.join("a.vdi"), b"A").unwrap();
+    std::fs::write(dir.join("b.VDI"), b"B").unwrap();
+    std::fs::write(dir.join("b.txt"), b"B").unwrap();
+    std::fs::write(elsewhere.join("o.vdi"), b"B").unwrap();
+    std::fs::write(elsewhere.join("z.vdi"), b"Z").unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("z.vdi"), dir.join("l.vdi")).unwrap();
+    let chain = ChainContext::root(&child);
+    let none = ParentPolicy::default();
+
+    let found = find_parent_by_id(&chain, &none, &["vdi"], &first_byte_is(b'B')).unwrap();
+    assert_eq!(found.path, dir.canonicalize().unwrap().join("b.VDI"));
+    assert_eq!(found.chain.visited.len(), 2);
+
+    // The link leads to the only "Z": it is passed over, never opened.
+    let err = find_parent_by_id(&chain, &none, &["vdi"], &first_byte_is(b'Z')).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.message().contains("--parent-dir"), "{err}");
+    // The child itself is never a candidate.
+    let err = find_parent_by_id(&chain, &none, &["vdi"], &first_byte_is(b'C')).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+    // Another folder only when the user allows it; two files claiming to be the parent are
+    // refused, naming both.
+    let allowed = ParentPolicy {
+        explicit: None,
+        allowed_dirs: vec![elsewhere.clone()],
+    };
+    let found = find_parent_by_id(&chain, &allowed, &["vdi"], &first_byte_is(b'Z')).unwrap();
+    assert_eq!(found.path, elsewhere.canonicalize().unwrap().join("z.vdi"));
+    let err = find_parent_by_id(&chain, &allowed, &["vdi"], &first_byte_is(b'B')).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
+    assert!(
+        err.message().contains("b.VDI") && err.message().contains("o.vdi"),
+        "{err}"
+    );
+
+    // --parent names it outright (the caller's format still checks the identity).
+    let explicit = ParentPolicy {
+        explicit: Some(elsewhere.join("o.vdi")),
+        allowed_dirs: Vec::new(),
+    };
+    let found = find_parent_by_id(&chain, &explicit, &["vdi"], &first_byte_is(b'Q')).unwrap();
+    assert_eq!(found.path, elsewhere.canonicalize().unwrap().join("o.vdi"));
+}

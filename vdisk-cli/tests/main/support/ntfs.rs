@@ -269,13 +269,17 @@ pub fn ntfs3g_free(vol: &Path, v: &Vol) -> Vec<Range<u64>> {
 }
 
 impl Disk {
-    /// Converts the raw disk to `format` (`vpc`/`vhdx`) `subformat`; returns the image path.
+    /// Converts the raw disk to `format` (`vpc`/`vhdx`/`vdi`) `subformat` (`dynamic`/`fixed`);
+    /// returns the image path.
     pub fn image(&self, format: &str, subformat: &str) -> PathBuf {
-        let ext = if format == "vpc" { "vhd" } else { "vhdx" };
+        let ext = if format == "vpc" { "vhd" } else { format };
         let path = self.dir.path().join(format!("disk-{subformat}.{ext}"));
         let mut opts = format!("subformat={subformat}");
         if format == "vhdx" && subformat == "dynamic" {
             opts.push_str(",block_size=1M");
+        }
+        if format == "vdi" {
+            opts = format!("static={}", if subformat == "fixed" { "on" } else { "off" });
         }
         // -S 0: write every block, zeros too, so the zero region is allocated in the image.
         qemu_img([

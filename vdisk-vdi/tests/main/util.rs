@@ -1,0 +1,148 @@
+//! Helpers shared by the test modules.
+
+use std::path::Path;
+use std::process::Command;
+
+use vdisk_core::{
+    CancelToken, CompactOptions, CompactReport, Compactor, CreateSpec, DiskImage, FormatDriver,
+    GenericCompactor, ImageKind, MemFile, Mode, NoProgress, OpenOptions, Problem, Severity,
+};
+use vdisk_vdi::DRIVER;
+
+/// Runs a tool and returns its stdout; panics with its output if it fails (a missing tool
+/// fails the test, never skips it).
+pub fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed for this test: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `qemu-img create -f vdi` (with `static=on` for a fixed image) of `size` bytes.
+pub fn qemu_create(path: &Path, size: &str, fixed: bool) {
+    let p = path.to_str().unwrap();
+    let mut args = vec!["create", "-q", "-f", "vdi"];
+    if fixed {
+        args.extend(["-o", "static=on"]);
+    }
+    args.extend([p, size]);
+    tool("qemu-img", &args);
+}
+
+/// Runs each of `commands` (qemu-io syntax: `write -P 7 1M 64k`) on the VDI at `path`.
+pub fn qemu_io(path: &Path, commands: &[String]) {
+    let mut args = vec!["-f".to_string(), "vdi".to_string()];
+    for c in commands {
+        args.push("-c".into());
+        args.push(c.clone());
+    }
+    args.push(path.to_str().unwrap().to_string());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    tool("qemu-io", &refs);
+}
+
+/// `qemu-img check` passes on the VDI at `path` (qemu's own check of the block map and of
+/// the header's allocated count).
+pub fn assert_qemu_check(path: &Path) {
+    let out = Command::new("qemu-img")
+        .args(["check", "-f", "vdi"])
+        .arg(path)
+        .output()
+        .expect("qemu-img is needed for this test");
+    assert!(
+        out.status.success(),
+        "qemu-img check {}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `qemu-img compare` finds `a` and `b` identical (both read by qemu as VDI or raw).
+pub fn assert_qemu_identical(a: &Path, a_fmt: &str, b: &Path, b_fmt: &str) {
+    let out = Command::new("qemu-img")
+        .args(["compare", "-f", a_fmt, "-F", b_fmt])
+        .arg(a)
+        .arg(b)
+        .output()
+        .expect("qemu-img is needed for this test");
+    assert!(
+        out.status.success(),
+        "qemu-img compare {} {}: {}{}",
+        a.display(),
+        b.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Opens `bytes` as a VDI.
+pub fn open(bytes: Vec<u8>, writable: bool) -> vdisk_core::Result<Box<dyn DiskImage>> {
+    let opts = if writable {
+        OpenOptions::read_write()
+    } else {
+        OpenOptions::read_only()
+    };
+    DRIVER.open(Box::new(MemFile::from_bytes(bytes)), &opts)
+}
+
+/// Creates an image of `kind` in memory; returns the image and a handle to its bytes.
+pub fn create(kind: ImageKind, size: u64, block_size: u64) -> (Box<dyn DiskImage>, MemFile) {
+    let mem = MemFile::new();
+    let img = DRIVER
+        .create(
+            Box::new(mem.clone()),
+            &CreateSpec::new(kind, size).block_size(block_size),
+        )
+        .expect("create");
+    (img, mem)
+}
+
+/// The whole virtual content.
+pub fn content(img: &dyn DiskImage) -> Vec<u8> {
+    let mut buf = vec![0u8; usize::try_from(img.size()).unwrap()];
+    img.read_at(&mut buf, 0).expect("read all");
+    buf
+}
+
+/// Plans and applies a compaction, with `fs_free` as the file system's free space.
+pub fn compact_fs(
+    img: &mut dyn DiskImage,
+    mode: Mode,
+    fs_free: Option<&[std::ops::Range<u64>]>,
+) -> vdisk_core::Result<CompactReport> {
+    let c = GenericCompactor;
+    let mut opts = CompactOptions::new(mode);
+    opts.fs_free = fs_free.map(<[_]>::to_vec);
+    let plan = c.plan(img, &opts, &NoProgress, &CancelToken::new())?;
+    c.apply(img, &plan, &NoProgress, &CancelToken::new())
+}
+
+/// Plans and applies a compaction.
+pub fn compact(img: &mut dyn DiskImage, mode: Mode) -> vdisk_core::Result<CompactReport> {
+    compact_fs(img, mode, None)
+}
+
+/// Problems `check` reports for `bytes`.
+pub fn check(bytes: Vec<u8>) -> Vec<Problem> {
+    DRIVER
+        .check(Box::new(MemFile::from_bytes(bytes)))
+        .expect("check runs")
+        .problems
+}
+
+/// Error-level problems `check` reports for `bytes`.
+pub fn errors(bytes: Vec<u8>) -> Vec<String> {
+    check(bytes)
+        .into_iter()
+        .filter(|p| p.severity == Severity::Error)
+        .map(|p| p.message)
+        .collect()
+}
