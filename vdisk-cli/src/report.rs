@@ -401,7 +401,6 @@ pub fn compact_human(file: &Path, r: &CompactReport) -> String {
             r.mode
         );
     }
-    let ed = if r.dry_run { "" } else { "ed" };
     if r.blocks_reclaimed == 0 && r.blocks_moved == 0 && r.bytes_punched == 0 {
         return format!(
             "{name}{tag}: {} -> {} (no blocks to reclaim; {would}remove{} {} of unused space at the end of the file)",
@@ -411,27 +410,50 @@ pub fn compact_human(file: &Path, r: &CompactReport) -> String {
             human_size(r.bytes_before.saturating_sub(r.bytes_after)),
         );
     }
+    let kinds: Vec<String> = [
+        (
+            r.blocks_reclaimed_fs,
+            "unused by the file system (deleted files)",
+        ),
+        (r.blocks_reclaimed_zero, "only zeros"),
+        (r.blocks_reclaimed_trimmed, "released by the guest"),
+        (r.blocks_reclaimed_parent, "the same as the parent"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
     let mut text = format!(
-        "{name}{tag}: {} -> {} ({would}reclaim{ed} {} of {} allocated blocks: {} zero, {} trimmed, {} file-system free",
+        "{name}{tag}: {} -> {} ({} {} of {} stored blocks",
         human_size(r.bytes_before),
         human_size(r.bytes_after),
+        if r.dry_run {
+            "would give back"
+        } else {
+            "gave back"
+        },
         r.blocks_reclaimed,
         r.blocks_allocated_before,
-        r.blocks_reclaimed_zero,
-        r.blocks_reclaimed_trimmed,
-        r.blocks_reclaimed_fs,
     );
-    if r.blocks_reclaimed_parent > 0 {
-        text.push_str(&format!(", {} same as parent", r.blocks_reclaimed_parent));
+    if !kinds.is_empty() {
+        text.push_str(&format!(": {}", kinds.join(", ")));
     }
-    if r.mode.moves_blocks() {
+    if r.blocks_moved > 0 {
         let d = if r.dry_run { "" } else { "d" };
-        text.push_str(&format!("; {would}move{d} {}", r.blocks_moved));
+        text.push_str(&format!(
+            "; {would}move{d} {} to close the gaps",
+            r.blocks_moved
+        ));
     }
     if r.bytes_punched > 0 {
         text.push_str(&format!(
-            "; {would}punch{ed} {} out of the host file, whose length stays the same",
-            human_size(r.bytes_punched)
+            "; the file keeps its length, but {} of it {}",
+            human_size(r.bytes_punched),
+            if r.dry_run {
+                "would stop taking disk space"
+            } else {
+                "no longer takes disk space"
+            }
         ));
     }
     text.push(')');
@@ -443,7 +465,7 @@ pub fn reclaim_sources(r: &CompactReport) -> String {
     let would = if r.dry_run { "would be " } else { "" };
     let bytes = |blocks: u64| human_size(blocks.saturating_mul(r.block_size));
     format!(
-        "  {would}reclaimed by file-system knowledge: {}; by zero scan: {}; already trimmed: {}",
+        "  {would}given back: {} of deleted or unused file-system space, {} of zero blocks, {} the guest had released",
         bytes(r.blocks_reclaimed_fs),
         bytes(r.blocks_reclaimed_zero),
         bytes(r.blocks_reclaimed_trimmed)

@@ -223,13 +223,9 @@ impl Case {
         let third = compact_json(&file, mode);
         third.ok();
         let r = third.json();
-        // Known quirk (reported, not a change): retrim of a fixed image finds its punched zero
-        // blocks zero again on every run (a fixed block keeps its table entry; holes read
-        // zeros) and reports them reclaimed and punched again; existing tests count blocks that
-        // were holes from the start as reclaimed. Nothing may change: checked below.
-        let fixed_quirk = self.name.ends_with("fixed");
+        // A fixed image's blocks already punched are not reclaimed again: nothing to do.
         assert!(
-            (num(&r, "blocks_reclaimed") == 0 || fixed_quirk) && num(&r, "blocks_moved") == 0,
+            num(&r, "blocks_reclaimed") == 0 && num(&r, "blocks_moved") == 0,
             "{what}: a third run finds nothing to reclaim: {r}"
         );
         assert!(

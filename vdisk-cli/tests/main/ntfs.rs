@@ -228,7 +228,9 @@ fn a_dirty_ntfs_volume_is_not_trusted_and_only_zero_scanned() {
         human.stderr
     );
     assert!(
-        human.stdout.contains("by file-system knowledge"),
+        human
+            .stdout
+            .contains("of deleted or unused file-system space"),
         "{}",
         human.stdout
     );

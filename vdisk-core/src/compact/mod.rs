@@ -445,6 +445,27 @@ impl Compactor for GenericCompactor {
             // images keep their data in place (the visible part of the block); others use
             // their footprint.
             plan.punch = reclaimed_ranges(&plan.reclaim, &owned);
+            if image.kind() == ImageKind::Fixed {
+                // A fixed image's block whose host space is all holes already (punched by an
+                // earlier retrim) gives nothing back: it is not reclaimed again, so a second
+                // run reports nothing to reclaim.
+                let file = image.host_file();
+                let mut keep = Vec::with_capacity(plan.reclaim.len());
+                for r in &plan.punch {
+                    keep.push(r.is_empty() || hole_bytes(file, r.clone())? < r.end - r.start);
+                }
+                let mut k = keep.iter();
+                let mut dropped_zero = 0;
+                plan.reclaim.retain(|&(_, reason)| {
+                    let kept = k.next().copied().unwrap_or(true);
+                    dropped_zero += u64::from(!kept && reason == Reason::Zero);
+                    kept
+                });
+                plan.blocks_zero_from_holes =
+                    plan.blocks_zero_from_holes.saturating_sub(dropped_zero);
+                let mut k = keep.iter();
+                plan.punch.retain(|_| k.next().copied().unwrap_or(true));
+            }
             plan.punch.retain(|r| !r.is_empty());
         }
         Ok(plan)
