@@ -19,6 +19,7 @@ mod main {
     mod dry_run;
     mod exit_codes;
     mod ext4;
+    mod ext4_crash;
     mod fixed;
     mod fixtures;
     mod format_confusion;
