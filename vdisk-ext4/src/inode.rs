@@ -67,7 +67,7 @@ pub(crate) struct Piece {
 
 /// Reads inode `ino` (1-based).
 pub(crate) fn read(reader: &MetaReader<'_>, geo: &Geometry, ino: u64) -> Examined<Inode> {
-    if ino == 0 || ino > geo.inodes_per_group * geo.groups {
+    if ino == 0 || ino > geo.inodes_per_group.saturating_mul(geo.groups) {
         return damaged(format!(
             "ext4 superblock names inode {ino}, which does not exist"
         ));

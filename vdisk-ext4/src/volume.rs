@@ -115,6 +115,13 @@ pub(crate) fn examine(reader: &MetaReader<'_>, geo: &Geometry) -> Examined<FsUsa
         }
         free_clusters += counted;
     }
+    // The superblock's count is updated lazily by the kernel (at commit and unmount), so it
+    // may lag the descriptors'; one larger than the file system is damage.
+    if geo.free_blocks_count > geo.groups.saturating_mul(geo.clusters_per_group) {
+        return damaged(
+            "ext4 superblock counts more free clusters than the file system has (run e2fsck)",
+        );
+    }
     // Every group's own metadata must be marked used: a readable bitmap that frees the
     // superblock, a descriptor table or an inode table is wrong, whatever its checksum says.
     let itable = inode_table_blocks(geo);

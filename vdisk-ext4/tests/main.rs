@@ -6,6 +6,7 @@
 )]
 
 mod main {
+    mod damaged;
     mod oracle;
     mod trust;
     pub mod util;
