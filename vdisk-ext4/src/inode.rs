@@ -59,8 +59,8 @@ pub(crate) struct Inode {
 /// blocks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Piece {
-    /// First logical block (0 for map blocks).
-    pub logical: u64,
+    /// First logical block of data; `None` for a block of the map itself.
+    pub logical: Option<u64>,
     /// Physical blocks.
     pub physical: Range<u64>,
 }
@@ -168,7 +168,7 @@ impl Walker<'_, '_> {
     fn read_block(&mut self, block: u64) -> Examined<Vec<u8>> {
         self.block_in_fs(block, 1)?;
         (self.piece)(Piece {
-            logical: 0,
+            logical: None,
             physical: block..block + 1,
         });
         self.reader.read(
@@ -184,7 +184,7 @@ impl Walker<'_, '_> {
         }
         self.block_in_fs(block, 1)?;
         (self.piece)(Piece {
-            logical,
+            logical: Some(logical),
             physical: block..block + 1,
         });
         Ok(())
@@ -243,7 +243,7 @@ impl Walker<'_, '_> {
                 }
                 self.block_in_fs(start, len)?;
                 (self.piece)(Piece {
-                    logical,
+                    logical: Some(logical),
                     physical: start..start + len,
                 });
             } else {

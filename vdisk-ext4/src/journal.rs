@@ -44,7 +44,7 @@ pub(crate) fn check_internal(
     let mut first: Option<u64> = None;
     let mut freed: Option<Range<u64>> = None;
     journal.walk(reader, geo, &mut |p: Piece| {
-        if p.logical == 0 && first.is_none() && p.physical.end - p.physical.start >= 1 {
+        if p.logical == Some(0) && first.is_none() {
             first = Some(p.physical.start);
         }
         if freed.is_none() && free.any_free(&bytes(geo, &p.physical)) {

@@ -102,3 +102,26 @@ fn sparse_super2_and_no_sparse_super_backups_equal_dumpe2fs() {
         "ext4",
     );
 }
+
+#[test]
+fn a_journal_in_many_extents_below_an_index_block_is_checked_and_trusted() {
+    // 1 KiB blocks without flex_bg: the 40 MiB journal is split around each group's
+    // metadata into more extents than the inode holds, so its map has an index block.
+    let vol = Volume::make(
+        &[
+            "-t", "ext4", "-b", "1024", "-O", "^flex_bg", "-J", "size=40",
+        ],
+        128,
+        4,
+        100,
+        2,
+    );
+    let stat = super::util::e2("debugfs", &["-R", "stat <8>", vol.path.to_str().unwrap()]);
+    assert!(
+        stat.contains("(ETB0)"),
+        "the journal has an index block: {stat}"
+    );
+    let u = trusted(vol.bytes());
+    assert_eq!(detail(&u, "journal"), "internal (inode 8)");
+    assert_eq!(u.free.runs().collect::<Vec<_>>(), vol.dumpe2fs_free());
+}

@@ -114,3 +114,14 @@ fn no_magic_is_not_mine_and_device_errors_are_errors() {
     let failing = MemDevice::new(vol.bytes()).failing(4096..4097);
     assert!(vdisk_ext4::ANALYZER.analyze(&failing).is_err());
 }
+
+#[test]
+fn a_journal_holding_transactions_is_untrusted_even_without_the_recovery_flag() {
+    let vol = wsl();
+    let bmap = super::util::e2("debugfs", &["-R", "bmap <8> 0", vol.path.to_str().unwrap()]);
+    let first: usize = bmap.trim().parse().unwrap();
+    let mut bytes = vol.bytes();
+    // jbd2 superblock s_start (big-endian, offset 0x1c): the first transaction to replay.
+    bytes[first * 4096 + 0x1C..first * 4096 + 0x20].copy_from_slice(&1u32.to_be_bytes());
+    assert!(untrusted(bytes).contains("wsl --shutdown"));
+}
