@@ -17,12 +17,13 @@
     reason = "test disks are tens of MiB and tests run on 64-bit hosts"
 )]
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 use serde_json::Value;
 
-use super::support::guest_ext4::{Ext4Disk, Fill, Placement, WSL_MKFS};
+use super::support::guest_ext4::{Ext4Disk, Fill, Placement, WSL_MKFS, e2};
 use super::support::{compact_ok, info_ok, num, text};
 
 /// The WSL disk: 64 MiB, 36 files of ~1 MiB, one in four kept.
@@ -95,9 +96,10 @@ fn the_wsl_disk_a_bare_ext4_in_a_1mib_block_vhdx_gives_back_its_deleted_files_in
     let info = info_ok(&image);
     assert_eq!(text(&info, "partition_table"), "none", "{info}");
     let v = ext4_volume(&info);
-    assert!(
-        v["free_bytes"].as_u64().unwrap() >= disk.free_bytes(),
-        "info shows the ext4 free bytes: {info}"
+    assert_eq!(
+        v["free_bytes"].as_u64(),
+        Some(disk.free_bytes()),
+        "info shows the ext4 free bytes as dumpe2fs counts them: {info}"
     );
     let full = compact_and_check(&disk, &image, "vhdx", "full");
     let quick = compact_and_check(&disk, &image, "vhdx", "quick");
@@ -131,4 +133,53 @@ fn ext4_in_a_gpt_partition_of_a_32mib_block_vhdx_gives_back_its_deleted_files_in
     for mode in ["full", "quick", "retrim"] {
         compact_and_check(&disk, &image, "vhdx", mode);
     }
+}
+
+#[test]
+fn a_wsl_disk_whose_journal_needs_recovery_is_only_zero_scanned_and_says_wsl_shutdown() {
+    let fill = Fill {
+        count: 8,
+        len: 1 << 20,
+        keep_every: 2,
+    };
+    let disk = Ext4Disk::build(Placement::Bare, 32, WSL_MKFS, fill);
+    // The raw disk is the volume: mark its journal as needing recovery, as a WSL VM that was
+    // not shut down leaves it.
+    e2(
+        "debugfs",
+        &[&disk.raw],
+        &["-w", "-R", "feature needs_recovery"],
+    );
+    let image = disk.image("vhdx", "subformat=dynamic,block_size=1M", "dirty.vhdx");
+    let r = compact_ok(&image, "full", &[]);
+    let v = &r["volumes"][0];
+    assert_eq!(v["state"], "untrusted", "{r}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`wsl --shutdown`"),
+        "{r}"
+    );
+    let notes = r["notes"].to_string();
+    assert!(
+        notes.contains("wsl --shutdown") && notes.contains("zero scan only"),
+        "{notes}"
+    );
+    assert_eq!(num(&r, "blocks_reclaimed_fs"), 0, "{r}");
+    // Nothing the guest wrote changed: the image reads exactly as the raw disk.
+    let cmp = super::support::qemu_img([
+        OsStr::new("compare"),
+        OsStr::new("-f"),
+        OsStr::new("vhdx"),
+        OsStr::new("-F"),
+        OsStr::new("raw"),
+        image.as_os_str(),
+        disk.raw.as_os_str(),
+    ]);
+    assert_eq!(
+        cmp.code, 0,
+        "qemu-img compare: {}{}",
+        cmp.stdout, cmp.stderr
+    );
 }
