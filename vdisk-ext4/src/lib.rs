@@ -35,8 +35,8 @@
 //!
 //! [`vdisk_core::FsUsage::details`] keys: `type` (ext2, ext3, ext4), `label`, `uuid`,
 //! `block_size`, `cluster_size` (bytes; larger than the block with bigalloc), `blocks`,
-//! `groups`, `uninit_groups`, `free_clusters`, `superblock_free_clusters` (the kernel updates
-//! it lazily: informational), `journal`, `orphans_pending`, `features`.
+//! `groups`, `uninit_groups`, `free_clusters`, `superblock_free_blocks` (the kernel updates it
+//! lazily: informational), `journal`, `orphans_pending`, `features`.
 //!
 //! No crate reads ext4 allocation state: `ext4-view` and its peers read files, not bitmaps, so
 //! this is a compact reader over core's [`vdisk_core::fs::MetaReader`].

@@ -42,7 +42,7 @@ pub(crate) struct Superblock {
     blocks_count_lo: U32,
     /// Blocks reserved for the superuser, low 32 bits.
     r_blocks_count_lo: U32,
-    /// Free blocks (clusters with bigalloc), low 32 bits; updated lazily by the kernel.
+    /// Free blocks (blocks, also with bigalloc), low 32 bits; updated lazily by the kernel.
     free_blocks_count_lo: U32,
     /// Free inodes.
     free_inodes_count: U32,
@@ -220,7 +220,8 @@ pub(crate) struct Geometry {
     pub orphan_file_inum: u32,
     /// Multi-mount protection block (`mmp`).
     pub mmp_block: u64,
-    /// Free blocks (clusters) as the superblock says: the kernel updates it lazily.
+    /// Free blocks (blocks, also with bigalloc) as the superblock says: the kernel updates it
+    /// lazily.
     pub free_blocks_count: u64,
 }
 

@@ -115,11 +115,12 @@ pub(crate) fn examine(reader: &MetaReader<'_>, geo: &Geometry) -> Examined<FsUsa
         }
         free_clusters += counted;
     }
-    // The superblock's count is updated lazily by the kernel (at commit and unmount), so it
-    // may lag the descriptors'; one larger than the file system is damage.
-    if geo.free_blocks_count > geo.groups.saturating_mul(geo.clusters_per_group) {
+    // The superblock's count (in blocks, also with bigalloc) is updated lazily by the kernel
+    // (at commit and unmount), so it may lag the descriptors'; one larger than the file
+    // system is damage.
+    if geo.free_blocks_count > geo.blocks_count {
         return damaged(
-            "ext4 superblock counts more free clusters than the file system has (run e2fsck)",
+            "ext4 superblock counts more free blocks than the file system has (run e2fsck)",
         );
     }
     // Every group's own metadata must be marked used: a readable bitmap that frees the
@@ -183,7 +184,7 @@ pub(crate) fn examine(reader: &MetaReader<'_>, geo: &Geometry) -> Examined<FsUsa
         ("uninit_groups".to_owned(), uninit_groups.to_string()),
         ("free_clusters".to_owned(), free_clusters.to_string()),
         (
-            "superblock_free_clusters".to_owned(),
+            "superblock_free_blocks".to_owned(),
             geo.free_blocks_count.to_string(),
         ),
         ("journal".to_owned(), journal),
