@@ -20,6 +20,8 @@ mod main {
     mod disk_full;
     mod dry_run;
     mod exit_codes;
+    mod ext4;
+    mod ext4_crash;
     mod fixed;
     mod fixtures;
     mod format_confusion;

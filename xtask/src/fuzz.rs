@@ -32,6 +32,8 @@ enum Seeds {
     /// Raw disks (NTFS made by `mkntfs`, with and without an `sfdisk` MBR) in the sparse
     /// encoding.
     DiskSparse,
+    /// Raw ext2/3/4 volumes (made by `mkfs.ext4 -d`) in the sparse encoding.
+    Ext4Sparse,
 }
 
 /// The fuzz targets, in run order. `disk_analysis` covers the partition tables and the NTFS
@@ -42,6 +44,7 @@ const TARGETS: &[(&str, Seeds)] = &[
     ("vdi_open", Seeds::Vdi),
     ("partition_scan", Seeds::DiskSparse),
     ("disk_analysis", Seeds::DiskSparse),
+    ("ext4_analysis", Seeds::Ext4Sparse),
 ];
 
 /// Targets built without overflow checks (`cargo fuzz run -O`). `disk_analysis` runs the
@@ -210,6 +213,10 @@ fn write_seeds(dir: &Path, seeds: Seeds) -> Result<usize, String> {
     let mut files = match seeds {
         Seeds::Vhd => vhd_seeds()?,
         Seeds::Vdi => vdi_seeds()?,
+        Seeds::Ext4Sparse => ext4_seeds()?
+            .into_iter()
+            .filter_map(|(n, b)| Some((n, sparse::encode(&b)?)))
+            .collect(),
         Seeds::DiskSparse => disk_seeds()?
             .into_iter()
             .filter_map(|(n, b)| Some((n, sparse::encode(&b)?)))
@@ -341,7 +348,7 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
         return Vec::new();
     };
     let (fmt, opts, size, name) = match seeds {
-        Seeds::DiskSparse => return Vec::new(),
+        Seeds::DiskSparse | Seeds::Ext4Sparse => return Vec::new(),
         Seeds::Vhd => ("vpc", "subformat=dynamic", "4M", "qemu-dynamic-empty"),
         Seeds::Vdi => ("vdi", "static=off", "4M", "qemu-dynamic-empty"),
         Seeds::VhdxSparse => ("vhdx", "block_size=1M", "4M", "qemu-dynamic-data"),
@@ -369,7 +376,7 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
     let bytes = match seeds {
         Seeds::Vhd | Seeds::Vdi => Some(bytes),
         Seeds::VhdxSparse => sparse::encode(&bytes),
-        Seeds::DiskSparse => None,
+        Seeds::DiskSparse | Seeds::Ext4Sparse => None,
     };
     bytes
         .map(|b| vec![(name.to_string(), b)])
@@ -446,4 +453,57 @@ fn disk_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
         ("ntfs-4k-whole-disk".to_string(), whole),
         ("mbr-ntfs-1k".to_string(), bytes),
     ])
+}
+
+/// Raw volumes for `ext4_analysis`, made with e2fsprogs (package e2fsprogs) from a folder of
+/// two small files: ext4 as WSL formats it (4 KiB blocks, flex_bg, metadata_csum, 64bit),
+/// ext4 with 1 KiB blocks and uninitialised groups, ext3 and ext2 (no checksums), bigalloc.
+fn ext4_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let dir = tempdir().map_err(|e| format!("seed folder: {e}"))?;
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
+    for (name, len) in [("a", 5000usize), ("b", 70_000)] {
+        let data: Vec<u8> = (0..len)
+            .map(|i| u8::try_from(i * 7 % 251).unwrap_or(0))
+            .collect();
+        std::fs::write(src.join(name), data).map_err(|e| e.to_string())?;
+    }
+    let kinds: [(&str, u64, &[&str]); 5] = [
+        ("ext4-wsl", 8, &["-t", "ext4", "-b", "4096", "-G", "4096"]),
+        (
+            "ext4-1k-uninit",
+            8,
+            &["-t", "ext4", "-b", "1024", "-O", "^flex_bg"],
+        ),
+        ("ext3-1k", 4, &["-t", "ext3", "-b", "1024"]),
+        ("ext2-1k", 2, &["-t", "ext2", "-b", "1024"]),
+        (
+            "ext4-bigalloc",
+            8,
+            &["-t", "ext4", "-O", "bigalloc", "-C", "16384"],
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, mib, opts) in kinds {
+        let vol = dir.join(format!("{name}.raw"));
+        std::fs::File::create(&vol)
+            .and_then(|f| f.set_len(mib << 20))
+            .map_err(|e| format!("{}: {e}", vol.display()))?;
+        let status = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&src)
+            .args(opts)
+            .arg(&vol)
+            .status()
+            .map_err(|e| format!("cannot run mkfs.ext4 (package e2fsprogs): {e}"))?;
+        if !status.success() {
+            return Err(format!("mkfs.ext4 {opts:?} failed"));
+        }
+        out.push((
+            name.to_string(),
+            std::fs::read(&vol).map_err(|e| e.to_string())?,
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(out)
 }

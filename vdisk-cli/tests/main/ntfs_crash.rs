@@ -19,22 +19,14 @@
     reason = "test disks are a few MiB and tests run on 64-bit hosts"
 )]
 
-use std::cell::Cell;
 use std::fs;
 use std::ops::Range;
 
-use vdisk_core::testing::{
-    CrashCase, CrashStats, FaultyFile, MayZero, Survivors, blocks_inside, check_errors,
-    cut_every_write,
-};
-use vdisk_core::{
-    BlockDevice, CancelToken, CompactOptions, CompactPlan, Compactor, CreateSpec, DiskImage,
-    FormatDriver, GenericCompactor, ImageKind, MemFile, Mode, NoProgress, OpenOptions, Reason,
-    Result, analyze_disk,
-};
+use vdisk_core::FormatDriver;
 
+use super::support::fs_crash::{FsCrash, crash_full, image, qemu_export};
 use super::support::ntfs::{MIB, SECTOR, Vol, noise, ntfs3g_free, os, tool};
-use super::support::{qemu_img, tempdir};
+use super::support::tempdir;
 
 /// The partition: 1 MiB in, 10 MiB long, on a 12 MiB disk (the last MiB is outside it).
 const START: u64 = 2048;
@@ -134,63 +126,11 @@ fn build() -> Disk {
     }
 }
 
-/// The disk as a dynamic image of `driver`'s format in `block` blocks, made by our driver.
-fn image(driver: &'static dyn FormatDriver, disk: &[u8], block: u64) -> Vec<u8> {
-    let mem = MemFile::new();
-    let spec = CreateSpec::new(ImageKind::Dynamic, disk.len() as u64).block_size(block);
-    let img = driver.create(Box::new(mem.clone()), &spec).unwrap();
-    img.write_at(disk, 0).unwrap();
-    drop(img);
-    mem.to_vec()
-}
-
-/// Plans `vdisk compact --mode full` as the CLI does: NTFS analysis, then its free space.
-fn plan_full(img: &mut dyn DiskImage) -> Result<CompactPlan> {
-    let disk: &dyn BlockDevice = &*img;
-    let analysis = analyze_disk(disk, &[&vdisk_ntfs::ANALYZER])?;
-    let mut opts = CompactOptions::new(Mode::Full);
-    opts.fs_free = Some(analysis.free.whole_blocks(img.block_size()));
-    GenericCompactor.plan(img, &opts, &NoProgress, &CancelToken::new())
-}
-
-fn full(img: &mut dyn DiskImage) -> Result<()> {
-    let plan = plan_full(img)?;
-    GenericCompactor.apply(img, &plan, &NoProgress, &CancelToken::new())?;
-    Ok(())
-}
-
 /// The oracle on recovered image `bytes`: qemu-img exports it (replaying a pending VHDX log
 /// first), ntfscat reads every file back identical.
 fn files_read_back(disk: &Disk, qemu_format: &str, bytes: &[u8], what: &str) {
-    let dir = disk.dir.path();
-    let img = dir.join(format!("sample.{qemu_format}"));
-    let raw = dir.join("sample.raw");
-    let vol = dir.join("sample.vol");
-    fs::write(&img, bytes).unwrap();
-    if qemu_format == "vhdx" {
-        qemu_img([
-            os("check"),
-            os("-q"),
-            os("-r"),
-            os("all"),
-            os("-f"),
-            os("vhdx"),
-            img.as_os_str(),
-        ])
-        .ok();
-    }
-    let _ = fs::remove_file(&raw);
-    qemu_img([
-        os("convert"),
-        os("-f"),
-        os(qemu_format),
-        os("-O"),
-        os("raw"),
-        img.as_os_str(),
-        raw.as_os_str(),
-    ])
-    .ok();
-    let exported = fs::read(&raw).unwrap();
+    let exported = qemu_export(disk.dir.path(), qemu_format, bytes);
+    let vol = disk.dir.path().join("sample.vol");
     let r = (START * SECTOR) as usize..((START + SECTORS) * SECTOR) as usize;
     assert!(
         exported.len() >= r.end,
@@ -203,86 +143,6 @@ fn files_read_back(disk: &Disk, qemu_format: &str, bytes: &[u8], what: &str) {
     }
 }
 
-/// Cuts the full compaction of `bytes` (format `driver`, qemu name `qemu_format`) at every
-/// write with a crash, checks every recovery and samples the oracle. Returns what the harness
-/// did, how many free blocks with data read zeros in recovered images, and the oracle samples.
-fn crash_full(
-    disk: &Disk,
-    driver: &'static dyn FormatDriver,
-    qemu_format: &str,
-    bytes: Vec<u8>,
-) -> (CrashStats, u64, u64) {
-    let open_ro = move |bytes: Vec<u8>| {
-        driver.open(
-            Box::new(MemFile::from_bytes(bytes).read_only()),
-            &OpenOptions::read_only(),
-        )
-    };
-    let original = open_ro(bytes.clone()).unwrap();
-    let may = MayZero::new(
-        vdisk_core::testing::whole_disk(&*original),
-        blocks_inside(&disk.free, original.block_size(), original.size()),
-    );
-    drop(original);
-    // The run is not vacuous: it frees blocks of ntfs free space and moves others.
-    let mut probe = driver
-        .open(
-            Box::new(MemFile::from_bytes(bytes.clone())),
-            &OpenOptions::read_write(),
-        )
-        .unwrap();
-    let plan = plan_full(&mut *probe).unwrap();
-    drop(probe);
-    assert!(
-        plan.reclaimed(Reason::FsFree) >= 2,
-        "{qemu_format}: {plan:?}"
-    );
-    assert!(!plan.moves.is_empty(), "{qemu_format}: no block moves");
-    // Spread the oracle's samples over the whole run.
-    let counter = FaultyFile::new(bytes.clone());
-    let mut img = driver
-        .open(Box::new(counter.clone()), &OpenOptions::read_write())
-        .unwrap();
-    full(&mut *img).unwrap();
-    drop(img);
-    let stride = (counter.ops() / ORACLE_SAMPLES).max(1);
-    let (zeroed, samples, sampled_at) = (Cell::new(0), Cell::new(0), Cell::new(0));
-    let mut case = CrashCase::new(
-        format!("ntfs {qemu_format} full"),
-        bytes,
-        move |file| driver.open(file, &OpenOptions::read_write()),
-        open_ro,
-        full,
-        move |bytes| check_errors(driver, bytes),
-    );
-    case.content = Box::new(|img| may.content(img));
-    case.survivors = Box::new(|pending| {
-        vec![
-            Survivors::SyncedOnly,
-            Survivors::All,
-            Survivors::Prefix(pending / 2),
-            Survivors::Mask(0x5555_5555_5555_5555),
-        ]
-    });
-    case.inspect = Box::new(|n, s, bytes| {
-        let what = format!("{qemu_format} cut {n} {s:?}");
-        let image = open_ro(bytes.to_vec()).unwrap();
-        match may.freed(&*image) {
-            Ok(z) => zeroed.set(zeroed.get() + z),
-            Err(why) => panic!("{what}: {why}"),
-        }
-        // The first distinct recovery of every stride-th cut point.
-        if n % stride == 0 && sampled_at.get() != n && samples.get() < ORACLE_SAMPLES {
-            files_read_back(disk, qemu_format, bytes, &what);
-            samples.set(samples.get() + 1);
-            sampled_at.set(n);
-        }
-    });
-    let stats = cut_every_write(&case, vdisk_core::testing::Fault::Crash);
-    drop(case);
-    (stats, zeroed.get(), samples.get())
-}
-
 fn full_compaction_survives_a_crash_at_every_write_with_files_intact(
     driver: &'static dyn FormatDriver,
     qemu_format: &str,
@@ -291,7 +151,17 @@ fn full_compaction_survives_a_crash_at_every_write_with_files_intact(
 ) {
     let disk = build();
     let bytes = image(driver, &disk.bytes, block);
-    let (stats, zeroed, samples) = crash_full(&disk, driver, qemu_format, bytes);
+    let read_back = |format: &str, bytes: &[u8], what: &str| {
+        files_read_back(&disk, format, bytes, what);
+    };
+    let fs = FsCrash {
+        analyzer: &vdisk_ntfs::ANALYZER,
+        free: &disk.free,
+        read_back: &read_back,
+        samples: ORACLE_SAMPLES,
+    };
+    let out = crash_full(&fs, driver, qemu_format, bytes);
+    let (stats, zeroed, samples) = (out.stats, out.zeroed, out.samples);
     let cuts = stats.cut_points;
     eprintln!(
         "ntfs {qemu_format} full crash: {cuts} cut points ({} recoveries, {} duplicates \

@@ -5,6 +5,8 @@
 //! A missing oracle is a test failure that names the package to install, never a skip.
 
 pub mod fifo;
+pub mod fs_crash;
+pub mod guest_ext4;
 pub mod interrupt;
 pub mod ntfs;
 pub mod vhd;
