@@ -18,6 +18,7 @@ mod main {
     mod disk_full;
     mod dry_run;
     mod exit_codes;
+    mod fat;
     mod fixed;
     mod fixtures;
     mod format_confusion;
