@@ -11,7 +11,12 @@ static DRIVERS: &[&dyn FormatDriver] = &[&vdisk_vhd::DRIVER, &vdisk_vhdx::DRIVER
 
 /// Every file-system analyser, tried in this order on each volume; the first that recognises
 /// a volume decides about it.
-static ANALYZERS: &[&dyn FsAnalyzer] = &[&vdisk_ntfs::ANALYZER, &vdisk_fat::ANALYZER];
+static ANALYZERS: &[&dyn FsAnalyzer] = &[
+    &vdisk_ntfs::ANALYZER,
+    &vdisk_fat::ANALYZER,
+    &vdisk_exfat::ANALYZER,
+    &vdisk_swap::ANALYZER,
+];
 
 /// The file-system analysers `compact` and `info` use.
 pub fn analyzers() -> &'static [&'static dyn FsAnalyzer] {

@@ -17,6 +17,7 @@ mod main {
     mod create;
     mod disk_full;
     mod dry_run;
+    mod exfat;
     mod exit_codes;
     mod fat;
     mod fixed;
@@ -41,6 +42,7 @@ mod main {
     pub mod roundtrip;
     mod selftest;
     mod shadow_copies;
+    mod swap;
     mod symlinks;
     mod trimmed_offsets;
     mod vhdx;
