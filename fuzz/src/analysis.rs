@@ -112,3 +112,38 @@ pub fn exercise(bytes: Vec<u8>) {
         FsVerdict::NotMine => {}
     }
 }
+
+/// The FAT, exFAT and swap analysers on the input as one volume.
+///
+/// Oracles: an in-memory volume never fails a read, so no analyser returns `Err`; free ranges
+/// are well formed and inside the volume, the map covers exactly the volume; an untrusted
+/// verdict names its reason; and what FAT and exFAT call free never includes the first
+/// sector (the boot sector every later step depends on).
+pub fn fat_family(bytes: Vec<u8>) {
+    let disk = MemDevice::new(bytes);
+    let len = disk.size();
+    let analyzers: [&dyn FsAnalyzer; 3] = [
+        &vdisk_fat::ANALYZER,
+        &vdisk_exfat::ANALYZER,
+        &vdisk_swap::ANALYZER,
+    ];
+    for a in analyzers {
+        match a
+            .analyze(&disk)
+            .expect("an in-memory volume never fails a read")
+        {
+            FsVerdict::Analysed(usage) | FsVerdict::Guarded { usage, .. } => {
+                assert_eq!(usage.free.len(), len, "{}: the map covers the volume", a.id());
+                let free: Vec<Range<u64>> = usage.free.runs().collect();
+                assert_well_formed(&free, len, a.id());
+                assert!(
+                    !usage.free.any_free(&(0..512.min(len))),
+                    "{}: the boot sector or header is free",
+                    a.id()
+                );
+            }
+            FsVerdict::Untrusted { reason, .. } => assert!(!reason.is_empty(), "empty reason"),
+            FsVerdict::NotMine => {}
+        }
+    }
+}

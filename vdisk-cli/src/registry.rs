@@ -12,7 +12,13 @@ static DRIVERS: &[&dyn FormatDriver] =
 
 /// Every file-system analyser, tried in this order on each volume; the first that recognises
 /// a volume decides about it.
-static ANALYZERS: &[&dyn FsAnalyzer] = &[&vdisk_ntfs::ANALYZER, &vdisk_ext4::ANALYZER];
+static ANALYZERS: &[&dyn FsAnalyzer] = &[
+    &vdisk_ntfs::ANALYZER,
+    &vdisk_ext4::ANALYZER,
+    &vdisk_fat::ANALYZER,
+    &vdisk_exfat::ANALYZER,
+    &vdisk_swap::ANALYZER,
+];
 
 /// The file-system analysers `compact` and `info` use.
 pub fn analyzers() -> &'static [&'static dyn FsAnalyzer] {

@@ -19,9 +19,11 @@ mod main {
     mod create;
     mod disk_full;
     mod dry_run;
+    mod exfat;
     mod exit_codes;
     mod ext4;
     mod ext4_crash;
+    mod fat;
     mod fixed;
     mod fixtures;
     mod format_confusion;
@@ -45,6 +47,7 @@ mod main {
     pub mod roundtrip;
     mod selftest;
     mod shadow_copies;
+    mod swap;
     mod symlinks;
     mod trimmed_offsets;
     mod vhdx;

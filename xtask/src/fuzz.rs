@@ -45,6 +45,7 @@ const TARGETS: &[(&str, Seeds)] = &[
     ("partition_scan", Seeds::DiskSparse),
     ("disk_analysis", Seeds::DiskSparse),
     ("ext4_analysis", Seeds::Ext4Sparse),
+    ("fat_volume", Seeds::DiskSparse),
 ];
 
 /// Targets built without overflow checks (`cargo fuzz run -O`). `disk_analysis` runs the

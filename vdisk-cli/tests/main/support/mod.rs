@@ -7,6 +7,7 @@
 pub mod fifo;
 pub mod fs_crash;
 pub mod guest_ext4;
+pub mod guest_fat;
 pub mod interrupt;
 pub mod ntfs;
 pub mod vhd;
