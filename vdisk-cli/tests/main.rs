@@ -10,6 +10,7 @@ mod main {
     pub mod support;
 
     mod bad_input;
+    mod btrfs;
     mod chain;
     mod check_verdict;
     mod children;
