@@ -177,3 +177,115 @@ impl<'m> Allocation<'m> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::chunk::{Chunk, flags};
+
+    const SECTOR: u64 = 4096;
+
+    /// Chunks of `sizes` sectors laid one after another with a one-sector gap, and extents
+    /// cut from the `(skip, take)` sector pairs walked through the chunks in order.
+    fn model(sizes: &[u64], cuts: &[(u64, u64)]) -> (ChunkMap, Vec<Range<u64>>) {
+        let mut chunks = Vec::new();
+        let mut at = 1 << 20;
+        for (i, &s) in sizes.iter().enumerate() {
+            chunks.push(Chunk {
+                start: at,
+                length: s * SECTOR,
+                flags: flags::DATA,
+                copies: vec![(i as u64 + 1) << 30],
+            });
+            at += (s + 1) * SECTOR;
+        }
+        let mut extents = Vec::new();
+        let (mut c, mut pos) = (0usize, chunks.first().map_or(0, |c| c.start));
+        for &(skip, take) in cuts {
+            let Some(chunk) = chunks.get(c) else { break };
+            let start = pos + skip * SECTOR;
+            let end = (start + take * SECTOR).min(chunk.end());
+            if start < end {
+                extents.push(start..end);
+                pos = end;
+            } else {
+                c += 1;
+                pos = chunks.get(c).map_or(0, |n| n.start);
+            }
+        }
+        (ChunkMap::new(chunks).unwrap(), extents)
+    }
+
+    proptest! {
+        #[test]
+        fn free_ranges_are_each_chunk_less_its_extents_and_block_groups_must_agree(
+            sizes in proptest::collection::vec(1u64..40, 1..6),
+            cuts in proptest::collection::vec((0u64..5, 1u64..8), 0..40),
+            lie in any::<bool>(),
+        ) {
+            let (map, extents) = model(&sizes, &cuts);
+            let mut alloc = Allocation::new(&map, 16384, SECTOR);
+            let mut free = Vec::new();
+            let mut sink = |i: usize, r: Range<u64>| free.push((i, r));
+            for e in &extents {
+                let key = Key { objectid: e.start, kind: EXTENT_ITEM, offset: e.end - e.start };
+                alloc.item(key, &[], &mut sink).unwrap();
+            }
+            for (i, c) in map.chunks().iter().enumerate() {
+                let mut used: u64 = extents.iter().filter(|e| e.start >= c.start && e.end <= c.end())
+                    .map(|e| e.end - e.start).sum();
+                if lie && i == 0 {
+                    used = if used >= SECTOR { used - SECTOR } else { used + SECTOR };
+                }
+                let mut data = used.to_le_bytes().to_vec();
+                data.extend_from_slice(&256u64.to_le_bytes());
+                data.extend_from_slice(&c.flags.to_le_bytes());
+                let key = Key { objectid: c.start, kind: BLOCK_GROUP_ITEM, offset: c.length };
+                alloc.item(key, &data, &mut sink).unwrap();
+            }
+            let finished = alloc.finish(&mut sink);
+            prop_assert_eq!(finished.is_err(), lie);
+            // Expected: every chunk byte in no extent.
+            let mut expected = Vec::new();
+            for (i, c) in map.chunks().iter().enumerate() {
+                let mut at = c.start;
+                for e in extents.iter().filter(|e| e.start >= c.start && e.end <= c.end()) {
+                    if e.start > at { expected.push((i, at..e.start)); }
+                    at = e.end;
+                }
+                if c.end() > at { expected.push((i, at..c.end())); }
+            }
+            prop_assert_eq!(free, expected);
+        }
+    }
+
+    #[test]
+    fn overlapping_or_stray_extents_are_damage() {
+        let (map, _) = model(&[10, 10], &[]);
+        let c0 = map.chunks()[0].start;
+        let mut sink = |_: usize, _: Range<u64>| {};
+        let mut a = Allocation::new(&map, 16384, SECTOR);
+        let key = |s: u64, l: u64| Key {
+            objectid: s,
+            kind: EXTENT_ITEM,
+            offset: l,
+        };
+        a.item(key(c0, 2 * SECTOR), &[], &mut sink).unwrap();
+        assert!(a.item(key(c0 + SECTOR, SECTOR), &[], &mut sink).is_err());
+        let mut a = Allocation::new(&map, 16384, SECTOR);
+        // In the gap between the chunks.
+        assert!(
+            a.item(key(c0 + 10 * SECTOR, SECTOR), &[], &mut sink)
+                .is_err()
+        );
+        let mut a = Allocation::new(&map, 16384, SECTOR);
+        assert!(
+            a.item(key(c0 + 9 * SECTOR, 2 * SECTOR), &[], &mut sink)
+                .is_err()
+        );
+        let mut a = Allocation::new(&map, 16384, SECTOR);
+        assert!(a.item(key(c0 + 1, SECTOR), &[], &mut sink).is_err());
+    }
+}

@@ -8,6 +8,10 @@
 //!
 //! Tools (a missing one fails the test): `btrfs-progs` (mkfs.btrfs, btrfs), `mount`
 //! (mount, umount; root and loop devices), `fdisk` (sfdisk), `qemu-utils` (qemu-img).
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test disks are hundreds of MiB and tests run on 64-bit hosts"
+)]
 
 use std::ffi::OsStr;
 use std::fs;
