@@ -39,6 +39,7 @@ const TARGETS: &[(&str, Seeds)] = &[
     ("vhdx_open", Seeds::VhdxSparse),
     ("partition_scan", Seeds::DiskSparse),
     ("disk_analysis", Seeds::DiskSparse),
+    ("btrfs_analysis", Seeds::DiskSparse),
 ];
 
 /// Targets built without overflow checks (`cargo fuzz run -O`). `disk_analysis` runs the
