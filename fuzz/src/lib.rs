@@ -153,3 +153,4 @@ impl HostFile for Watched {
 
 pub mod analysis;
 pub mod ext4;
+pub mod btrfs;

@@ -12,6 +12,7 @@ mod main {
     mod ansible;
     mod bad_input;
     pub mod batch;
+    mod btrfs;
     mod chain;
     mod check_verdict;
     mod children;

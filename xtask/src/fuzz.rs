@@ -46,6 +46,7 @@ const TARGETS: &[(&str, Seeds)] = &[
     ("disk_analysis", Seeds::DiskSparse),
     ("ext4_analysis", Seeds::Ext4Sparse),
     ("fat_volume", Seeds::DiskSparse),
+    ("btrfs_analysis", Seeds::DiskSparse),
 ];
 
 /// Targets built without overflow checks (`cargo fuzz run -O`). `disk_analysis` runs the

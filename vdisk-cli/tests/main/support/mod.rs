@@ -8,6 +8,7 @@ pub mod fifo;
 pub mod fs_crash;
 pub mod guest_ext4;
 pub mod guest_fat;
+pub mod guest_btrfs;
 pub mod interrupt;
 pub mod ntfs;
 pub mod vhd;
