@@ -30,6 +30,8 @@ enum Seeds {
     /// Raw disks (NTFS made by `mkntfs`, with and without an `sfdisk` MBR) in the sparse
     /// encoding.
     DiskSparse,
+    /// XFS volumes made by `mkfs.xfs` (v5 and v4) in the sparse encoding.
+    XfsSparse,
 }
 
 /// The fuzz targets, in run order. `disk_analysis` covers the partition tables and the NTFS
@@ -39,6 +41,7 @@ const TARGETS: &[(&str, Seeds)] = &[
     ("vhdx_open", Seeds::VhdxSparse),
     ("partition_scan", Seeds::DiskSparse),
     ("disk_analysis", Seeds::DiskSparse),
+    ("xfs_analysis", Seeds::XfsSparse),
 ];
 
 /// Targets built without overflow checks (`cargo fuzz run -O`). `disk_analysis` runs the
@@ -206,6 +209,10 @@ fn write_seeds(dir: &Path, seeds: Seeds) -> Result<usize, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut files = match seeds {
         Seeds::Vhd => vhd_seeds()?,
+        Seeds::XfsSparse => xfs_seeds()?
+            .into_iter()
+            .filter_map(|(n, b)| Some((n, sparse::encode(&b)?)))
+            .collect(),
         Seeds::DiskSparse => disk_seeds()?
             .into_iter()
             .filter_map(|(n, b)| Some((n, sparse::encode(&b)?)))
@@ -313,7 +320,7 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
         return Vec::new();
     };
     let (fmt, opts, size, name) = match seeds {
-        Seeds::DiskSparse => return Vec::new(),
+        Seeds::DiskSparse | Seeds::XfsSparse => return Vec::new(),
         Seeds::Vhd => ("vpc", "subformat=dynamic", "4M", "qemu-dynamic-empty"),
         Seeds::VhdxSparse => ("vhdx", "block_size=1M", "4M", "qemu-dynamic-data"),
     };
@@ -340,7 +347,7 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
     let bytes = match seeds {
         Seeds::Vhd => Some(bytes),
         Seeds::VhdxSparse => sparse::encode(&bytes),
-        Seeds::DiskSparse => None,
+        Seeds::DiskSparse | Seeds::XfsSparse => None,
     };
     bytes
         .map(|b| vec![(name.to_string(), b)])
@@ -417,4 +424,42 @@ fn disk_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
         ("ntfs-4k-whole-disk".to_string(), whole),
         ("mbr-ntfs-1k".to_string(), bytes),
     ])
+}
+
+/// XFS volumes for `xfs_analysis`: 16 MiB, version 5 (4 KiB blocks) and version 4 (1 KiB
+/// blocks), made by `mkfs.xfs` (package xfsprogs; the TEST_* variables let it make file
+/// systems under 300 MB, as the XFS test suite does).
+fn xfs_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let dir = tempdir().map_err(|e| format!("seed folder: {e}"))?;
+    let mut seeds = Vec::new();
+    for (name, args) in [
+        ("xfs-v5-4k", &["-b", "size=4096"][..]),
+        ("xfs-v4-1k", &["-m", "crc=0", "-b", "size=1024"][..]),
+    ] {
+        let vol = dir.join(name);
+        std::fs::File::create(&vol)
+            .and_then(|f| f.set_len(16 << 20))
+            .map_err(|e| format!("{}: {e}", vol.display()))?;
+        let out = Command::new("mkfs.xfs")
+            .env("TEST_DIR", "1")
+            .env("TEST_DEV", "1")
+            .env("QA_CHECK_FS", "1")
+            .args(["-q", "-f"])
+            .args(args)
+            .arg(&vol)
+            .output()
+            .map_err(|e| format!("cannot run mkfs.xfs (package xfsprogs): {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mkfs.xfs failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        seeds.push((
+            name.to_string(),
+            std::fs::read(&vol).map_err(|e| e.to_string())?,
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(seeds)
 }
