@@ -221,3 +221,91 @@ impl<'r, 'a> Log<'r, 'a> {
             .read_into(buf, self.start + block * BBSIZE + offset, "the XFS log")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vdisk_core::fs::MemDevice;
+
+    const BLOCKS: u64 = 64;
+
+    /// A log of [`BLOCKS`] blocks: blocks before `head` stamped `cycle`, the rest `cycle - 1`,
+    /// and a record of `ops` operations (the first flagged `flags`) at `head - 2` (header, one
+    /// data block).
+    fn log(cycle: u32, head: u64, ops: i32, flags: u8) -> MemDevice {
+        let mut bytes = vec![0u8; (BLOCKS * BBSIZE) as usize];
+        for b in 0..BLOCKS {
+            let c = if b < head { cycle } else { cycle - 1 };
+            let at = (b * BBSIZE) as usize;
+            bytes[at..at + 4].copy_from_slice(&c.to_be_bytes());
+        }
+        let rec = ((head + BLOCKS - 2) % BLOCKS * BBSIZE) as usize;
+        let h = &mut bytes[rec..rec + 324];
+        h[..4].copy_from_slice(&HEADER_MAGIC.to_be_bytes());
+        h[4..8].copy_from_slice(&cycle.to_be_bytes());
+        h[8..12].copy_from_slice(&2u32.to_be_bytes());
+        h[12..16].copy_from_slice(&512u32.to_be_bytes());
+        let lsn = (u64::from(cycle) << 32) | (head + BLOCKS - 2) % BLOCKS;
+        h[16..24].copy_from_slice(&lsn.to_be_bytes());
+        h[40..44].copy_from_slice(&ops.to_be_bytes());
+        h[320..324].copy_from_slice(&32768i32.to_be_bytes());
+        let data = ((head + BLOCKS - 1) % BLOCKS * BBSIZE) as usize;
+        bytes[data + 9] = flags;
+        MemDevice::new(bytes)
+    }
+
+    fn state(dev: &MemDevice) -> LogState {
+        let reader = MetaReader::new(dev, 1 << 20);
+        Log::new(&reader, 0, BLOCKS).state().unwrap()
+    }
+
+    #[test]
+    fn a_log_ending_in_an_unmount_record_is_clean_wherever_its_head_is() {
+        for head in [2, 17, BLOCKS - 1] {
+            assert_eq!(
+                state(&log(5, head, 1, UNMOUNT_TRANS)),
+                LogState::Clean,
+                "{head}"
+            );
+        }
+        // The whole log in one cycle: the head is at its end.
+        assert_eq!(state(&log(5, BLOCKS, 1, UNMOUNT_TRANS)), LogState::Clean);
+    }
+
+    #[test]
+    fn a_zeroed_log_is_clean() {
+        let dev = MemDevice::new(vec![0u8; (BLOCKS * BBSIZE) as usize]);
+        assert_eq!(state(&dev), LogState::Clean);
+    }
+
+    #[test]
+    fn a_log_whose_last_record_holds_transactions_is_dirty() {
+        assert!(
+            matches!(state(&log(5, 20, 1, 0)), LogState::Dirty(r) if r.contains("not an unmount"))
+        );
+        assert!(matches!(
+            state(&log(5, 20, 3, UNMOUNT_TRANS)),
+            LogState::Dirty(_)
+        ));
+    }
+
+    #[test]
+    fn torn_writes_and_inconsistent_cycles_are_dirty() {
+        // A block before the head still from the previous pass: a write that never landed.
+        let mut dev = log(5, 30, 1, UNMOUNT_TRANS);
+        dev.bytes_mut()[(10 * BBSIZE) as usize + 3] = 4;
+        assert!(matches!(state(&dev), LogState::Dirty(r) if r.contains("did not complete")));
+        // A block after the head from the current pass.
+        let mut dev = log(5, 30, 1, UNMOUNT_TRANS);
+        dev.bytes_mut()[(40 * BBSIZE) as usize + 3] = 5;
+        assert!(matches!(state(&dev), LogState::Dirty(_)));
+        // Cycles two apart.
+        let mut dev = log(5, 30, 1, UNMOUNT_TRANS);
+        dev.bytes_mut()[((BLOCKS - 1) * BBSIZE) as usize + 3] = 2;
+        assert!(matches!(state(&dev), LogState::Dirty(r) if r.contains("inconsistent")));
+        // A record that does not end at the head.
+        let mut dev = log(5, 30, 1, UNMOUNT_TRANS);
+        dev.bytes_mut()[(28 * BBSIZE) as usize + 14] = 4;
+        assert!(matches!(state(&dev), LogState::Dirty(r) if r.contains("does not end")));
+    }
+}
