@@ -223,6 +223,10 @@ impl<'r, 'a> Log<'r, 'a> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "test logs are 32 KiB and tests run on 64-bit hosts"
+)]
 mod tests {
     use super::*;
     use vdisk_core::fs::MemDevice;
@@ -245,7 +249,7 @@ mod tests {
         h[4..8].copy_from_slice(&cycle.to_be_bytes());
         h[8..12].copy_from_slice(&2u32.to_be_bytes());
         h[12..16].copy_from_slice(&512u32.to_be_bytes());
-        let lsn = (u64::from(cycle) << 32) | (head + BLOCKS - 2) % BLOCKS;
+        let lsn = (u64::from(cycle) << 32) | ((head + BLOCKS - 2) % BLOCKS);
         h[16..24].copy_from_slice(&lsn.to_be_bytes());
         h[40..44].copy_from_slice(&ops.to_be_bytes());
         h[320..324].copy_from_slice(&32768i32.to_be_bytes());
