@@ -154,3 +154,4 @@ impl HostFile for Watched {
 pub mod analysis;
 pub mod ext4;
 pub mod btrfs;
+pub mod xfs;

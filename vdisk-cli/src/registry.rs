@@ -15,6 +15,7 @@ static DRIVERS: &[&dyn FormatDriver] =
 static ANALYZERS: &[&dyn FsAnalyzer] = &[
     &vdisk_ntfs::ANALYZER,
     &vdisk_ext4::ANALYZER,
+    &vdisk_xfs::ANALYZER,
     &vdisk_btrfs::ANALYZER,
     &vdisk_fat::ANALYZER,
     &vdisk_exfat::ANALYZER,

@@ -52,4 +52,5 @@ mod main {
     mod symlinks;
     mod trimmed_offsets;
     mod vhdx;
+    mod xfs;
 }

@@ -34,6 +34,8 @@ enum Seeds {
     DiskSparse,
     /// Raw ext2/3/4 volumes (made by `mkfs.ext4 -d`) in the sparse encoding.
     Ext4Sparse,
+    /// XFS volumes made by `mkfs.xfs` (v5 and v4) in the sparse encoding.
+    XfsSparse,
 }
 
 /// The fuzz targets, in run order. `disk_analysis` covers the partition tables and the NTFS
@@ -45,6 +47,7 @@ const TARGETS: &[(&str, Seeds)] = &[
     ("partition_scan", Seeds::DiskSparse),
     ("disk_analysis", Seeds::DiskSparse),
     ("ext4_analysis", Seeds::Ext4Sparse),
+    ("xfs_analysis", Seeds::XfsSparse),
     ("fat_volume", Seeds::DiskSparse),
     ("btrfs_analysis", Seeds::DiskSparse),
 ];
@@ -215,6 +218,10 @@ fn write_seeds(dir: &Path, seeds: Seeds) -> Result<usize, String> {
     let mut files = match seeds {
         Seeds::Vhd => vhd_seeds()?,
         Seeds::Vdi => vdi_seeds()?,
+        Seeds::XfsSparse => xfs_seeds()?
+            .into_iter()
+            .filter_map(|(n, b)| Some((n, sparse::encode(&b)?)))
+            .collect(),
         Seeds::Ext4Sparse => ext4_seeds()?
             .into_iter()
             .filter_map(|(n, b)| Some((n, sparse::encode(&b)?)))
@@ -350,7 +357,7 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
         return Vec::new();
     };
     let (fmt, opts, size, name) = match seeds {
-        Seeds::DiskSparse | Seeds::Ext4Sparse => return Vec::new(),
+        Seeds::DiskSparse | Seeds::Ext4Sparse | Seeds::XfsSparse => return Vec::new(),
         Seeds::Vhd => ("vpc", "subformat=dynamic", "4M", "qemu-dynamic-empty"),
         Seeds::Vdi => ("vdi", "static=off", "4M", "qemu-dynamic-empty"),
         Seeds::VhdxSparse => ("vhdx", "block_size=1M", "4M", "qemu-dynamic-data"),
@@ -378,7 +385,7 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
     let bytes = match seeds {
         Seeds::Vhd | Seeds::Vdi => Some(bytes),
         Seeds::VhdxSparse => sparse::encode(&bytes),
-        Seeds::DiskSparse | Seeds::Ext4Sparse => None,
+        Seeds::DiskSparse | Seeds::Ext4Sparse | Seeds::XfsSparse => None,
     };
     bytes
         .map(|b| vec![(name.to_string(), b)])
@@ -508,4 +515,42 @@ fn ext4_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(out)
+}
+
+/// XFS volumes for `xfs_analysis`: 16 MiB, version 5 (4 KiB blocks) and version 4 (1 KiB
+/// blocks), made by `mkfs.xfs` (package xfsprogs; the TEST_* variables let it make file
+/// systems under 300 MB, as the XFS test suite does).
+fn xfs_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let dir = tempdir().map_err(|e| format!("seed folder: {e}"))?;
+    let mut seeds = Vec::new();
+    for (name, args) in [
+        ("xfs-v5-4k", &["-b", "size=4096"][..]),
+        ("xfs-v4-1k", &["-m", "crc=0", "-b", "size=1024"][..]),
+    ] {
+        let vol = dir.join(name);
+        std::fs::File::create(&vol)
+            .and_then(|f| f.set_len(16 << 20))
+            .map_err(|e| format!("{}: {e}", vol.display()))?;
+        let out = Command::new("mkfs.xfs")
+            .env("TEST_DIR", "1")
+            .env("TEST_DEV", "1")
+            .env("QA_CHECK_FS", "1")
+            .args(["-q", "-f"])
+            .args(args)
+            .arg(&vol)
+            .output()
+            .map_err(|e| format!("cannot run mkfs.xfs (package xfsprogs): {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mkfs.xfs failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        seeds.push((
+            name.to_string(),
+            std::fs::read(&vol).map_err(|e| e.to_string())?,
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(seeds)
 }
