@@ -386,6 +386,9 @@ pub fn volume_notes(analysis: &DiskAnalysis, mode: Mode) -> Vec<String> {
                 };
                 notes.push(format!("{what}; {instead}"));
             }
+            VolumeState::Skipped { reason } => {
+                notes.push(format!("{}: not examined, {reason}; {instead}", v.name()));
+            }
         }
     }
     if mode == Mode::Quick && !analysis.any_trusted() {
