@@ -11,7 +11,7 @@ static DRIVERS: &[&dyn FormatDriver] = &[&vdisk_vhd::DRIVER, &vdisk_vhdx::DRIVER
 
 /// Every file-system analyser, tried in this order on each volume; the first that recognises
 /// a volume decides about it.
-static ANALYZERS: &[&dyn FsAnalyzer] = &[&vdisk_ntfs::ANALYZER];
+static ANALYZERS: &[&dyn FsAnalyzer] = &[&vdisk_ntfs::ANALYZER, &vdisk_lvm::ANALYZER];
 
 /// The file-system analysers `compact` and `info` use.
 pub fn analyzers() -> &'static [&'static dyn FsAnalyzer] {
