@@ -19,7 +19,7 @@ pub struct VolumeJson {
     extents: Vec<[u64; 2]>,
     /// First byte on the virtual disk.
     start: u64,
-    /// Length in bytes.
+    /// Length in bytes (of all its extents).
     size: u64,
     /// The table's description of the partition ("gpt Microsoft basic data").
     partition_type: Option<String>,
@@ -52,7 +52,7 @@ impl VolumeJson {
             container: v.inside.as_ref().map(|i| i.container),
             extents: v.extents.iter().map(|e| [e.start, e.end]).collect(),
             start: v.range.start,
-            size: v.range.end - v.range.start,
+            size: v.extents.iter().map(|e| e.end - e.start).sum(),
             partition_type: v.partition.as_ref().map(|p| p.kind.describe()),
             fs: v.fs(),
             state,
@@ -76,7 +76,7 @@ pub fn human_lines(analysis: &DiskAnalysis) -> Vec<String> {
         let mut line = format!(
             "{}: {} at offset {}",
             v.name(),
-            human_size(v.range.end - v.range.start),
+            human_size(v.extents.iter().map(|e| e.end - e.start).sum()),
             v.range.start
         );
         if let Some(p) = &v.partition {

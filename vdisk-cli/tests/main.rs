@@ -28,6 +28,7 @@ mod main {
     mod killed;
     mod killed_modes;
     mod log_replay;
+    mod lvm;
     mod mutate;
     mod ntfs;
     mod ntfs_crash;

@@ -71,7 +71,10 @@ pub fn container(
         return Err("the extents of this physical volume overlap its label or metadata".into());
     }
     let runs = runs(vg, &this.key, this.pe_count)?;
-    let mut free = FreeMap::new(size, es);
+    // The map's unit must divide the extents' offsets in the volume (pe_start is usually
+    // 1 MiB, extents 4 MiB): a unit of the extent size would lose the extents it straddles.
+    let align = 1u64 << (this.pe_start | es).trailing_zeros().min(63);
+    let mut free = FreeMap::new(size, align);
     let mut free_extents = 0u64;
     for gap in gaps(&runs, this.pe_count) {
         free_extents += gap.end - gap.start;

@@ -72,6 +72,17 @@ fn a_linear_volume_is_its_extents_in_logical_order_and_unused_extents_are_free()
 }
 
 #[test]
+fn free_extents_that_straddle_extent_sized_units_of_the_volume_are_all_free() {
+    // pe_start 1 MiB, extents 4 MiB: extent n starts at 1 + 4n MiB.
+    let t = r#"vg { seqno = 1 extent_size = 8192
+physical_volumes { pv0 { id = "this-pv" pe_start = 2048 pe_count = 4 } }
+logical_volumes { } }"#;
+    let vg = from_text(&parse(t.as_bytes()).unwrap()).unwrap();
+    let c = container(&vg, "thispv", SIZE, &MDAS).unwrap();
+    assert_eq!(free(&c), vec![MIB..17 * MIB]);
+}
+
+#[test]
 fn hidden_thin_snapshot_raid_and_striped_volumes_keep_their_extents_and_are_untrusted() {
     let cases = [
         (

@@ -5,6 +5,7 @@
 //! A missing oracle is a test failure that names the package to install, never a skip.
 
 pub mod fifo;
+pub mod guest_lvm;
 pub mod interrupt;
 pub mod ntfs;
 pub mod vhd;
