@@ -152,3 +152,4 @@ impl HostFile for Watched {
 }
 
 pub mod analysis;
+pub mod lvm;

@@ -45,7 +45,7 @@ mod mda;
 pub mod text;
 mod vg;
 
-use vdisk_core::fs::{Doubt, Examined, MetaReader, damaged, examine_guarded};
+use vdisk_core::fs::{ContainerUsage, Doubt, Examined, MetaReader, damaged, examine_guarded};
 use vdisk_core::{BlockDevice, FsAnalyzer, FsVerdict, Result};
 
 use crate::mda::Content;
@@ -121,6 +121,23 @@ fn newest_group(reader: &MetaReader<'_>, label: &label::Label) -> Examined<Volum
              (the current metadata lives on other disks only)",
         ),
     }
+}
+
+/// What the analyser makes of the metadata text `text` for a physical volume of `size` bytes
+/// without metadata areas, once for each physical volume the text lists (as if it were this
+/// one): the path from text to extents without a label, for fuzz targets. `Err` is the reason
+/// the text or that volume cannot be trusted.
+pub fn examine_text(
+    text: &[u8],
+    size: u64,
+) -> std::result::Result<Vec<std::result::Result<ContainerUsage, String>>, String> {
+    let parsed = text::parse(text).map_err(|e| e.to_string())?;
+    let vg = vg::from_text(&parsed)?;
+    Ok(vg
+        .pvs
+        .iter()
+        .map(|pv| allocation::container(&vg, &pv.uuid, size, &[]))
+        .collect())
 }
 
 #[cfg(test)]
