@@ -1,5 +1,5 @@
-//! The oracle of the `disk_analysis` target: partition discovery and the NTFS analyser over a
-//! raw disk held in memory.
+//! The oracle of the `disk_analysis` target: partition discovery and the NTFS and LVM2
+//! analysers over a raw disk held in memory.
 
 use std::ops::Range;
 
@@ -66,7 +66,7 @@ pub fn partitions(bytes: Vec<u8>) {
 pub fn exercise(bytes: Vec<u8>) {
     let disk = MemDevice::new(bytes);
     let len = disk.size();
-    let analysis = analyze_disk(&disk, &[&vdisk_ntfs::ANALYZER])
+    let analysis = analyze_disk(&disk, &[&vdisk_ntfs::ANALYZER, &vdisk_lvm::ANALYZER])
         .expect("an in-memory disk never fails a read: analysis must not return Err");
     let free: Vec<Range<u64>> = analysis.free.runs().collect();
     assert_well_formed(&free, len, "disk free ranges");
@@ -109,7 +109,7 @@ pub fn exercise(bytes: Vec<u8>) {
             }
         }
         FsVerdict::Untrusted { reason, .. } => assert!(!reason.is_empty(), "empty reason"),
-        FsVerdict::NotMine => {}
+        FsVerdict::NotMine | FsVerdict::Container(_) => {}
     }
 }
 
@@ -144,6 +144,7 @@ pub fn fat_family(bytes: Vec<u8>) {
             }
             FsVerdict::Untrusted { reason, .. } => assert!(!reason.is_empty(), "empty reason"),
             FsVerdict::NotMine => {}
+            FsVerdict::Container(_) => panic!("only a volume manager answers Container"),
         }
     }
 }

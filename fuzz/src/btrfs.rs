@@ -33,5 +33,6 @@ pub fn exercise(bytes: Vec<u8>) {
             assert!(!reason.is_empty(), "empty reason");
         }
         FsVerdict::NotMine => {}
+        FsVerdict::Container(_) => panic!("only a volume manager answers Container"),
     }
 }

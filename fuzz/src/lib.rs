@@ -155,3 +155,4 @@ pub mod analysis;
 pub mod ext4;
 pub mod btrfs;
 pub mod xfs;
+pub mod lvm;

@@ -38,6 +38,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     match &verdict {
         FsVerdict::NotMine => println!("{path}: not btrfs"),
         FsVerdict::Untrusted { reason, .. } => println!("{path}: untrusted: {reason}"),
+        FsVerdict::Container(_) => println!("{path}: a container of other volumes"),
         FsVerdict::Analysed(usage) | FsVerdict::Guarded { usage, .. } => {
             for (k, v) in &usage.details {
                 println!("{k}: {v}");

@@ -14,6 +14,7 @@ static DRIVERS: &[&dyn FormatDriver] =
 /// a volume decides about it.
 static ANALYZERS: &[&dyn FsAnalyzer] = &[
     &vdisk_ntfs::ANALYZER,
+    &vdisk_lvm::ANALYZER,
     &vdisk_ext4::ANALYZER,
     &vdisk_xfs::ANALYZER,
     &vdisk_btrfs::ANALYZER,

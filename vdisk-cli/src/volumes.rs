@@ -9,23 +9,29 @@ use vdisk_core::{DiskAnalysis, VolumeReport, VolumeState};
 /// One volume in `--json` output.
 #[derive(Debug, Serialize)]
 pub struct VolumeJson {
-    /// Partition number, `null` for a disk without a partition table.
+    /// "partition 2", "the whole disk" or "lvm2 volume vg0/root in partition 2".
+    name: String,
+    /// Partition number, `null` for a disk without a partition table or an inner volume.
     partition: Option<u32>,
+    /// For a volume inside a container: the index of the container in `volumes`.
+    container: Option<usize>,
+    /// The disk ranges holding the volume, in volume order (`[start, end)` byte pairs).
+    extents: Vec<[u64; 2]>,
     /// First byte on the virtual disk.
     start: u64,
-    /// Length in bytes.
+    /// Length in bytes (of all its extents).
     size: u64,
     /// The table's description of the partition ("gpt Microsoft basic data").
     partition_type: Option<String>,
     /// Analyser id, `null` if none recognised the volume.
     fs: Option<&'static str>,
-    /// "trusted", "untrusted" or "unrecognised".
+    /// "trusted", "untrusted", "unrecognised" or "skipped".
     state: &'static str,
     /// Free bytes of a trusted file system.
     free_bytes: u64,
     /// Cluster size of a trusted file system.
     cluster_size: Option<u64>,
-    /// Why an untrusted file system is not used.
+    /// Why an untrusted file system or a skipped partition is not used.
     reason: Option<String>,
     /// The hazard the analyser named ("shadow-copies"), if any.
     hazard: Option<&'static str>,
@@ -38,11 +44,15 @@ impl VolumeJson {
             VolumeState::Trusted(u) => ("trusted", None, Some(u.cluster_size)),
             VolumeState::Untrusted { reason, .. } => ("untrusted", Some(reason.clone()), None),
             VolumeState::Unrecognised => ("unrecognised", None, None),
+            VolumeState::Skipped { reason } => ("skipped", Some((*reason).to_string()), None),
         };
         VolumeJson {
+            name: v.name(),
             partition: v.partition.as_ref().map(|p| p.index),
+            container: v.inside.as_ref().map(|i| i.container),
+            extents: v.extents.iter().map(|e| [e.start, e.end]).collect(),
             start: v.range.start,
-            size: v.range.end - v.range.start,
+            size: v.extents.iter().map(|e| e.end - e.start).sum(),
             partition_type: v.partition.as_ref().map(|p| p.kind.describe()),
             fs: v.fs(),
             state,
@@ -66,7 +76,7 @@ pub fn human_lines(analysis: &DiskAnalysis) -> Vec<String> {
         let mut line = format!(
             "{}: {} at offset {}",
             v.name(),
-            human_size(v.range.end - v.range.start),
+            human_size(v.extents.iter().map(|e| e.end - e.start).sum()),
             v.range.start
         );
         if let Some(p) = &v.partition {
@@ -83,6 +93,7 @@ pub fn human_lines(analysis: &DiskAnalysis) -> Vec<String> {
                 line.push_str(&format!(", {fs}, not trusted: {reason}"));
             }
             VolumeState::Unrecognised => line.push_str(", no known file system"),
+            VolumeState::Skipped { reason } => line.push_str(&format!(", not examined: {reason}")),
         }
         lines.push(line);
     }

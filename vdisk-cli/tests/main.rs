@@ -35,6 +35,7 @@ mod main {
     mod killed;
     mod killed_modes;
     mod log_replay;
+    mod lvm;
     mod map;
     mod mutate;
     mod ntfs;

@@ -33,7 +33,9 @@
 //! optionally stop for a dry run → [`GenericCompactor::apply`] (deallocate, relocate, truncate).
 //! File-system knowledge comes from [`analyze_disk`]: [`partition::read_layout`] finds the
 //! volumes (MBR with logical partitions, GPT, or none), each registered [`FsAnalyzer`] looks at
-//! each volume through a [`VolumeView`], and the trusted free ranges, in disk offsets, become
+//! each volume through a [`VolumeView`] (one disk range, or a list of segments for a volume
+//! inside a container such as an LVM physical volume, which its analyser lists as
+//! [`InnerVolume`]s), and the trusted free ranges, mapped to disk offsets, become
 //! [`CompactOptions::fs_free`].
 //!
 //! The invariant: every virtual byte reads the same afterwards, except inside ranges the guest
@@ -62,8 +64,8 @@ mod volume;
 mod zero;
 
 pub use analysis::{
-    AnalysisOptions, DiskAnalysis, Guard, GuardOutcome, VolumeReport, VolumeState, analyze_disk,
-    analyze_disk_with,
+    AnalysisOptions, DiskAnalysis, Guard, GuardOutcome, Inside, MAX_NESTING, MAX_VOLUMES,
+    VolumeReport, VolumeState, analyze_disk, analyze_disk_with,
 };
 pub use block::{BlockDevice, check_range};
 pub use check::{CheckReport, Problem, Severity, first_error};
@@ -73,7 +75,7 @@ pub use compact::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use format::{Confidence, CreateSpec, FormatDriver, OpenOptions, ParentReference, Registry};
-pub use fs::{FsAnalyzer, FsUsage, FsVerdict, Hazard};
+pub use fs::{ContainerUsage, FsAnalyzer, FsUsage, FsVerdict, Hazard, InnerVolume};
 pub use host_file::{Access, HostFile, StdFile, copy_through_buffer, survive_file_size_limit};
 pub use image::{
     BlockState, Compactable, DiskImage, FreeAs, HostLayout, ImageInfo, ImageKind, Relocation,
@@ -89,5 +91,5 @@ pub use toolkit::{
 pub use units::{
     BlockIndex, BlockSpan, HostOffset, MIB, SECTOR, VirtOffset, align_up, block_spans,
 };
-pub use volume::VolumeView;
+pub use volume::{MAX_SEGMENTS, Segment, VolumeView};
 pub use zero::is_zero;

@@ -395,13 +395,19 @@ pub fn volume_notes(analysis: &DiskAnalysis, mode: Mode) -> Vec<String> {
                 notes.push(format!("{} ({fs}): {reason}; {instead}{anyway}", v.name()));
             }
             VolumeState::Unrecognised => {
-                let what = match &v.partition {
-                    Some(p) => {
+                let what = match (&v.partition, &v.inside) {
+                    (Some(p), _) => {
                         format!("{}: no known file system ({})", v.name(), p.kind.describe())
                     }
-                    None => "no partition table and no known file system on the disk".to_string(),
+                    (None, Some(_)) => format!("{}: no known file system", v.name()),
+                    (None, None) => {
+                        "no partition table and no known file system on the disk".to_string()
+                    }
                 };
                 notes.push(format!("{what}; {instead}"));
+            }
+            VolumeState::Skipped { reason } => {
+                notes.push(format!("{}: not examined, {reason}; {instead}", v.name()));
             }
         }
     }

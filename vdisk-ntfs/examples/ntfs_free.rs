@@ -36,6 +36,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     match &verdict {
         FsVerdict::NotMine => println!("{path}: not ntfs"),
         FsVerdict::Untrusted { reason, .. } => println!("{path}: untrusted: {reason}"),
+        FsVerdict::Container(_) => println!("{path}: a container of other volumes"),
         FsVerdict::Analysed(usage) | FsVerdict::Guarded { usage, .. } => {
             if let FsVerdict::Guarded { hazard, .. } = &verdict {
                 println!("guarded ({}): {}", hazard.id, hazard.reason);

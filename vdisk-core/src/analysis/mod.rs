@@ -1,29 +1,47 @@
-//! Whole-disk analysis: partition layout, then each volume's file system, then the disk bytes
-//! the file systems leave unused.
+//! Whole-disk analysis: partition layout, then each volume's file system (and the volumes
+//! inside containers such as LVM), then the disk bytes the file systems leave unused.
 //!
 //! ```text
 //!  read_layout(disk) ─► Unpartitioned ─► one volume: the whole disk
-//!                    ├► Table ─────────► one volume per partition
+//!                    ├► Table ─────────► one volume per partition, except the types that
+//!                    │                   are not volumes (PartitionKind::not_a_volume): Skipped
 //!                    └► Unknown ───────► no volume: nothing is free
-//!  each volume ─► analysers in order (first that is not NotMine wins) through a VolumeView
-//!              ─► Analysed: free map cut to the volume, shifted into the disk's map
-//!              ─► Guarded: hazard accepted in AnalysisOptions ─► as Analysed
-//!                          keep ranges known ─► Analysed minus the keep ranges
-//!                          otherwise ────────► Untrusted with the hazard's reason
+//!  each volume (a list of disk segments) ─► a VolumeView over them
+//!    ─► analysers in order (first that is not NotMine wins)
+//!    ─► Analysed: free map cut to the volume, mapped segment by segment into the disk's map
+//!    ─► Guarded: hazard accepted in AnalysisOptions ─► as Analysed
+//!                keep ranges known ─► Analysed minus the keep ranges
+//!                otherwise ────────► Untrusted with the hazard's reason
+//!    ─► Container (LVM PV): inner volumes checked (inside, disjoint, bounded count and depth)
+//!                ─► its own free map, minus every inner volume's extents, into the disk's map
+//!                ─► each inner volume: extents mapped through the container's segments to
+//!                   disk segments ─► examined like any volume, one level deeper
+//!                   (a container deeper than MAX_NESTING is Untrusted)
 //! ```
 //!
 //! What is never in [`DiskAnalysis::free`]: bytes outside every volume (gaps between
 //! partitions, the extended container's own sectors), the partition tables (MBR, EBRs, GPT
 //! headers and entry arrays, the backup at the disk's end), volumes whose file system is
-//! unrecognised or untrusted, and everything on a disk whose table is unknown.
+//! unrecognised or untrusted, a container's own metadata and the extents of its untrusted
+//! inner volumes, and everything on a disk whose table is unknown.
+
+mod walk;
 
 use std::ops::Range;
 
 use crate::block::BlockDevice;
-use crate::error::{ErrorKind, Result};
-use crate::fs::{FreeMap, FsAnalyzer, FsUsage, FsVerdict, Hazard, coalesce};
+use crate::error::Result;
+use crate::fs::{FreeMap, FsAnalyzer, FsUsage, Hazard, coalesce};
 use crate::partition::{Layout, Partition, read_layout};
-use crate::volume::VolumeView;
+
+/// How deep containers are opened: a partition is at depth 0, a volume inside a container on
+/// it at depth 1, and so on. A container found at this depth or deeper (an LVM physical
+/// volume inside a logical volume inside a physical volume ...) is untrusted, not opened.
+pub const MAX_NESTING: u32 = 3;
+
+/// Most volumes one analysis examines, partitions and inner volumes together; a container
+/// whose inner volumes would exceed it is untrusted.
+pub const MAX_VOLUMES: usize = 4096;
 
 /// What was learnt about one volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,19 +58,43 @@ pub enum VolumeState {
     },
     /// No analyser recognised a file system.
     Unrecognised,
+    /// Not offered to the analysers: the partition's type says it holds no file system of its
+    /// own ([`crate::partition::PartitionKind::not_a_volume`]).
+    Skipped {
+        /// Why, for the user.
+        reason: &'static str,
+    },
 }
 
 /// One volume of the disk and what its file system said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeReport {
-    /// The partition, or `None` for a disk without a partition table.
+    /// The partition, or `None` for a disk without a partition table or a volume inside a
+    /// container.
     pub partition: Option<Partition>,
-    /// The disk bytes of the volume.
+    /// The disk bytes the volume spans: its partition's range; for a volume inside a
+    /// container, from its lowest to its highest disk byte (see `extents`).
     pub range: Range<u64>,
+    /// The disk bytes of the volume in volume order: one range for a partition or the whole
+    /// disk; an inner volume's extents mapped to the disk (empty if unknown).
+    pub extents: Vec<Range<u64>>,
+    /// Where the volume lies if it is inside a container.
+    pub inside: Option<Inside>,
     /// The outcome.
     pub state: VolumeState,
     /// The hazard the analyser named, if any, and what was done about it.
     pub guard: Option<Guard>,
+}
+
+/// A volume inside a container (an LVM logical volume inside a physical volume).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inside {
+    /// The index in [`DiskAnalysis::volumes`] of the container's own report.
+    pub container: usize,
+    /// The name the container gives the volume ("vg0/root").
+    pub name: String,
+    /// The volume's name in messages: "lvm2 volume vg0/root in partition 2".
+    pub title: String,
 }
 
 /// What became of a volume's [`Hazard`].
@@ -100,11 +142,13 @@ impl AnalysisOptions {
 }
 
 impl VolumeReport {
-    /// "partition 2" or "the whole disk", for messages.
+    /// "partition 2", "the whole disk" or "lvm2 volume vg0/root in partition 2", for
+    /// messages.
     pub fn name(&self) -> String {
-        match &self.partition {
-            Some(p) => format!("partition {}", p.index),
-            None => "the whole disk".to_string(),
+        match (&self.inside, &self.partition) {
+            (Some(i), _) => i.title.clone(),
+            (None, Some(p)) => format!("partition {}", p.index),
+            (None, None) => "the whole disk".to_string(),
         }
     }
 
@@ -113,7 +157,7 @@ impl VolumeReport {
         match &self.state {
             VolumeState::Trusted(u) => Some(u.fs),
             VolumeState::Untrusted { fs, .. } => Some(fs),
-            VolumeState::Unrecognised => None,
+            VolumeState::Unrecognised | VolumeState::Skipped { .. } => None,
         }
     }
 
@@ -152,8 +196,8 @@ impl DiskAnalysis {
     }
 }
 
-/// Finds the partitions of `disk`, runs `analyzers` on each volume and collects the free space
-/// of trusted file systems in disk coordinates. Reads only. `Err` only for I/O failures of the
+/// Finds the partitions of `disk`, runs `analyzers` on each volume (and on the volumes inside
+/// containers) and collects the free space of trusted file systems in disk coordinates. Reads only. `Err` only for I/O failures of the
 /// disk; damaged tables and file systems are reported in the result, never as errors.
 ///
 /// Accepts no [`Hazard`]: the safe default, the same as [`analyze_disk_with`] and
@@ -174,74 +218,27 @@ pub fn analyze_disk_with(
     options: &AnalysisOptions,
 ) -> Result<DiskAnalysis> {
     let layout = read_layout(disk)?;
-    type Volumes = Vec<(Option<Partition>, Range<u64>)>;
-    let (volumes, metadata): (Volumes, Vec<Range<u64>>) = match &layout {
-        Layout::Unpartitioned if disk.size() > 0 => (vec![(None, 0..disk.size())], Vec::new()),
+    let (partitions, metadata): (Vec<Option<Partition>>, Vec<Range<u64>>) = match &layout {
+        Layout::Unpartitioned if disk.size() > 0 => (vec![None], Vec::new()),
         Layout::Unpartitioned | Layout::Unknown { .. } => (Vec::new(), Vec::new()),
         Layout::Table(t) => (
-            t.partitions
-                .iter()
-                .map(|p| (Some(p.clone()), p.range()))
-                .collect(),
+            t.partitions.iter().cloned().map(Some).collect(),
             t.metadata.clone(),
         ),
     };
-    let mut reports = Vec::with_capacity(volumes.len());
-    let mut free = FreeMap::new(disk.size(), 0);
-    for (partition, range) in volumes {
-        let view = VolumeView::new(disk, range.clone())?;
-        let (state, guard) = examine(&view, analyzers, options)?;
-        if let VolumeState::Trusted(usage) = &state {
-            free.add_shifted(&usage.free, range.start);
-        }
-        reports.push(VolumeReport {
-            partition,
-            range,
-            state,
-            guard,
-        });
+    let mut walk = walk::Walk::new(disk, analyzers, options);
+    for partition in partitions {
+        walk.partition(partition)?;
     }
+    let (volumes, mut free) = walk.finish();
     for m in metadata {
         free.mark_used(m);
     }
     Ok(DiskAnalysis {
         layout,
-        volumes: reports,
+        volumes,
         free,
     })
-}
-
-/// Runs the analysers on one volume; the first that recognises it decides. Free ranges are
-/// clamped to the volume and coalesced, whatever the analyser returned.
-fn examine(
-    view: &VolumeView<'_>,
-    analyzers: &[&'static dyn FsAnalyzer],
-    options: &AnalysisOptions,
-) -> Result<(VolumeState, Option<Guard>)> {
-    for a in analyzers {
-        let verdict = match a.analyze(view) {
-            Ok(v) => v,
-            // A read outside the volume is the analyser following damaged metadata.
-            Err(e) if e.kind() == ErrorKind::OutOfRange => FsVerdict::Untrusted {
-                fs: a.id(),
-                reason: format!("file system metadata points outside the volume ({e})"),
-            },
-            Err(e) => return Err(e),
-        };
-        match verdict {
-            FsVerdict::NotMine => continue,
-            FsVerdict::Untrusted { fs, reason } => {
-                return Ok((VolumeState::Untrusted { fs, reason }, None));
-            }
-            FsVerdict::Analysed(usage) => {
-                return Ok((VolumeState::Trusted(clamped(usage, view.size())), None));
-            }
-            FsVerdict::Guarded { usage, hazard } => {
-                return Ok(guarded(clamped(usage, view.size()), hazard, options));
-            }
-        }
-    }
-    Ok((VolumeState::Unrecognised, None))
 }
 
 /// `usage` with its free map cut to `0..len`: an analyser's map longer than its volume must

@@ -391,3 +391,5 @@ fn a_guarded_volume_keeps_what_its_hazard_needs_or_is_untrusted_unless_the_hazar
         );
     }
 }
+
+mod container;

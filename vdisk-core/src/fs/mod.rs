@@ -16,6 +16,12 @@
 //! would destroy and, when it knows, exactly which bytes to keep. The caller decides, through
 //! [`crate::AnalysisOptions`], whether the user accepted that loss.
 //!
+//! Some volumes are containers of other volumes: an LVM physical volume holds logical volumes,
+//! each a list of the container's extents. The analyser of such a container answers
+//! [`FsVerdict::Container`]: the container's own free bytes (extents no inner volume uses) and
+//! the [`InnerVolume`]s, which the caller then gives to every analyser in turn, as it does
+//! partitions (up to a small nesting depth: see [`crate::MAX_NESTING`]).
+//!
 //! # The analyser kit
 //! What every analyser needs and none should write again: [`FreeMap`] (free space in bounded
 //! memory, whatever its fragmentation), [`MetaReader`] (bounded, budgeted, cached metadata
@@ -23,6 +29,7 @@
 //! device failures stay errors), [`StreamReader`] (`Read + Seek` for parser crates) and
 //! [`MemDevice`] (a device in memory for tests and fuzz targets).
 
+mod container;
 mod free_map;
 mod mem_device;
 mod metadata;
@@ -34,6 +41,7 @@ use std::ops::Range;
 use crate::block::BlockDevice;
 use crate::error::Result;
 
+pub use container::{ContainerUsage, InnerVolume};
 pub use free_map::{FreeMap, Runs};
 pub use mem_device::MemDevice;
 pub use metadata::{Doubt, Examined, MetaReader, damaged, examine_guarded};
@@ -60,6 +68,9 @@ pub enum FsVerdict {
         /// What reclaiming `usage` would destroy.
         hazard: Hazard,
     },
+    /// A container of other volumes (an LVM physical volume): its own free bytes and the
+    /// volumes inside it, for the registered analysers to examine.
+    Container(ContainerUsage),
 }
 
 /// Data a trusted volume's free space still holds for someone else, which reclaim would lose.
@@ -109,7 +120,8 @@ pub trait FsAnalyzer: Send + Sync + fmt::Debug + 'static {
     /// or inconsistent metadata: corruption is a reason, not an error); `Err` only for I/O
     /// failures of the device. Never panics, and bounds every length read from the volume
     /// before allocating. [`FsVerdict::Guarded`] when the volume is sound but its free
-    /// clusters hold data another reader still needs (see [`Hazard`]).
+    /// clusters hold data another reader still needs (see [`Hazard`]). [`FsVerdict::Container`]
+    /// when the volume holds other volumes (see [`ContainerUsage`] for what it promises).
     fn analyze(&self, volume: &dyn BlockDevice) -> Result<FsVerdict>;
 }
 

@@ -81,7 +81,7 @@ const _: () = assert!(size_of::<GptHeader>() == HEADER_SIZE as usize);
 const _: () = assert!(size_of::<GptEntry>() == 128);
 
 /// Well-known partition type GUIDs (as displayed) and their names.
-const TYPE_NAMES: [(&str, &str); 8] = [
+const TYPE_NAMES: [(&str, &str); 12] = [
     (
         "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7",
         "Microsoft basic data",
@@ -96,6 +96,13 @@ const TYPE_NAMES: [(&str, &str); 8] = [
     ("0657FD6D-A4AB-43C4-84E5-0933C84B4F4F", "Linux swap"),
     ("E6D6D379-F507-44C2-A23C-238F2A3DF928", "Linux LVM"),
     ("21686148-6449-6E6F-744E-656564454649", "BIOS boot"),
+    ("A19D880F-05FC-4D3B-A006-743F0F84911E", "Linux RAID"),
+    (
+        "5808C8AA-7E8F-42E0-85D2-E1E90434CFB3",
+        "Windows LDM metadata",
+    ),
+    ("AF9B60A0-1431-4F62-BC68-3311714A69AD", "Windows LDM data"),
+    ("E75CAF8F-F680-4CEE-AFA3-B001E56EFC2D", "Storage Spaces"),
 ];
 
 /// The common name of a partition type GUID, if it is a well-known one.

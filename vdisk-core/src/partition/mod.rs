@@ -21,6 +21,17 @@
 //!
 //! The table sectors ([`PartitionTable::metadata`]) are reported so that callers can check
 //! that nothing they free overlaps them.
+//!
+//! # Type ids are hints
+//! Every partition with a non-empty range is offered to the file-system analysers, whatever
+//! its type id says (Linux 0x83 holding FAT, an ESP holding ext4, LVM on 0x83 are all common);
+//! each analyser decides by its own signature. The exceptions are the few types whose content
+//! is by definition not a file system of its own, where a stale signature left from an earlier
+//! use must not be believed ([`PartitionKind::not_a_volume`]): hibernation images, "non-file
+//! system data", boot loader code, the Microsoft reserved partition, Windows dynamic disks and
+//! Storage Spaces, and Linux software RAID members (a RAID-0 or RAID-5 member starts with what
+//! looks like its array's file system, whose free map does not describe the member). The
+//! extended partition of an MBR is a container of EBRs, never a volume.
 
 mod crc32;
 pub mod gpt;
@@ -91,6 +102,73 @@ impl PartitionKind {
                 } else {
                     format!("gpt {t} \"{name}\"")
                 }
+            }
+        }
+    }
+}
+
+/// MBR system ids whose partitions are never offered to analysers, and why.
+const MBR_NOT_VOLUMES: [(u8, &str); 5] = [
+    (
+        0x42,
+        "a windows dynamic disk (ldm) partition, whose volumes may span or stripe disks",
+    ),
+    (0x84, "a hibernation partition holding a memory image"),
+    (
+        0xA0,
+        "a laptop hibernation partition holding a memory image",
+    ),
+    (0xDA, "marked as holding non-file-system data"),
+    (
+        0xFD,
+        "a linux software raid member, whose array's data it does not describe alone",
+    ),
+];
+
+/// GPT type GUIDs (as displayed) whose partitions are never offered to analysers, and why.
+const GPT_NOT_VOLUMES: [(&str, &str); 6] = [
+    (
+        "21686148-6449-6E6F-744E-656564454649",
+        "a bios boot partition holding boot loader code",
+    ),
+    (
+        "E3C9E316-0B5C-4DB8-817D-F92DF00215AE",
+        "the microsoft reserved partition, which windows may use without a file system",
+    ),
+    (
+        "5808C8AA-7E8F-42E0-85D2-E1E90434CFB3",
+        "windows dynamic disk (ldm) metadata",
+    ),
+    (
+        "AF9B60A0-1431-4F62-BC68-3311714A69AD",
+        "a windows dynamic disk (ldm) partition, whose volumes may span or stripe disks",
+    ),
+    (
+        "E75CAF8F-F680-4CEE-AFA3-B001E56EFC2D",
+        "a windows storage spaces pool member",
+    ),
+    (
+        "A19D880F-05FC-4D3B-A006-743F0F84911E",
+        "a linux software raid member, whose array's data it does not describe alone",
+    ),
+];
+
+impl PartitionKind {
+    /// Why this partition must not be offered to the file-system analysers, if its type says
+    /// its content is not a file system of its own (see the [module docs](self)); `None` for
+    /// every other type, known or not: the analysers then decide by content.
+    pub fn not_a_volume(&self) -> Option<&'static str> {
+        match self {
+            PartitionKind::Mbr { type_id, .. } => MBR_NOT_VOLUMES
+                .iter()
+                .find(|(t, _)| t == type_id)
+                .map(|(_, why)| *why),
+            PartitionKind::Gpt { type_guid, .. } => {
+                let g = type_guid.to_string();
+                GPT_NOT_VOLUMES
+                    .iter()
+                    .find(|(t, _)| *t == g)
+                    .map(|(_, why)| *why)
             }
         }
     }

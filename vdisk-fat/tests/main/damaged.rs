@@ -129,7 +129,7 @@ proptest! {
             }
             FsVerdict::Untrusted { fs, .. } => prop_assert_eq!(fs, "fat"),
             FsVerdict::NotMine => {}
-            FsVerdict::Guarded { .. } => prop_assert!(false, "fat never guards"),
+            other => prop_assert!(false, "fat never guards nor contains volumes: {other:?}"),
         }
     }
 }

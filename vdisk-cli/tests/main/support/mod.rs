@@ -6,9 +6,10 @@
 
 pub mod fifo;
 pub mod fs_crash;
+pub mod guest_btrfs;
 pub mod guest_ext4;
 pub mod guest_fat;
-pub mod guest_btrfs;
+pub mod guest_lvm;
 pub mod interrupt;
 pub mod ntfs;
 pub mod vhd;
