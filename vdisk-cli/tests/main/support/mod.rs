@@ -6,6 +6,7 @@
 
 pub mod fifo;
 pub mod fs_crash;
+pub mod guest;
 pub mod guest_ext4;
 pub mod interrupt;
 pub mod ntfs;
