@@ -1,5 +1,5 @@
 //! Helpers shared by the guest-disk builders ([`super::ntfs`], [`super::guest_ext4`]): random
-//! bytes, running a file-system tool, converting a raw disk to an image with every block
+//! bytes (vdisk-core's), running a file-system tool, converting a raw disk to an image with every block
 //! allocated, reading a compacted image back as a raw disk, and checking that only the file
 //! system's free space changed.
 //!
@@ -15,21 +15,9 @@ use std::ops::Range;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::{qemu_img, require};
+pub use vdisk_core::testing::noise;
 
-/// Deterministic pseudo-random bytes (xorshift64), different per seed.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use super::{qemu_img, require};
 
 /// Runs a tool of `package`, feeding `stdin`; returns stdout; panics with its output on failure.
 #[track_caller]
