@@ -24,7 +24,7 @@ mod noise;
 mod tools;
 
 pub use fs_free::{MayZero, blocks_inside};
-pub use mem_image::{compact, open_bytes};
+pub use mem_image::{compact, create_in_memory, open_bytes};
 pub use noise::noise;
 pub use tools::run_tool;
 

@@ -5,8 +5,8 @@ use std::ops::Range;
 
 use crate::compact::{CompactOptions, CompactReport, Compactor, GenericCompactor, Mode};
 use crate::error::Result;
-use crate::format::{FormatDriver, OpenOptions};
-use crate::image::DiskImage;
+use crate::format::{CreateSpec, FormatDriver, OpenOptions};
+use crate::image::{DiskImage, ImageKind};
 use crate::mem_file::MemFile;
 use crate::progress::{CancelToken, NoProgress};
 
@@ -22,6 +22,24 @@ pub fn open_bytes(
         OpenOptions::read_only()
     };
     driver.open(Box::new(MemFile::from_bytes(bytes)), &opts)
+}
+
+/// Creates an image of `kind` through `driver` in memory, `size` bytes in blocks of
+/// `block_size`; returns the image and a handle to its bytes. Panics if it cannot be created.
+pub fn create_in_memory(
+    driver: &dyn FormatDriver,
+    kind: ImageKind,
+    size: u64,
+    block_size: u64,
+) -> (Box<dyn DiskImage>, MemFile) {
+    let mem = MemFile::new();
+    let image = driver
+        .create(
+            Box::new(mem.clone()),
+            &CreateSpec::new(kind, size).block_size(block_size),
+        )
+        .expect("create");
+    (image, mem)
 }
 
 /// Plans and applies a compaction of `image` in `mode` with the [`GenericCompactor`], with

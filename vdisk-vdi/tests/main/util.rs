@@ -4,10 +4,8 @@ use std::path::Path;
 use std::process::Command;
 
 pub use vdisk_core::testing::compact as compact_fs;
-use vdisk_core::testing::{check_errors, open_bytes, run_tool, whole_disk};
-use vdisk_core::{
-    CompactReport, CreateSpec, DiskImage, FormatDriver, ImageKind, MemFile, Mode, Problem,
-};
+use vdisk_core::testing::{check_errors, create_in_memory, open_bytes, run_tool, whole_disk};
+use vdisk_core::{CompactReport, DiskImage, FormatDriver, ImageKind, MemFile, Mode, Problem};
 use vdisk_vdi::DRIVER;
 
 /// Runs a qemu-utils tool and returns its stdout; panics with its output if it fails (a
@@ -81,14 +79,7 @@ pub fn open(bytes: Vec<u8>, writable: bool) -> vdisk_core::Result<Box<dyn DiskIm
 
 /// Creates an image of `kind` in memory; returns the image and a handle to its bytes.
 pub fn create(kind: ImageKind, size: u64, block_size: u64) -> (Box<dyn DiskImage>, MemFile) {
-    let mem = MemFile::new();
-    let img = DRIVER
-        .create(
-            Box::new(mem.clone()),
-            &CreateSpec::new(kind, size).block_size(block_size),
-        )
-        .expect("create");
-    (img, mem)
+    create_in_memory(&DRIVER, kind, size, block_size)
 }
 
 /// The whole virtual content.

@@ -4,10 +4,9 @@ use std::path::Path;
 use std::process::Command;
 
 pub use vdisk_core::testing::compact as compact_fs;
-use vdisk_core::testing::{open_bytes, whole_disk};
+use vdisk_core::testing::{create_in_memory, open_bytes, whole_disk};
 use vdisk_core::{
-    CompactReport, CreateSpec, DiskImage, FormatDriver, HostFile, ImageKind, MemFile, Mode,
-    OpenOptions,
+    CompactReport, DiskImage, FormatDriver, HostFile, ImageKind, MemFile, Mode, OpenOptions,
 };
 use vdisk_vhd::DRIVER;
 
@@ -36,14 +35,7 @@ pub fn open_file(file: impl HostFile + 'static) -> vdisk_core::Result<Box<dyn Di
 
 /// Creates a dynamic image in memory; returns the image and a handle to its bytes.
 pub fn create_dynamic(size: u64, block_size: u64) -> (Box<dyn DiskImage>, MemFile) {
-    let mem = MemFile::new();
-    let img = DRIVER
-        .create(
-            Box::new(mem.clone()),
-            &CreateSpec::new(ImageKind::Dynamic, size).block_size(block_size),
-        )
-        .expect("create");
-    (img, mem)
+    create_in_memory(&DRIVER, ImageKind::Dynamic, size, block_size)
 }
 
 /// The whole virtual content.
