@@ -151,25 +151,9 @@ pub fn find_parent(
     policy: &ParentPolicy,
     locators: &[Locator],
 ) -> Result<FoundParent> {
-    if chain.visited.len() >= MAX_CHAIN_DEPTH {
-        return Err(Error::new(
-            ErrorKind::InvalidImage,
-            format!("parent chain is deeper than {MAX_CHAIN_DEPTH} images"),
-        ));
-    }
-    let first_level = chain.visited.len() <= 1;
-    if let (Some(explicit), true) = (&policy.explicit, first_level) {
-        let canon = explicit.canonicalize().map_err(|e| {
-            Error::io(e, "parent image not found (named with --parent)").with_path(explicit)
-        })?;
-        return open_candidate(chain, &canon);
-    }
-    let Some(child) = &chain.path else {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "differencing image opened without a path: its parent cannot be located (name it \
-             explicitly)",
-        ));
+    let child = match search_start(chain, policy)? {
+        Start::Named(found) => return Ok(found),
+        Start::Child(child) => child,
     };
     let child_dir = child_folder(child)?;
     let allowed_dirs: Vec<PathBuf> = policy
@@ -263,24 +247,9 @@ pub fn find_parent_by_id(
     extensions: &[&str],
     is_parent: &dyn Fn(&StdFile) -> Result<bool>,
 ) -> Result<FoundParent> {
-    if chain.visited.len() >= MAX_CHAIN_DEPTH {
-        return Err(Error::new(
-            ErrorKind::InvalidImage,
-            format!("parent chain is deeper than {MAX_CHAIN_DEPTH} images"),
-        ));
-    }
-    if let (Some(explicit), true) = (&policy.explicit, chain.visited.len() <= 1) {
-        let canon = explicit.canonicalize().map_err(|e| {
-            Error::io(e, "parent image not found (named with --parent)").with_path(explicit)
-        })?;
-        return open_candidate(chain, &canon);
-    }
-    let Some(child) = &chain.path else {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "differencing image opened without a path: its parent cannot be located (name it \
-             explicitly)",
-        ));
+    let child = match search_start(chain, policy)? {
+        Start::Named(found) => return Ok(found),
+        Start::Child(child) => child,
     };
     let mut dirs = vec![child_folder(child)?];
     for d in &policy.allowed_dirs {
@@ -345,6 +314,40 @@ pub fn find_parent_by_id(
             ))
         }
     }
+}
+
+/// Where a parent search starts, after the checks both searches share.
+enum Start<'a> {
+    /// The parent named with `--parent` (it wins at the first level of the chain), opened.
+    Named(FoundParent),
+    /// The child's path: the search looks next to it.
+    Child(&'a Path),
+}
+
+/// The start both searches share: a chain deeper than [`MAX_CHAIN_DEPTH`] is refused, a
+/// parent named with `--parent` is opened at the first level, and otherwise the child must
+/// have a path to search from.
+fn search_start<'a>(chain: &'a ChainContext, policy: &ParentPolicy) -> Result<Start<'a>> {
+    if chain.visited.len() >= MAX_CHAIN_DEPTH {
+        return Err(Error::new(
+            ErrorKind::InvalidImage,
+            format!("parent chain is deeper than {MAX_CHAIN_DEPTH} images"),
+        ));
+    }
+    if let (Some(explicit), true) = (&policy.explicit, chain.visited.len() <= 1) {
+        let canon = explicit.canonicalize().map_err(|e| {
+            Error::io(e, "parent image not found (named with --parent)").with_path(explicit)
+        })?;
+        return open_candidate(chain, &canon).map(Start::Named);
+    }
+    let Some(child) = &chain.path else {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "differencing image opened without a path: its parent cannot be located (name it \
+             explicitly)",
+        ));
+    };
+    Ok(Start::Child(child))
 }
 
 /// The canonical folder of the image at `child`: relative locators start there and parents

@@ -19,8 +19,14 @@ use crate::image::DiskImage;
 use crate::mem_file::MemFile;
 
 mod fs_free;
+mod mem_image;
+mod noise;
+mod tools;
 
 pub use fs_free::{MayZero, blocks_inside};
+pub use mem_image::{compact, create_in_memory, open_bytes};
+pub use noise::noise;
+pub use tools::run_tool;
 
 /// What happens when the operation counter reaches the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

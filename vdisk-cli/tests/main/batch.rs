@@ -18,7 +18,8 @@ use super::support::interrupt::{EXIT_CANCELLED, send};
 use super::support::ntfs::{Table, build};
 use super::support::{
     EXIT_UNSUPPORTED, Out, Snapshot, assert_qemu_checked_same, assert_qemu_identical,
-    assert_qemu_valid, file_len, num, qemu_create, qemu_img, require, run, tempdir, text, vdisk,
+    assert_qemu_valid, file_len, num, qemu_create, qemu_create_vhdx, qemu_io_as, require, run,
+    tempdir, text, vdisk,
 };
 
 const MIB: u64 = 1 << 20;
@@ -31,17 +32,7 @@ pub fn image(path: &Path, format: &str, zeros: u64) {
             qemu_create(path, "dynamic", 32 * MIB);
         }
         _ => {
-            qemu_img([
-                OsStr::new("create"),
-                OsStr::new("-q"),
-                OsStr::new("-f"),
-                OsStr::new("vhdx"),
-                OsStr::new("-o"),
-                OsStr::new("block_size=1M"),
-                path.as_os_str(),
-                OsStr::new("32M"),
-            ])
-            .ok();
+            qemu_create_vhdx(path, "block_size=1M", 32 * MIB);
         }
     }
     let mut cmds = vec![format!("write -P 0x5a 0 {}", 4 * MIB)];
@@ -49,17 +40,6 @@ pub fn image(path: &Path, format: &str, zeros: u64) {
         cmds.push(format!("write -P 0 {} {zeros}", 8 * MIB));
     }
     qemu_io_as(format, path, &cmds);
-}
-
-fn qemu_io_as(format: &str, file: &Path, cmds: &[String]) {
-    let mut cmd = Command::new(require("qemu-io", "qemu-utils"));
-    cmd.args(["-f", format]);
-    for c in cmds {
-        cmd.arg("-c").arg(c);
-    }
-    let out = run(cmd.arg(file));
-    out.ok();
-    assert!(!out.stdout.contains("failed"), "{}", out.stdout);
 }
 
 fn qemu_format(path: &Path) -> &'static str {

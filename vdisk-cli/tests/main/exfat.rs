@@ -20,8 +20,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::support::compact_ok;
+use super::support::guest::{noise, os, tool};
 use super::support::guest_fat::{GuestDisk, MIB, SECTOR, assert_reclaimed_near_ceiling, volume};
-use super::support::ntfs::{noise, os, tool};
 
 const PART: Range<u64> = MIB..89 * MIB;
 const FILES: usize = 40;

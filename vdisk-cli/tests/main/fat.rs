@@ -21,8 +21,8 @@ use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::support::guest::{noise, os, tool};
 use super::support::guest_fat::{GuestDisk, MIB, SECTOR, assert_reclaimed_near_ceiling, volume};
-use super::support::ntfs::{noise, os, tool};
 use super::support::{compact_ok, num};
 
 const DISK: u64 = 96 * MIB;

@@ -5,29 +5,14 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::support::vhd::checksum;
 use super::support::{
-    EXIT_INVALID, assert_qemu_checked_same, file_len, info_ok, qemu_img, require, run, tempdir,
-    text, vdisk, vdisk_cmd,
+    EXIT_INVALID, assert_qemu_checked_same, file_len, info_ok, qemu_create_vhdx, qemu_img,
+    qemu_io_as, run, tempdir, text, vdisk, vdisk_cmd,
 };
 
 const MIB: u64 = 1 << 20;
-
-/// `qemu-io -f FORMAT -c CMD... FILE`, expecting success.
-#[track_caller]
-fn qemu_io_as(format: &str, file: &Path, cmds: &[String]) {
-    let mut cmd = Command::new(require("qemu-io", "qemu-utils"));
-    cmd.args(["-f", format]);
-    for c in cmds {
-        cmd.arg("-c").arg(c);
-    }
-    let out = run(cmd.arg(file));
-    out.ok();
-    let all = format!("{}{}", out.stdout, out.stderr);
-    assert!(!all.contains("failed"), "`{}`: {all}", out.cmdline);
-}
 
 /// Writes `bytes` into the guest of `file` at `offset`, as the guest would (qemu-io).
 #[track_caller]
@@ -75,17 +60,7 @@ fn vhd_footer(disk_type: u32, data_offset: u64, size: u64) -> Vec<u8> {
 /// allocated last, so it ends the file. Returns the file and the host offset of block 3.
 fn vhdx_with_last_block(dir: &Path) -> (PathBuf, u64) {
     let file = dir.join("guest.vhdx");
-    qemu_img([
-        OsStr::new("create"),
-        OsStr::new("-q"),
-        OsStr::new("-f"),
-        OsStr::new("vhdx"),
-        OsStr::new("-o"),
-        OsStr::new("block_size=1M,subformat=dynamic"),
-        file.as_os_str(),
-        OsStr::new("8M"),
-    ])
-    .ok();
+    qemu_create_vhdx(&file, "block_size=1M,subformat=dynamic", 8 * MIB);
     qemu_io_as(
         "vhdx",
         &file,
@@ -231,17 +206,7 @@ fn fixed_vhd_with_guest_head(dir: &Path, name: &str, size: &str, guest: &[u8]) -
 fn a_fixed_vhd_whose_guest_wrote_a_vhdx_at_offset_0_is_never_opened_as_a_vhdx() {
     let dir = tempdir();
     let inner = dir.path().join("inner.vhdx");
-    qemu_img([
-        OsStr::new("create"),
-        OsStr::new("-q"),
-        OsStr::new("-f"),
-        OsStr::new("vhdx"),
-        OsStr::new("-o"),
-        OsStr::new("block_size=1M"),
-        inner.as_os_str(),
-        OsStr::new("1M"),
-    ])
-    .ok();
+    qemu_create_vhdx(&inner, "block_size=1M", MIB);
     let guest = std::fs::read(&inner).unwrap();
     let file = fixed_vhd_with_guest_head(dir.path(), "fixed.vhd", "16M", &guest);
     let before = std::fs::read(&file).unwrap();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::support::interrupt::for_qemu;
 use super::support::{
     EXIT_INVALID, EXIT_UNSUPPORTED, Out, Snapshot, assert_qemu_checked_same, file_len, fixture,
-    qemu_img, require, run, tempdir, vdisk, vdisk_cmd,
+    qemu_create_vhdx, require, run, tempdir, vdisk, vdisk_cmd,
 };
 
 const MIB: u64 = 1 << 20;
@@ -144,17 +144,7 @@ fn same_bat_page(file: &Path) -> Desc {
 /// qemu-io.
 fn qemu_vhdx(dir: &Path, name: &str, opts: &str, size: u64, writes: &[&str]) -> PathBuf {
     let path = dir.join(name);
-    qemu_img([
-        OsStr::new("create"),
-        OsStr::new("-q"),
-        OsStr::new("-f"),
-        OsStr::new("vhdx"),
-        OsStr::new("-o"),
-        OsStr::new(opts),
-        path.as_os_str(),
-        OsStr::new(&size.to_string()),
-    ])
-    .ok();
+    qemu_create_vhdx(&path, opts, size);
     for w in writes {
         run(Command::new(require("qemu-io", "qemu-utils"))
             .args(["-f", "vhdx", "-c", w])

@@ -18,8 +18,8 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use super::support::guest::os;
 use super::support::guest_lvm::{Content, LvmDisk, build};
-use super::support::ntfs::os;
 use super::support::{compact_ok, num, qemu_img};
 
 /// `disk` converted to `format` with `opts` (all blocks allocated, zeros too).

@@ -25,7 +25,8 @@ use std::ops::Range;
 use vdisk_core::FormatDriver;
 
 use super::support::fs_crash::{FsCrash, crash_full, image, qemu_export};
-use super::support::ntfs::{MIB, SECTOR, Vol, noise, ntfs3g_free, os, tool};
+use super::support::guest::{noise, os, tool};
+use super::support::ntfs::{MIB, SECTOR, Vol, ntfs3g_free};
 use super::support::tempdir;
 
 /// The partition: 1 MiB in, 10 MiB long, on a 12 MiB disk (the last MiB is outside it).

@@ -10,8 +10,8 @@
 use std::ops::Range;
 
 use super::support::compact_ok;
+use super::support::guest::{os, tool};
 use super::support::guest_fat::{GuestDisk, MIB, SECTOR, assert_reclaimed_near_ceiling, volume};
-use super::support::ntfs::{os, tool};
 
 const PART: Range<u64> = MIB..45 * MIB;
 

@@ -171,7 +171,7 @@ impl Guest {
                     PART_START / 512,
                     (fs_range.end - fs_range.start) / 512
                 );
-                super::support::ntfs::tool(
+                super::support::guest::tool(
                     "sfdisk",
                     "fdisk",
                     &[os("-q"), raw.as_os_str()],

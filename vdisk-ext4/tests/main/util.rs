@@ -5,7 +5,6 @@
 use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use vdisk_core::fs::MemDevice;
 use vdisk_core::{FsAnalyzer, FsUsage, FsVerdict};
@@ -25,17 +24,7 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 
 /// Runs an e2fsprogs tool; panics with its output on failure.
 pub fn e2(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is missing ({e}): install the e2fsprogs package"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    vdisk_core::testing::run_tool(program, "e2fsprogs", args)
 }
 
 /// A volume image in a temporary directory.

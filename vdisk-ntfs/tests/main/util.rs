@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use vdisk_core::testing::noise as pseudo_random;
 use vdisk_core::{BlockDevice, Error, ErrorKind, FsAnalyzer, FsUsage, FsVerdict, Result};
 
 /// A read-only [`BlockDevice`] over a raw file that counts the bytes read.
@@ -89,20 +90,6 @@ pub fn try_run(program: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program} (install ntfs-3g): {e}"))
-}
-
-/// Deterministic pseudo-random bytes (xorshift), different for each seed.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// A file of `size` bytes of garbage formatted by `mkntfs -Q` (quick: the garbage stays in

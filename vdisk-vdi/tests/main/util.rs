@@ -3,26 +3,15 @@
 use std::path::Path;
 use std::process::Command;
 
-use vdisk_core::{
-    CancelToken, CompactOptions, CompactReport, Compactor, CreateSpec, DiskImage, FormatDriver,
-    GenericCompactor, ImageKind, MemFile, Mode, NoProgress, OpenOptions, Problem, Severity,
-};
+pub use vdisk_core::testing::compact as compact_fs;
+use vdisk_core::testing::{check_errors, create_in_memory, open_bytes, run_tool, whole_disk};
+use vdisk_core::{CompactReport, DiskImage, FormatDriver, ImageKind, MemFile, Mode, Problem};
 use vdisk_vdi::DRIVER;
 
-/// Runs a tool and returns its stdout; panics with its output if it fails (a missing tool
-/// fails the test, never skips it).
+/// Runs a qemu-utils tool and returns its stdout; panics with its output if it fails (a
+/// missing tool fails the test, never skips it).
 pub fn tool(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is needed for this test: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_tool(program, "qemu-utils", args)
 }
 
 /// `qemu-img create -f vdi` (with `static=on` for a fixed image) of `size` bytes.
@@ -85,44 +74,17 @@ pub fn assert_qemu_identical(a: &Path, a_fmt: &str, b: &Path, b_fmt: &str) {
 
 /// Opens `bytes` as a VDI.
 pub fn open(bytes: Vec<u8>, writable: bool) -> vdisk_core::Result<Box<dyn DiskImage>> {
-    let opts = if writable {
-        OpenOptions::read_write()
-    } else {
-        OpenOptions::read_only()
-    };
-    DRIVER.open(Box::new(MemFile::from_bytes(bytes)), &opts)
+    open_bytes(&DRIVER, bytes, writable)
 }
 
 /// Creates an image of `kind` in memory; returns the image and a handle to its bytes.
 pub fn create(kind: ImageKind, size: u64, block_size: u64) -> (Box<dyn DiskImage>, MemFile) {
-    let mem = MemFile::new();
-    let img = DRIVER
-        .create(
-            Box::new(mem.clone()),
-            &CreateSpec::new(kind, size).block_size(block_size),
-        )
-        .expect("create");
-    (img, mem)
+    create_in_memory(&DRIVER, kind, size, block_size)
 }
 
 /// The whole virtual content.
 pub fn content(img: &dyn DiskImage) -> Vec<u8> {
-    let mut buf = vec![0u8; usize::try_from(img.size()).unwrap()];
-    img.read_at(&mut buf, 0).expect("read all");
-    buf
-}
-
-/// Plans and applies a compaction, with `fs_free` as the file system's free space.
-pub fn compact_fs(
-    img: &mut dyn DiskImage,
-    mode: Mode,
-    fs_free: Option<&[std::ops::Range<u64>]>,
-) -> vdisk_core::Result<CompactReport> {
-    let c = GenericCompactor;
-    let mut opts = CompactOptions::new(mode);
-    opts.fs_free = fs_free.map(<[_]>::to_vec);
-    let plan = c.plan(img, &opts, &NoProgress, &CancelToken::new())?;
-    c.apply(img, &plan, &NoProgress, &CancelToken::new())
+    whole_disk(img)
 }
 
 /// Plans and applies a compaction.
@@ -140,9 +102,5 @@ pub fn check(bytes: Vec<u8>) -> Vec<Problem> {
 
 /// Error-level problems `check` reports for `bytes`.
 pub fn errors(bytes: Vec<u8>) -> Vec<String> {
-    check(bytes)
-        .into_iter()
-        .filter(|p| p.severity == Severity::Error)
-        .map(|p| p.message)
-        .collect()
+    check_errors(&DRIVER, bytes)
 }

@@ -159,7 +159,7 @@ pub fn crash_full(
 /// The raw disk qemu-img exports from recovered image `bytes` (after `qemu-img check -r all`,
 /// which replays a pending VHDX log), written next to `dir`'s other files.
 pub fn qemu_export(dir: &std::path::Path, qemu_format: &str, bytes: &[u8]) -> Vec<u8> {
-    use super::ntfs::os;
+    use super::guest::os;
     use super::qemu_img;
     let img = dir.join(format!("sample.{qemu_format}"));
     let raw = dir.join("sample.raw");

@@ -19,7 +19,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::ntfs::{noise, os, tool};
+use super::guest::{noise, os, tool};
 use super::qemu_img;
 
 #[path = "../../../../vdisk-btrfs/tests/main/dump_tree.rs"]

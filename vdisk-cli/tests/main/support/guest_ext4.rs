@@ -17,8 +17,10 @@ use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::ntfs::{noise, os, tool};
-use super::{qemu_img, tempdir};
+use super::guest::{
+    assert_kept_outside, convert_allocated, noise, os, read_back, tool, whole_blocks_in,
+};
+use super::tempdir;
 
 /// A guest disk holding one ext4 volume, and what e2fsprogs says about it.
 pub struct Ext4Disk {
@@ -144,34 +146,14 @@ impl Ext4Disk {
     pub fn image(&self, format: &str, options: &str, name: &str) -> PathBuf {
         let path = self.dir.path().join(name);
         let _ = fs::remove_file(&path);
-        qemu_img([
-            os("convert"),
-            os("-S"),
-            os("0"),
-            os("-f"),
-            os("raw"),
-            os("-O"),
-            os(format),
-            os("-o"),
-            os(options),
-            self.raw.as_os_str(),
-            path.as_os_str(),
-        ])
-        .ok();
+        convert_allocated(&self.raw, format, options, &path);
         path
     }
 
     /// The ceiling of file-system-aware reclaim: bytes of the disk's `block`-sized blocks that
     /// lie wholly in dumpe2fs's free blocks (every block of the image is allocated).
     pub fn ceiling(&self, block: u64) -> u64 {
-        self.free
-            .iter()
-            .map(|r| {
-                let first = r.start.next_multiple_of(block);
-                let last = r.end / block * block;
-                last.saturating_sub(first)
-            })
-            .sum()
+        whole_blocks_in(&self.free, block)
     }
 
     /// Free bytes as dumpe2fs counts them.
@@ -184,33 +166,8 @@ impl Ext4Disk {
     /// identical.
     #[track_caller]
     pub fn assert_content_kept(&self, image: &Path, format: &str) {
-        let check = qemu_img([os("check"), os("-f"), os(format), image.as_os_str()]);
-        let all = format!("{}{}", check.stdout, check.stderr);
-        assert!(
-            check.code == 0 || (check.code == 63 && all.contains("does not support checks")),
-            "qemu-img check -f {format} failed ({}):\n{all}",
-            check.code
-        );
         let back = self.dir.path().join("back.raw");
-        let _ = fs::remove_file(&back);
-        qemu_img([
-            os("convert"),
-            os("-f"),
-            os(format),
-            os("-O"),
-            os("raw"),
-            image.as_os_str(),
-            back.as_os_str(),
-        ])
-        .ok();
-        let mut now = fs::read(&back).unwrap();
-        assert!(now.len() >= self.bytes.len(), "virtual size shrank");
-        assert!(
-            now[self.bytes.len()..].iter().all(|&b| b == 0),
-            "padding past the disk is not zero"
-        );
-        now.truncate(self.bytes.len());
-        fs::remove_file(&back).unwrap();
+        let now = read_back(image, format, &back, self.bytes.len());
         assert_kept_outside(&self.bytes, &now, &self.free, "compacted image");
         self.assert_volume_sound(&now, "compacted image");
     }
@@ -231,27 +188,6 @@ impl Ext4Disk {
             );
         }
         fs::remove_file(&vol).unwrap();
-    }
-}
-
-/// Every byte of `now` outside `free` (sorted, disjoint) equals `before`.
-#[track_caller]
-pub fn assert_kept_outside(before: &[u8], now: &[u8], free: &[Range<u64>], what: &str) {
-    assert_eq!(before.len(), now.len(), "{what}: length");
-    let mut i = 0usize;
-    while i < now.len() {
-        if now[i] == before[i] {
-            i += 1;
-            continue;
-        }
-        let at = i as u64;
-        let k = free.partition_point(|r| r.end <= at);
-        let inside = free.get(k).is_some_and(|r| r.start <= at);
-        assert!(
-            inside,
-            "{what}: byte {at:#x} changed outside ext4's free blocks"
-        );
-        i = free[k].end as usize;
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::ntfs::{noise, os, tool};
+use super::guest::{noise, os, tool};
 use super::{num, qemu_img, tempdir};
 
 pub const MIB: u64 = 1 << 20;

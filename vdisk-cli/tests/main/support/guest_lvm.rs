@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
-use super::ntfs::{MIB, SECTOR, noise, os, tool};
+use super::guest::{noise, os, tool};
+use super::ntfs::{MIB, SECTOR};
 use super::{require, run, tempdir};
 
 /// The GPT type of a Linux LVM partition.

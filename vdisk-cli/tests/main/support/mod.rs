@@ -6,6 +6,7 @@
 
 pub mod fifo;
 pub mod fs_crash;
+pub mod guest;
 pub mod guest_btrfs;
 pub mod guest_ext4;
 pub mod guest_fat;
@@ -268,11 +269,17 @@ where
 /// Runs `qemu-io -f vpc` with one `-c` per command on `file`, expecting success.
 #[track_caller]
 pub fn qemu_io(file: &Path, cmds: &[String]) {
+    qemu_io_as("vpc", file, cmds);
+}
+
+/// Runs `qemu-io -f FORMAT` with one `-c` per command on `file`, expecting success.
+#[track_caller]
+pub fn qemu_io_as(format: &str, file: &Path, cmds: &[String]) {
     if cmds.is_empty() {
         return;
     }
     let mut cmd = Command::new(require("qemu-io", "qemu-utils"));
-    cmd.args(["-f", "vpc"]);
+    cmd.args(["-f", format]);
     for c in cmds {
         cmd.arg("-c").arg(c);
     }
@@ -286,6 +293,22 @@ pub fn qemu_io(file: &Path, cmds: &[String]) {
         "`{}` reported a failure:\n{all}",
         out.cmdline
     );
+}
+
+/// Creates a qemu-made VHDX with `qemu-img create -o OPTIONS` of `size` bytes.
+#[track_caller]
+pub fn qemu_create_vhdx(file: &Path, options: &str, size: u64) {
+    qemu_img([
+        OsStr::new("create"),
+        OsStr::new("-q"),
+        OsStr::new("-f"),
+        OsStr::new("vhdx"),
+        OsStr::new("-o"),
+        OsStr::new(options),
+        file.as_os_str(),
+        OsStr::new(&size.to_string()),
+    ])
+    .ok();
 }
 
 /// Creates a qemu-made VHD of `subformat` (`dynamic` or `fixed`) with requested size `size`

@@ -11,14 +11,15 @@
     reason = "test disks are tens of MiB and tests run on 64-bit hosts"
 )]
 
-use std::ffi::OsStr;
 use std::fs;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use super::{qemu_img, require, tempdir};
+use super::guest::{
+    assert_kept_outside, convert_allocated, noise, os, read_back, tool, whole_blocks_in,
+};
+use super::tempdir;
 
 pub const SECTOR: u64 = 512;
 pub const MIB: u64 = 1 << 20;
@@ -63,52 +64,6 @@ pub struct Disk {
 pub enum Table {
     Mbr,
     Gpt,
-}
-
-/// Deterministic pseudo-random bytes (xorshift64), different per seed.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Runs a tool of `package`, feeding `stdin`; returns stdout; panics with its output on failure.
-#[track_caller]
-pub fn tool(program: &str, package: &str, args: &[&OsStr], stdin: Option<&str>) -> Vec<u8> {
-    let mut cmd = Command::new(require(program, package));
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    if let Some(input) = stdin {
-        use std::io::Write;
-        let mut pipe = child.stdin.take().expect("stdin is piped");
-        pipe.write_all(input.as_bytes()).expect("feeding stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("waiting for the tool");
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-pub fn os(s: &str) -> &OsStr {
-    OsStr::new(s)
 }
 
 /// The volumes of each layout. Starts are in sectors; the logical partition (MBR) and the
@@ -281,88 +236,23 @@ impl Disk {
         if format == "vdi" {
             opts = format!("static={}", if subformat == "fixed" { "on" } else { "off" });
         }
-        // -S 0: write every block, zeros too, so the zero region is allocated in the image.
-        qemu_img([
-            os("convert"),
-            os("-S"),
-            os("0"),
-            os("-f"),
-            os("raw"),
-            os("-O"),
-            os(format),
-            os("-o"),
-            os(&opts),
-            self.raw.as_os_str(),
-            path.as_os_str(),
-        ])
-        .ok();
+        // Every block allocated, so the zero region is in the image.
+        convert_allocated(&self.raw, format, &opts, &path);
         path
     }
 
     /// Bytes of the blocks of `block` size that lie wholly in ntfs-3g's free clusters.
     pub fn whole_block_free(&self, block: u64) -> u64 {
-        let mut total = 0;
-        for r in &self.free {
-            let first = r.start.next_multiple_of(block);
-            let last = r.end / block * block;
-            if last > first {
-                total += last - first;
-            }
-        }
-        total
+        whole_blocks_in(&self.free, block)
     }
 
     /// Checks `image` after compaction: qemu checks it, every byte outside the clean volumes'
     /// free clusters reads as before, and ntfscat reads every file back identical.
     #[track_caller]
     pub fn assert_content_kept(&self, image: &Path, format: &str) {
-        let check = qemu_img([os("check"), os("-f"), os(format), image.as_os_str()]);
-        let all = format!("{}{}", check.stdout, check.stderr);
-        assert!(
-            check.code == 0 || (check.code == 63 && all.contains("does not support checks")),
-            "qemu-img check -f {format} failed ({}):\n{all}",
-            check.code
-        );
         let back = self.dir.path().join("back.raw");
-        let _ = fs::remove_file(&back);
-        qemu_img([
-            os("convert"),
-            os("-f"),
-            os(format),
-            os("-O"),
-            os("raw"),
-            image.as_os_str(),
-            back.as_os_str(),
-        ])
-        .ok();
-        let mut now = fs::read(&back).unwrap();
-        // qemu rounds a VHD's size to its CHS geometry: the padding reads zeros.
-        assert!(now.len() >= self.bytes.len(), "virtual size shrank");
-        assert!(
-            now[self.bytes.len()..].iter().all(|&b| b == 0),
-            "padding past the disk is not zero"
-        );
-        now.truncate(self.bytes.len());
-        let mut changed = 0u64;
-        let mut i = 0usize;
-        while i < now.len() {
-            if now[i] == self.bytes[i] {
-                i += 1;
-                continue;
-            }
-            let at = i as u64;
-            let k = self.free.partition_point(|r| r.end <= at);
-            let inside = self.free.get(k).is_some_and(|r| r.start <= at);
-            assert!(
-                inside,
-                "byte {at:#x} changed outside the free clusters of clean ntfs volumes"
-            );
-            // Skip to the end of this free range (any content is allowed there).
-            let end = self.free[k].end as usize;
-            changed += (end - i) as u64;
-            i = end;
-        }
-        let _ = changed;
+        let now = read_back(image, format, &back, self.bytes.len());
+        assert_kept_outside(&self.bytes, &now, &self.free, "compacted image");
         for v in &self.vols {
             let vol = self.dir.path().join(format!("check-vol{}", v.index));
             let r = v.bytes();
@@ -413,19 +303,6 @@ pub fn plain_raw(dir: &Path, table: Option<&str>) -> PathBuf {
 /// `raw` converted to a dynamic VHD with every block allocated (zeros too).
 pub fn to_vhd(raw: &Path) -> PathBuf {
     let image = raw.with_extension("vhd");
-    qemu_img([
-        os("convert"),
-        os("-S"),
-        os("0"),
-        os("-f"),
-        os("raw"),
-        os("-O"),
-        os("vpc"),
-        os("-o"),
-        os("subformat=dynamic"),
-        raw.as_os_str(),
-        image.as_os_str(),
-    ])
-    .ok();
+    convert_allocated(raw, "vpc", "subformat=dynamic", &image);
     image
 }
