@@ -620,8 +620,8 @@ mod tests {
         let r = report(500, 3, 1 << 30, 125 * (1 << 20) / 10);
         assert_eq!(
             compact_human(Path::new("disk.vhd"), &r),
-            "disk.vhd: 1.0 GiB -> 12.5 MiB (reclaimed 500 of 506 allocated blocks: 500 zero, \
-             0 trimmed, 0 file-system free; moved 3)"
+            "disk.vhd: 1.0 GiB -> 12.5 MiB (gave back 500 of 506 stored blocks: 500 only zeros; \
+             moved 3 to close the gaps)"
         );
     }
 
