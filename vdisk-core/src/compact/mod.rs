@@ -448,11 +448,16 @@ impl Compactor for GenericCompactor {
             if image.kind() == ImageKind::Fixed {
                 // A fixed image's block whose host space is all holes already (punched by an
                 // earlier retrim) gives nothing back: it is not reclaimed again, so a second
-                // run reports nothing to reclaim.
+                // run reports nothing to reclaim. Host file systems free whole pages only, so
+                // the partial pages at a range's ends (the last block before a VHD footer)
+                // stay allocated after a punch and do not count.
                 let file = image.host_file();
                 let mut keep = Vec::with_capacity(plan.reclaim.len());
                 for r in &plan.punch {
-                    keep.push(r.is_empty() || hole_bytes(file, r.clone())? < r.end - r.start);
+                    let pages = r.start.next_multiple_of(HOST_PAGE)..r.end / HOST_PAGE * HOST_PAGE;
+                    let gives_back = pages.start < pages.end
+                        && hole_bytes(file, pages.clone())? < pages.end - pages.start;
+                    keep.push(r.is_empty() || gives_back);
                 }
                 let mut k = keep.iter();
                 let mut dropped_zero = 0;
@@ -683,6 +688,9 @@ fn next_batch_len(file: &dyn HostFile, moves: &[Relocation], footprint: u64) -> 
     }
     Ok(moves.len())
 }
+
+/// The allocation unit host file systems punch in: a range's partial pages stay allocated.
+const HOST_PAGE: u64 = 4096;
 
 /// Bytes of `range` that lie in holes of `file` (`SEEK_DATA`/`SEEK_HOLE`): what writing the
 /// whole range would newly allocate.
