@@ -64,6 +64,13 @@ pub(crate) fn check_spec(spec: &CreateSpec) -> Result<()> {
             spec.size
         )));
     }
+    if spec.kind == ImageKind::Fixed && spec.block_size.is_some() {
+        return Err(invalid(
+            "a fixed vhd has no blocks (it is the disk's bytes followed by a footer); leave out \
+             the block size"
+                .to_string(),
+        ));
+    }
     let (size, _) =
         created_size(spec.size).ok_or_else(|| invalid("disk size overflows".to_string()))?;
     if spec.kind == ImageKind::Dynamic {

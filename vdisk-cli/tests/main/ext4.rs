@@ -163,7 +163,8 @@ fn a_wsl_disk_whose_journal_needs_recovery_is_only_zero_scanned_and_says_wsl_shu
     );
     let notes = r["notes"].to_string();
     assert!(
-        notes.contains("wsl --shutdown") && notes.contains("zero scan only"),
+        notes.contains("wsl --shutdown")
+            && notes.contains("only its blocks that hold nothing but zeros are given back"),
         "{notes}"
     );
     assert_eq!(num(&r, "blocks_reclaimed_fs"), 0, "{r}");

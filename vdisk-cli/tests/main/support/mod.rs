@@ -39,6 +39,10 @@ pub const EXIT_INVALID: i32 = 4;
 pub const EXIT_UNSUPPORTED: i32 = 5;
 /// Read-only file or permission denied.
 pub const EXIT_READ_ONLY: i32 = 6;
+/// No such file: the image, or the parent it names.
+pub const EXIT_NOT_FOUND: i32 = 9;
+/// `create`: the file exists already.
+pub const EXIT_EXISTS: i32 = 10;
 
 /// The interpreter that has Debian's `pyvhdi` (the pyenv `python3` on PATH does not).
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
