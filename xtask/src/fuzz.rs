@@ -68,6 +68,11 @@ const WITHOUT_OVERFLOW_CHECKS: &[&str] = &["disk_analysis"];
 const RSS_LIMIT_MB: u32 = 2048;
 const MALLOC_LIMIT_MB: u32 = 512;
 
+/// The names of every target, in run order.
+pub fn target_names() -> Vec<&'static str> {
+    TARGETS.iter().map(|(n, _)| *n).collect()
+}
+
 /// Runs the task.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut secs = 60u64;
@@ -174,7 +179,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn workspace_root() -> PathBuf {
+/// The workspace folder (the parent of xtask/).
+pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest
         .parent()

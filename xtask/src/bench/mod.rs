@@ -47,6 +47,11 @@ struct Options {
     keep: bool,
 }
 
+/// The names of every case (full size), for the help.
+pub fn case_names() -> Vec<&'static str> {
+    cases::all(false).iter().map(|c| c.name).collect()
+}
+
 fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         quick: false,
