@@ -7,7 +7,7 @@
 //!                    │                   are not volumes (PartitionKind::not_a_volume): Skipped
 //!                    └► Unknown ───────► no volume: nothing is free
 //!  each volume (a list of disk segments) ─► a VolumeView over them
-//!    ─► analysers in order (first that is not NotMine wins)
+//!    ─► every analyser: the one that is not NotMine decides; two or more ─► Untrusted
 //!    ─► Analysed: free map cut to the volume, mapped segment by segment into the disk's map
 //!    ─► Guarded: hazard accepted in AnalysisOptions ─► as Analysed
 //!                keep ranges known ─► Analysed minus the keep ranges
