@@ -1,4 +1,5 @@
-//! Helpers shared by the guest-disk builders ([`super::ntfs`], [`super::guest_ext4`]): random
+//! Helpers shared by the guest-disk builders ([`super::ntfs`], [`super::guest_ext4`] and the
+//! other `guest_*` modules, the XFS test): random
 //! bytes (vdisk-core's), running a file-system tool, converting a raw disk to an image with every block
 //! allocated, reading a compacted image back as a raw disk, and checking that only the file
 //! system's free space changed.
@@ -126,6 +127,24 @@ pub fn assert_kept_outside(before: &[u8], now: &[u8], free: &[Range<u64>], what:
         // Skip to the end of this free range (any content is allowed there).
         i = free[k].end as usize;
     }
+}
+
+/// After compaction of `image` (`format`: `vpc`, `vhdx`): qemu checks it and reads it back
+/// (see [`read_back`]; `scratch` is a path for its raw copy), and every byte of what it reads
+/// outside `free` equals `before`, the raw disk it was made from (see [`assert_kept_outside`]).
+/// Returns the disk as it reads now, for the file system's own checker and readers.
+#[track_caller]
+pub fn read_back_kept_outside(
+    image: &Path,
+    format: &str,
+    scratch: &Path,
+    before: &[u8],
+    free: &[Range<u64>],
+    what: &str,
+) -> Vec<u8> {
+    let now = read_back(image, format, scratch, before.len());
+    assert_kept_outside(before, &now, free, what);
+    now
 }
 
 /// Bytes of the `block`-sized blocks that lie wholly in `free`.
