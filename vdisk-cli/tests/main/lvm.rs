@@ -15,14 +15,12 @@
 //! (losetup), `ntfs-3g`, `qemu-utils`.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use serde_json::Value;
 
-use super::support::guest::convert_allocated;
+use super::support::guest::{compact_to_ceiling, convert_allocated};
 use super::support::guest_lvm::{Content, LvmDisk, build};
-use super::support::{compact_ok, num};
 
 /// `disk` converted to `format` with `opts` (all blocks allocated, zeros too).
 fn image(disk: &LvmDisk, format: &str, opts: &str, name: &str) -> PathBuf {
@@ -44,9 +42,8 @@ fn volume<'a>(r: &'a Value, name: &str) -> &'a Value {
 /// reclaimed bytes against the ceiling; returns the bytes reclaimed by file-system knowledge.
 fn compact_and_check(disk: &LvmDisk, format: &str, opts: &str, mode: &str) -> u64 {
     let img = image(disk, format, opts, &format!("disk-{mode}.{format}"));
-    let before = fs::metadata(&img).unwrap();
-    let r = compact_ok(&img, mode, &[]);
-    let after = fs::metadata(&img).unwrap();
+    let what = format!("lvm {format} {opts}");
+    let (r, fs_bytes) = compact_to_ceiling(&img, mode, &what, |block| disk.whole_block_free(block));
     let vg = &disk.vg;
     let pv = volume(&r, "partition 1");
     assert_eq!(
@@ -92,42 +89,6 @@ fn compact_and_check(disk: &LvmDisk, format: &str, opts: &str, mode: &str) -> u6
                 );
             }
         }
-    }
-    let block = num(&r, "block_size");
-    let ceiling = disk.whole_block_free(block);
-    let fs_bytes = num(&r, "bytes_reclaimed_fs");
-    let gone = if mode == "retrim" {
-        assert_eq!(
-            after.len(),
-            before.len(),
-            "retrim keeps the file length: {r}"
-        );
-        (before.blocks() - after.blocks()) * 512
-    } else {
-        assert_eq!(after.len(), num(&r, "bytes_after"), "{r}");
-        before.len() - after.len()
-    };
-    eprintln!(
-        "lvm {format} {opts} {mode}: ceiling {} MiB in whole {block}-byte blocks, reclaimed by \
-         fs knowledge {} MiB, host bytes freed {} MiB",
-        ceiling >> 20,
-        fs_bytes >> 20,
-        gone >> 20,
-    );
-    assert!(
-        ceiling > 0,
-        "the test disk has no whole free block of {block} bytes"
-    );
-    assert!(
-        fs_bytes * 100 >= ceiling * 97 && fs_bytes <= ceiling,
-        "reclaimed {fs_bytes} bytes by file-system knowledge, ceiling {ceiling}: {r}"
-    );
-    assert!(
-        gone * 100 >= ceiling * 97,
-        "{mode}: the host file gave back {gone} bytes, want 97% of {ceiling}: {r}"
-    );
-    if mode == "quick" {
-        assert_eq!(num(&r, "blocks_reclaimed_zero"), 0, "{r}");
     }
     disk.assert_content_kept(&img, format);
     fs_bytes
