@@ -45,37 +45,35 @@ pub fn qemu_io_as(format: &str, file: &Path, cmds: &[String]) {
     );
 }
 
-/// Creates a qemu-made VHDX with `qemu-img create -o OPTIONS` of `size` bytes.
+/// `qemu-img create -q -f FORMAT -o OPTIONS file SIZE` (`size` as qemu reads it: bytes, or
+/// with a suffix such as `64M`), expecting success.
 #[track_caller]
-pub fn qemu_create_vhdx(file: &Path, options: &str, size: u64) {
+pub fn qemu_create_as(file: &Path, format: &str, options: &str, size: &str) {
     qemu_img([
         OsStr::new("create"),
         OsStr::new("-q"),
         OsStr::new("-f"),
-        OsStr::new("vhdx"),
+        OsStr::new(format),
         OsStr::new("-o"),
         OsStr::new(options),
         file.as_os_str(),
-        OsStr::new(&size.to_string()),
+        OsStr::new(size),
     ])
     .ok();
+}
+
+/// Creates a qemu-made VHDX with `qemu-img create -o OPTIONS` of `size` bytes.
+#[track_caller]
+pub fn qemu_create_vhdx(file: &Path, options: &str, size: u64) {
+    qemu_create_as(file, "vhdx", options, &size.to_string());
 }
 
 /// Creates a qemu-made VHD of `subformat` (`dynamic` or `fixed`) with requested size `size`
 /// (qemu rounds up to CHS geometry); returns the real virtual size qemu reports.
 #[track_caller]
 pub fn qemu_create(file: &Path, subformat: &str, size: u64) -> u64 {
-    qemu_img([
-        OsStr::new("create"),
-        OsStr::new("-q"),
-        OsStr::new("-f"),
-        OsStr::new("vpc"),
-        OsStr::new("-o"),
-        OsStr::new(&format!("subformat={subformat}")),
-        file.as_os_str(),
-        OsStr::new(&size.to_string()),
-    ])
-    .ok();
+    let options = format!("subformat={subformat}");
+    qemu_create_as(file, "vpc", &options, &size.to_string());
     qemu_virtual_size(file)
 }
 
