@@ -26,10 +26,12 @@
 //! What every analyser needs and none should write again: [`FreeMap`] (free space in bounded
 //! memory, whatever its fragmentation), [`MetaReader`] (bounded, budgeted, cached metadata
 //! reads), [`Doubt`] and [`examine_guarded`] (damage and panics become an untrusted verdict,
-//! device failures stay errors), [`StreamReader`] (`Read + Seek` for parser crates) and
-//! [`MemDevice`] (a device in memory for tests and fuzz targets).
+//! device failures stay errors), [`StreamReader`] (`Read + Seek` for parser crates),
+//! [`MemDevice`] (a device in memory for tests and fuzz targets) and [`FileDevice`] (a raw
+//! volume file on the host, for examples, tests and tools).
 
 mod container;
+mod file_device;
 mod free_map;
 mod mem_device;
 mod metadata;
@@ -42,6 +44,7 @@ use crate::block::BlockDevice;
 use crate::error::Result;
 
 pub use container::{ContainerUsage, InnerVolume};
+pub use file_device::FileDevice;
 pub use free_map::{FreeMap, Runs};
 pub use mem_device::MemDevice;
 pub use metadata::{Doubt, Examined, MetaReader, damaged, examine_guarded};
