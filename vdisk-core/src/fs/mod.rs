@@ -125,6 +125,10 @@ pub trait FsAnalyzer: Send + Sync + fmt::Debug + 'static {
     /// before allocating. [`FsVerdict::Guarded`] when the volume is sound but its free
     /// clusters hold data another reader still needs (see [`Hazard`]). [`FsVerdict::Container`]
     /// when the volume holds other volumes (see [`ContainerUsage`] for what it promises).
+    ///
+    /// Core offers every volume to every registered analyser. Claim a volume (anything but
+    /// `NotMine`) only on your file system's own signature: if two analysers claim one volume
+    /// (one file system written over another without wiping), core trusts neither.
     fn analyze(&self, volume: &dyn BlockDevice) -> Result<FsVerdict>;
 }
 
