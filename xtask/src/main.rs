@@ -2,7 +2,7 @@
 //!
 //! Tasks (one module each):
 //! - `demo`: build the `vdisk` binary, make a bloated sample VHD and compact it.
-//! - `bench`: vdisk's in-place compaction against `qemu-img convert`, same process.
+//! - `bench`: vdisk's in-place compaction against `qemu-img convert` and `virt-sparsify`.
 //! - `fuzz`: the cargo-fuzz targets of `fuzz/`, each for a bounded time.
 //! - `mutate`: the mutation fuzzer driving the real `vdisk` binary over mutated images.
 #![forbid(unsafe_code)]
@@ -21,8 +21,12 @@ usage: cargo xtask <task>
 tasks:
   demo [--keep]   build vdisk, make a bloated sample VHD, show info/compact/check on it
                   (--keep leaves the temporary folder in place)
-  bench [--quick] [--runs N] [--out DIR]
-                  vdisk compact against qemu-img convert on reference images; writes
+  bench [--quick] [--runs N] [--out DIR] [--only CASE]... [--keep]
+                  vdisk compact against qemu-img convert on reference images (cases a-d),
+                  and against virt-sparsify and qemu-img convert on Linux guests from a cold
+                  page cache (e-wsl: a 64 GiB WSL ext4.vhdx and a 1 TiB ext4 analysis;
+                  f-linux-guests: the 4 GiB guest table; both need root and
+                  libguestfs-tools); --only runs the cases whose name contains CASE; writes
                   bench.json and bench.md into DIR (default <target>/bench)
   bench-floor FILE FROM TO LEN AFTER
                   (run by bench) copy LEN bytes FROM -> TO inside FILE, sync, truncate to
