@@ -90,6 +90,9 @@ fn virt_sparsify(input: &Path, output: &Path, work: &Path, stats: &Path) -> Resu
         OsStr::new(&cache),
         OsStr::new("virt-sparsify"),
         OsStr::new("--quiet"),
+        // It asks on stdin (and fails without one) when the temporary folder has less room
+        // than the virtual size; the overlay it writes there holds only what it changes.
+        OsStr::new("--check-tmpdir=continue"),
         OsStr::new("--format"),
         OsStr::new("vhdx"),
         OsStr::new("--convert"),
