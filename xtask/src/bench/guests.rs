@@ -49,6 +49,19 @@ impl Guest {
         Guest::LvmExt4,
     ];
 
+    /// The guest's part of the case name (`--only f-linux-guests/xfs` runs that row alone).
+    pub fn id(self) -> &'static str {
+        match self {
+            Guest::Ext4Bare => "ext4-bare",
+            Guest::Ext4Gpt => "ext4-gpt",
+            Guest::XfsGpt => "xfs",
+            Guest::BtrfsGpt => "btrfs",
+            Guest::Fat32Mbr => "fat32",
+            Guest::ExfatGpt => "exfat",
+            Guest::LvmExt4 => "lvm",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Guest::Ext4Bare => "ext4, bare (WSL)",

@@ -22,7 +22,8 @@
 //! 5. A table on stdout, `bench.json` and `bench.md` in --out (default `<target>/bench`).
 //!
 //! `--only CASE` (repeatable) keeps the cases whose name contains CASE (`--only wsl`,
-//! `--only linux-guests`, `--only a-`).
+//! `--only linux-guests`, `--only a-`); the rows of f are `f-linux-guests/<id>` (`ext4-bare`,
+//! `ext4-gpt`, `xfs`, `btrfs`, `fat32`, `exfat`, `lvm`).
 
 mod cases;
 mod ceiling;
@@ -172,15 +173,19 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .into_iter()
         .filter(|c| chosen(c.name))
         .collect();
-    let (wsl, guests) = (chosen(WSL), chosen(GUESTS));
+    let rows: Vec<guests::Guest> = guests::Guest::ALL
+        .into_iter()
+        .filter(|g| chosen(&format!("{GUESTS}/{}", g.id())))
+        .collect();
+    let (wsl, guests) = (chosen(WSL), !rows.is_empty());
     if cases.is_empty() && !wsl && !guests {
         return Err(format!("no case matches --only {:?}", opts.only));
     }
     // The Linux-guest cases need root and peers that may be missing: fail before any work.
     if wsl || guests {
-        let mut needed = vec![guests::Guest::Ext4Bare];
-        if guests {
-            needed = guests::Guest::ALL.to_vec();
+        let mut needed = rows.clone();
+        if wsl {
+            needed.push(guests::Guest::Ext4Bare);
         }
         linux::preflight(&needed)?;
     }
@@ -201,8 +206,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         linux_sections.push(("e_wsl", s));
     }
     if guests {
-        let s =
-            linux::linux_guests(&vdisk, &work, &sizes, &guests::Guest::ALL).map_err(keep_note)?;
+        let s = linux::linux_guests(&vdisk, &work, &sizes, &rows).map_err(keep_note)?;
         linux_sections.push(("f_linux_guests", s));
     }
     if opts.keep {
