@@ -24,7 +24,7 @@ tasks:
   bench [--quick] [--runs N] [--out DIR] [--only CASE]... [--keep]
                   vdisk compact against qemu-img convert on reference images (cases a-d),
                   and against virt-sparsify and qemu-img convert on Linux guests from a cold
-                  page cache (e-wsl: a 64 GiB WSL ext4.vhdx and a 1 TiB ext4 analysis;
+                  page cache (e-wsl-64g: a 64 GiB WSL ext4.vhdx; e-wsl-1tib: a 1 TiB ext4 analysis;
                   f-linux-guests: the 4 GiB guest table; both need root and
                   libguestfs-tools); --only runs the cases whose name contains CASE; writes
                   bench.json and bench.md into DIR (default <target>/bench)

@@ -2,11 +2,11 @@
 //! libguestfs appliance under software emulation: `LIBGUESTFS_BACKEND_SETTINGS=force_tcg`) and
 //! `qemu-img convert -t writeback` (flushed, like vdisk's result):
 //!
-//! - `e-wsl`: WSL2's `ext4.vhdx` (a dynamic VHDX with 1 MiB blocks, 512-byte logical and
+//! - `e-wsl-64g`, `e-wsl-1tib`: WSL2's `ext4.vhdx` (a dynamic VHDX with 1 MiB blocks, 512-byte logical and
 //!   4096-byte physical sectors, bare ext4 made by `mkfs.ext4 -G 4096`) of 64 GiB, filled
 //!   with random files of which six in seven are then deleted (their blocks keep the bytes);
-//!   vdisk `compact --mode full` on a copy, both peers on the original; then vdisk's analysis
-//!   of a 1 TiB ext4 (`vdisk info` and `vdisk compact --dry-run`).
+//!   vdisk `compact --mode full` on a copy, both peers on the original (`e-wsl-64g`); and
+//!   vdisk's analysis of a 1 TiB ext4 (`vdisk info`, `vdisk compact --dry-run`; `e-wsl-1tib`).
 //! - `f-linux-guests`: the issue's table: 4 GiB guests (ext4 bare and in GPT, XFS, btrfs,
 //!   FAT32 in MBR, exFAT, LVM2 + ext4) holding ~3.3 GB of random files with ~85% deleted; per
 //!   guest the ceiling from the file system's own map ([`guests::ceiling`]), what vdisk `full`
@@ -168,7 +168,7 @@ pub struct Section {
     pub json: String,
 }
 
-/// Case e: the WSL disk and the 1 TiB analysis.
+/// Case e-wsl-64g: the WSL disk against the peers.
 pub fn wsl(vdisk: &Path, work: &Path, runs: usize, sizes: &Sizes) -> Result<Section, String> {
     let stats = work.join("time.txt");
     let raw = work.join("wsl.raw");
@@ -177,7 +177,7 @@ pub fn wsl(vdisk: &Path, work: &Path, runs: usize, sizes: &Sizes) -> Result<Sect
     let sparsified = work.join("wsl.virt-sparsify.vhdx");
     let converted = work.join("wsl.qemu.vhdx");
     println!(
-        "== e-wsl: {} dynamic VHDX, 1 MiB blocks, bare ext4 (mkfs.ext4 -G 4096), {} MiB of \
+        "== e-wsl-64g: {} dynamic VHDX, 1 MiB blocks, bare ext4 (mkfs.ext4 -G 4096), {} MiB of \
          files written, 6 in 7 deleted",
         super::cases::human(sizes.wsl_virtual),
         sizes.wsl_written / MIB
@@ -237,7 +237,7 @@ pub fn wsl(vdisk: &Path, work: &Path, runs: usize, sizes: &Sizes) -> Result<Sect
     }
     let (tv, ts, tq) = (med(&v), med(&s), med(&q));
     let mut md = format!(
-        "### e-wsl: {} WSL ext4.vhdx, {} MiB written, 6 in 7 files deleted; cold cache; {runs} run(s), median\n\n\
+        "### e-wsl-64g: {} WSL ext4.vhdx, {} MiB written, 6 in 7 files deleted; cold cache; {runs} run(s), median\n\n\
          | tool | wall s | peak RSS MiB | file after MiB (alloc) | vdisk time / this | vdisk size / this |\n\
          |---|---:|---:|---:|---:|---:|\n",
         super::cases::human(sizes.wsl_virtual),
@@ -291,20 +291,21 @@ pub fn wsl(vdisk: &Path, work: &Path, runs: usize, sizes: &Sizes) -> Result<Sect
         after[1].alloc,
         after[2].alloc
     );
-    let tib = tib_analysis(vdisk, work, runs, sizes)?;
-    Ok(Section {
-        markdown: format!("{md}\n{}", tib.markdown),
-        json: format!("{{\"wsl\": {json}, \"tib_analysis\": {}}}", tib.json),
-    })
+    Ok(Section { markdown: md, json })
 }
 
 /// vdisk's analysis of a 1 TiB ext4 (bare, 1 MiB blocks), from a cold cache.
-fn tib_analysis(vdisk: &Path, work: &Path, runs: usize, sizes: &Sizes) -> Result<Section, String> {
+pub fn tib_analysis(
+    vdisk: &Path,
+    work: &Path,
+    runs: usize,
+    sizes: &Sizes,
+) -> Result<Section, String> {
     let stats = work.join("time.txt");
     let raw = work.join("tib.raw");
     let image = work.join("tib.vhdx");
     println!(
-        "== e-wsl, 1 TiB: bare ext4, {} MiB of files written, 6 in 7 deleted",
+        "== e-wsl-1tib: bare ext4, {} MiB of files written, 6 in 7 deleted",
         sizes.tib_written / MIB
     );
     guests::build(
@@ -346,7 +347,7 @@ fn tib_analysis(vdisk: &Path, work: &Path, runs: usize, sizes: &Sizes) -> Result
     let rss = dry.iter().filter_map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0;
     Ok(Section {
         markdown: format!(
-            "### e-wsl, analysis of a 1 TiB ext4 (bare, VHDX 1 MiB blocks, {:.0} MiB allocated); cold cache; {runs} run(s), median\n\n\
+            "### e-wsl-1tib: analysis of a 1 TiB ext4 (bare, VHDX 1 MiB blocks, {:.0} MiB allocated); cold cache; {runs} run(s), median\n\n\
              | command | wall s | target |\n|---|---:|---:|\n\
              | vdisk info --json | {ti:.3} | < 2 s |\n\
              | vdisk compact --dry-run --mode full --json | {td:.3} (peak RSS {rss:.1} MiB; finds {:.0} MiB of file-system free blocks) | < 2 s |\n",

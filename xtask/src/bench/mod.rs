@@ -46,7 +46,8 @@ use crate::shared::{build_vdisk, target_dir};
 const MIB: f64 = 1_048_576.0;
 
 /// The names of the Linux-guest cases ([`linux`]).
-const WSL: &str = "e-wsl";
+const WSL: &str = "e-wsl-64g";
+const TIB: &str = "e-wsl-1tib";
 const GUESTS: &str = "f-linux-guests";
 
 /// The name of the hardware-floor row ([`measure::floor_command`]).
@@ -177,14 +178,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .into_iter()
         .filter(|g| chosen(&format!("{GUESTS}/{}", g.id())))
         .collect();
-    let (wsl, guests) = (chosen(WSL), !rows.is_empty());
-    if cases.is_empty() && !wsl && !guests {
+    let (wsl, tib, guests) = (chosen(WSL), chosen(TIB), !rows.is_empty());
+    if cases.is_empty() && !wsl && !tib && !guests {
         return Err(format!("no case matches --only {:?}", opts.only));
     }
     // The Linux-guest cases need root and peers that may be missing: fail before any work.
-    if wsl || guests {
+    if wsl || tib || guests {
         let mut needed = rows.clone();
-        if wsl {
+        if wsl || tib {
             needed.push(guests::Guest::Ext4Bare);
         }
         linux::preflight(&needed)?;
@@ -203,7 +204,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let keep_note = |e: String| format!("{e}\n(the work folder {} is kept)", work.display());
     if wsl {
         let s = linux::wsl(&vdisk, &work, opts.runs, &sizes).map_err(keep_note)?;
-        linux_sections.push(("e_wsl", s));
+        linux_sections.push(("e_wsl_64g", s));
+    }
+    if tib {
+        let s = linux::tib_analysis(&vdisk, &work, opts.runs, &sizes).map_err(keep_note)?;
+        linux_sections.push(("e_wsl_1tib", s));
     }
     if guests {
         let s = linux::linux_guests(&vdisk, &work, &sizes, &rows).map_err(keep_note)?;
