@@ -72,12 +72,15 @@ pub const TASKS: &[Task] = &[
 fn bench_about() -> String {
     let cases: Vec<&str> = crate::bench::case_names();
     format!(
-        "vdisk compact against qemu-img convert on reference images, cold page cache, same run; \
-         writes bench.json and bench.md into the output folder.\n\
+        "vdisk compact against qemu-img convert on reference images (cases a-d), and against \
+         virt-sparsify and qemu-img convert on Linux guests (e-wsl-64g: a 64 GiB WSL ext4.vhdx; \
+         e-wsl-1tib: the analysis of a 1 TiB ext4; f-linux-guests: the 4 GiB guest table, one \
+         row with --only f-linux-guests/ID; these need root and libguestfs-tools), cold page \
+         cache, same run; writes bench.json and bench.md into the output folder.\n\
          --quick       smaller images and one run each\n\
          --runs N      runs per tool and case (default 3, 1 with --quick)\n\
          --out DIR     where the results go (default <target>/bench)\n\
-         --only CASE   only the cases whose name starts with CASE (may be repeated)\n\
+         --only CASE   only the cases whose name contains CASE (may be repeated)\n\
          --keep        keep the work folder and its images (for profiling)\n\
          cases: {}",
         cases.join(", ")

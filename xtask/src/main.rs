@@ -2,7 +2,7 @@
 //!
 //! Tasks (one module each):
 //! - `demo`: build the `vdisk` binary, make a bloated sample VHD and compact it.
-//! - `bench`: vdisk's in-place compaction against `qemu-img convert`, same process.
+//! - `bench`: vdisk's in-place compaction against `qemu-img convert` and `virt-sparsify`.
 //! - `fuzz`: the cargo-fuzz targets of `fuzz/`, each for a bounded time.
 //! - `mutate`: the mutation fuzzer driving the real `vdisk` binary over mutated images.
 //! - `help`: every task's options (`cargo xtask help [TASK]`, `cargo xtask TASK --help`).
