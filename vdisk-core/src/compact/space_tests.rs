@@ -158,6 +158,7 @@ impl Compactable for Toy {
         Ok(HostLayout {
             data_start: BLOCK,
             block_footprint: BLOCK,
+            data_offset: Some(0),
             alignment: BLOCK,
             reserved: Vec::new(),
             trailer_len: 0,
@@ -218,7 +219,7 @@ fn peak_extra_host_space_of_a_compaction_is_one_batch_whatever_it_moves() {
     let c = GenericCompactor;
     let plan = c
         .plan(
-            &mut toy,
+            &toy,
             &CompactOptions::new(Mode::Prezeroed),
             &NoProgress,
             &CancelToken::new(),
