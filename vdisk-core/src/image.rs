@@ -13,6 +13,7 @@ use crate::units::{BlockIndex, HostOffset, align_up};
 /// The broad type of an image, as users know it from Hyper-V. Non-exhaustive: a format may
 /// bring a kind these three do not describe, so a match needs an arm for the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ImageKind {
     /// Every virtual byte has a fixed place in the file; nothing to move.
     Fixed,
@@ -38,6 +39,7 @@ impl ImageKind {
 /// moves only as a whole) may be added, so a match needs an arm for the rest; the engine
 /// treats a state it does not know as one it must keep as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BlockState {
     /// Backed by the image file: the block's host footprint (for VHD the sector bitmap followed
     /// by the data) starts at `host`.

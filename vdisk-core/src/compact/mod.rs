@@ -119,6 +119,7 @@ impl FromStr for Mode {
 /// Why a block is reclaimed. Non-exhaustive: reasons may be added as formats bring states
 /// (discarded extents, shared data), so a match needs an arm for the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Reason {
     /// Its content is all zeros.
     Zero,
