@@ -151,6 +151,9 @@ impl DiskImage for Toy {
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {
         Ok(self)
     }
+    fn as_compactable_ref(&self) -> Result<&dyn Compactable> {
+        Ok(self)
+    }
 }
 
 impl Compactable for Toy {
