@@ -79,6 +79,10 @@ fn case<'a>(mode: Mode, fs_free: Option<Vec<Range<u64>>>) -> CrashCase<'a> {
 }
 
 #[test]
+#[allow(
+    clippy::single_range_in_vec_init,
+    reason = "one free range is the case under test"
+)]
 fn every_cut_of_a_toy_compaction_leaves_an_image_that_reads_as_before_and_finishes_on_rerun() {
     // File-system-free space over blocks 3..=8 (data, zero, trimmed alike) for the modes that
     // use it.

@@ -162,7 +162,7 @@ impl Geometry {
             blocks: field(4),
         };
         let sane = g.block_size > 0
-            && g.block_size % SECTOR == 0
+            && g.block_size.is_multiple_of(SECTOR)
             && g.block_size <= 1 << 20
             && g.blocks <= MAX_BLOCKS
             && g.blocks == g.size.div_ceil(g.block_size)
