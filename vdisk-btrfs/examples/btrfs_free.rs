@@ -31,6 +31,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
+        other => println!("{path}: a verdict this example does not know: {other:?}"),
     }
     println!("analysis took {elapsed:?}");
     Ok(())

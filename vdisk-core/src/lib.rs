@@ -56,7 +56,7 @@ pub mod parent;
 pub mod partition;
 mod progress;
 mod sys;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod toolkit;
 mod units;

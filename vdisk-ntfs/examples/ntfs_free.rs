@@ -28,6 +28,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             println!("free bytes: {}", usage.free_bytes());
             println!("free ranges: {}", usage.free.len());
         }
+        other => println!("{path}: a verdict this example does not know: {other:?}"),
     }
     println!("analysis took {elapsed:?}");
     Ok(())

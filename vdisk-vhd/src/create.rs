@@ -89,6 +89,15 @@ pub(crate) fn create(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<VhdIm
     if spec.kind == ImageKind::Differencing {
         return create_differencing(file, spec);
     }
+    if !matches!(spec.kind, ImageKind::Fixed | ImageKind::Dynamic) {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "vhd images are fixed, dynamic or differencing; a {} image cannot be created",
+                spec.kind.as_str()
+            ),
+        ));
+    }
     check_spec(spec)?;
     check_empty(&*file)?;
     let (size, geometry) =

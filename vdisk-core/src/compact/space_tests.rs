@@ -151,6 +151,9 @@ impl DiskImage for Toy {
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {
         Ok(self)
     }
+    fn as_compactable_ref(&self) -> Result<&dyn Compactable> {
+        Ok(self)
+    }
 }
 
 impl Compactable for Toy {
@@ -158,6 +161,7 @@ impl Compactable for Toy {
         Ok(HostLayout {
             data_start: BLOCK,
             block_footprint: BLOCK,
+            data_offset: Some(0),
             alignment: BLOCK,
             reserved: Vec::new(),
             trailer_len: 0,
@@ -218,7 +222,7 @@ fn peak_extra_host_space_of_a_compaction_is_one_batch_whatever_it_moves() {
     let c = GenericCompactor;
     let plan = c
         .plan(
-            &mut toy,
+            &toy,
             &CompactOptions::new(Mode::Prezeroed),
             &NoProgress,
             &CancelToken::new(),

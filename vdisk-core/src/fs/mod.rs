@@ -50,8 +50,10 @@ pub use mem_device::MemDevice;
 pub use metadata::{Doubt, Examined, MetaReader, damaged, examine_guarded};
 pub use stream::StreamReader;
 
-/// What an analyser concluded about a volume.
+/// What an analyser concluded about a volume. Non-exhaustive: verdicts may be added, so a
+/// match needs an arm for the rest (treat an unknown verdict as one that frees nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FsVerdict {
     /// Not this analyser's file system (no signature).
     NotMine,
