@@ -91,7 +91,8 @@ fn fuzz_about() -> String {
     let targets: Vec<&str> = crate::fuzz::target_names();
     format!(
         "write the seed corpora, then run each cargo-fuzz target of fuzz/ for SECS seconds and \
-         print executions and crashes per target (needs cargo-fuzz and a nightly toolchain).\n\
+         print executions and crashes per target (needs cargo-fuzz; the stable toolchain builds \
+         it with RUSTC_BOOTSTRAP=1, no nightly needed).\n\
          --time SECS   seconds per target (default 60)\n\
          TARGET        run only this target\n\
          targets: {}",
