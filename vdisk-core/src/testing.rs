@@ -26,7 +26,7 @@ mod tools;
 pub use fs_free::{MayZero, blocks_inside};
 pub use mem_image::{compact, create_in_memory, open_bytes};
 pub use noise::noise;
-pub use tools::run_tool;
+pub use tools::{run_tool, tool_output, tool_succeeds};
 
 /// What happens when the operation counter reaches the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -39,7 +39,7 @@ fn resealed_byte_flips_in_the_superblock_and_the_trees_never_panic_or_free_the_r
             b[at..at + ns].copy_from_slice(&base[at..at + ns]);
         }
     };
-    let rnd = noise(77, 4096);
+    let rnd = noise(4096, 77);
     for i in 0..120 {
         let (a, bit) = (usize::from(rnd[2 * i]), rnd[2 * i + 1] % 8);
         edit_super(dev.bytes_mut(), |sb| {

@@ -5,6 +5,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+pub use vdisk_core::testing::noise;
 
 use tempfile::TempDir;
 use vdisk_core::fs::MemDevice;
@@ -26,19 +27,6 @@ impl Volume {
     }
 }
 
-/// Deterministic pseudo-random bytes.
-pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A `size_mib` MiB btrfs made by `mkfs.btrfs [extra] --rootdir` holding `files` (name,
 /// length) of random data.
 pub fn mkfs(size_mib: u64, extra: &[&str], files: &[(&str, usize)]) -> Volume {
@@ -46,7 +34,7 @@ pub fn mkfs(size_mib: u64, extra: &[&str], files: &[(&str, usize)]) -> Volume {
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
     for (i, (name, len)) in files.iter().enumerate() {
-        std::fs::write(root.join(name), noise(i as u64 + 1, *len)).unwrap();
+        std::fs::write(root.join(name), noise(*len, i as u64 + 1)).unwrap();
     }
     let image = dir.path().join("btrfs.img");
     let f = std::fs::File::create(&image).unwrap();

@@ -59,19 +59,6 @@ fn flipped(bytes: &[u8], at: u64) -> Vec<u8> {
     b
 }
 
-/// Deterministic non-image bytes (xorshift), so a failure reproduces.
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_be_bytes()[0]
-        })
-        .collect()
-}
-
 /// Every damaged variant, named.
 fn damaged(bytes: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     let o = offsets(bytes);
@@ -97,8 +84,11 @@ fn damaged(bytes: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
             flipped(bytes, o.header + DYN_CHECKSUM as u64 + 3),
         ),
         ("empty file", Vec::new()),
-        ("random bytes", noise(1 << 20)),
-        ("random bytes of a plausible size", noise(idx(o.len))),
+        ("random bytes", vdisk_core::testing::noise(1 << 20, 1)),
+        (
+            "random bytes of a plausible size",
+            vdisk_core::testing::noise(idx(o.len), 2),
+        ),
     ];
     let mut both = flipped(bytes, footer + FOOTER_CHECKSUM as u64 + 3);
     both[FOOTER_CHECKSUM + 3] ^= 0x01;

@@ -5,22 +5,10 @@
 use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+pub use vdisk_core::testing::noise;
 
 use vdisk_core::fs::MemDevice;
 use vdisk_core::{FsAnalyzer, FsUsage, FsVerdict};
-
-/// Deterministic noise.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 /// Runs an e2fsprogs tool; panics with its output on failure.
 pub fn e2(program: &str, args: &[&str]) -> String {

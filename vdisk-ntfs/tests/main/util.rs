@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 pub use vdisk_core::fs::FileDevice;
 pub use vdisk_core::testing::noise as pseudo_random;
+use vdisk_core::testing::{tool_output, tool_succeeds};
 use vdisk_core::{BlockDevice, Error, ErrorKind, FsAnalyzer, FsUsage, FsVerdict, Result};
 
 /// A device that fails every read at or past `fail_from`.
@@ -34,22 +35,12 @@ impl BlockDevice for FailingDevice {
 
 /// Runs `program` with `args`; panics with its output unless it succeeds.
 pub fn run(program: &str, args: &[&str]) -> Output {
-    let out = try_run(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    tool_succeeds(Command::new(program).args(args), "ntfs-3g")
 }
 
 /// Runs `program` with `args`; panics only if it cannot be started (missing tool).
 pub fn try_run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} (install ntfs-3g): {e}"))
+    tool_output(Command::new(program).args(args), "ntfs-3g")
 }
 
 /// A file of `size` bytes of garbage formatted by `mkntfs -Q` (quick: the garbage stays in

@@ -34,7 +34,11 @@ fn logprint_state(path: &Path) -> String {
 
 fn write_files(dir: &Path, n: usize, len: usize) {
     for i in 0..n {
-        std::fs::write(dir.join(format!("f{i}")), pseudo_random(len, i as u64)).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i}")),
+            vdisk_core::testing::noise(len, i as u64),
+        )
+        .unwrap();
     }
 }
 

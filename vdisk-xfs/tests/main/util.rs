@@ -10,30 +10,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use vdisk_core::fs::MemDevice;
+use vdisk_core::testing::{tool_output, tool_succeeds};
 use vdisk_core::{FsAnalyzer, FsUsage, FsVerdict};
 
 /// Runs `program` with `args`; panics with its output unless it succeeds.
 pub fn run(program: &str, args: &[&str]) -> Output {
-    let out = try_run(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    tool_succeeds(&mut xfs_command(program, args), "xfsprogs")
 }
 
 /// Runs `program`; panics only if it cannot be started (missing tool).
 pub fn try_run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        // mkfs.xfs refuses file systems under 300 MB unless it runs under the XFS test suite.
-        .env("TEST_DIR", "1")
+    tool_output(&mut xfs_command(program, args), "xfsprogs")
+}
+
+fn xfs_command(program: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
+    // mkfs.xfs refuses file systems under 300 MB unless it runs under the XFS test suite.
+    cmd.env("TEST_DIR", "1")
         .env("TEST_DEV", "1")
         .env("QA_CHECK_FS", "1")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is required (xfsprogs): {e}"))
+        .args(args);
+    cmd
 }
 
 /// Makes a `size`-byte file at `dir/name` holding an XFS file system made with `args`.
@@ -186,17 +183,4 @@ impl Drop for Mounted {
             let _ = Command::new("umount").arg(&self.dir).status();
         }
     }
-}
-
-/// Deterministic pseudo-random bytes.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }

@@ -13,14 +13,12 @@
     reason = "test disks are hundreds of MiB and tests run on 64-bit hosts"
 )]
 
-use std::ffi::OsStr;
 use std::fs;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::guest::{noise, os, read_back_kept_outside, tool, whole_blocks_in};
-use super::qemu_img;
+use super::guest::{convert_allocated, noise, os, read_back_kept_outside, tool, whole_blocks_in};
 
 #[path = "../../../../vdisk-btrfs/tests/main/dump_tree.rs"]
 mod dump_tree;
@@ -161,20 +159,7 @@ impl Disk {
         if format == "vhdx" && subformat == "dynamic" {
             opts.push_str(&format!(",block_size={block_mib}M"));
         }
-        let args: Vec<&OsStr> = vec![
-            os("convert"),
-            os("-S"),
-            os("0"),
-            os("-f"),
-            os("raw"),
-            os("-O"),
-            os(format),
-            os("-o"),
-            os(&opts),
-            self.raw.as_os_str(),
-            path.as_os_str(),
-        ];
-        qemu_img(args).ok();
+        convert_allocated(&self.raw, format, &opts, &path);
         path
     }
 
