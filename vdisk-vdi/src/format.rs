@@ -36,6 +36,9 @@ pub(crate) const HEADER_LEN: u64 = 512;
 /// Offset of `blocks_allocated`, the only header field compaction rewrites.
 pub(crate) const BLOCKS_ALLOCATED_OFFSET: u64 = 0x184;
 
+/// Offset of `uuid_modify`, which a compaction that changes the content renews.
+pub(crate) const UUID_MODIFY_OFFSET: u64 = 0x198;
+
 /// Image type of a dynamic ("normal") image.
 pub(crate) const TYPE_DYNAMIC: u32 = 1;
 /// Image type of a fixed image: every block preallocated.
@@ -138,6 +141,7 @@ const _: () = assert!(std::mem::offset_of!(Header, disk_size) as u64 == 0x170);
 const _: () =
     assert!(std::mem::offset_of!(Header, blocks_allocated) as u64 == BLOCKS_ALLOCATED_OFFSET);
 const _: () = assert!(std::mem::offset_of!(Header, uuid_image) as u64 == 0x188);
+const _: () = assert!(std::mem::offset_of!(Header, uuid_modify) as u64 == UUID_MODIFY_OFFSET);
 const _: () = assert!(std::mem::offset_of!(Header, uuid_link) as u64 == 0x1a8);
 const _: () = assert!(
     std::mem::offset_of!(Header, lchs_cylinders) as u64 == HEADER_START + HEADER1_SIZE as u64

@@ -9,7 +9,7 @@ use vdisk_core::{
 };
 
 use crate::bmap::{BlockMap, Entry};
-use crate::format::{BLOCKS_ALLOCATED_OFFSET, Header, show_text, show_uuid};
+use crate::format::{BLOCKS_ALLOCATED_OFFSET, Header, UUID_MODIFY_OFFSET, show_text, show_uuid};
 use crate::header::{Layout, inspect};
 
 /// The part of an open image that writes change: the map and the header's slot count.
@@ -328,6 +328,19 @@ impl DiskImage for VdiImage {
 
     fn image_id(&self) -> Option<Vec<u8>> {
         Some(self.header.uuid_image.to_vec())
+    }
+
+    /// A new modification UUID (`uuidModify`), durable before any block is dropped, as
+    /// VirtualBox renews it when the content changes: a child made from the old content then
+    /// sees that its parent changed (its `uuidParentModify` no longer matches). One 16-byte
+    /// write inside the first sector; the header has no checksum to keep.
+    fn begin_content_change(&mut self) -> Result<()> {
+        self.check_writable()?;
+        let uuid = *uuid::Uuid::new_v4().as_bytes();
+        self.file.write_at(&uuid, UUID_MODIFY_OFFSET)?;
+        self.file.sync()?;
+        self.header.uuid_modify = uuid;
+        Ok(())
     }
 
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {

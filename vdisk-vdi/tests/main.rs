@@ -8,6 +8,7 @@ mod main {
     mod bad_input;
     mod crash;
     mod differencing;
+    mod modification;
     mod prop;
     mod qemu;
     pub mod util;
