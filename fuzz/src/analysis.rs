@@ -73,9 +73,7 @@ pub fn exercise(bytes: Vec<u8>) {
     if let vdisk_core::partition::Layout::Table(table) = &analysis.layout {
         for m in &table.metadata {
             assert!(
-                free
-                    .iter()
-                    .all(|f| f.end <= m.start || m.end <= f.start),
+                free.iter().all(|f| f.end <= m.start || m.end <= f.start),
                 "partition table sectors {m:?} reported free"
             );
         }
@@ -135,7 +133,12 @@ pub fn fat_family(bytes: Vec<u8>) {
             .expect("an in-memory volume never fails a read")
         {
             FsVerdict::Analysed(usage) | FsVerdict::Guarded { usage, .. } => {
-                assert_eq!(usage.free.len(), len, "{}: the map covers the volume", a.id());
+                assert_eq!(
+                    usage.free.len(),
+                    len,
+                    "{}: the map covers the volume",
+                    a.id()
+                );
                 let free: Vec<Range<u64>> = usage.free.runs().collect();
                 assert_well_formed(&free, len, a.id());
                 assert!(

@@ -16,9 +16,9 @@ pub mod sparse;
 use std::sync::{Arc, Mutex};
 
 use vdisk_core::{
-    BlockIndex, CancelToken, CompactRequest, Error, ErrorKind, FormatDriver, FsAnalyzer,
-    HostFile, MemFile, Mode, NoProgress, OpenOptions, Registry, Result, Severity, Toolkit,
-    compact_image, image_info,
+    BlockIndex, CancelToken, CompactRequest, Error, ErrorKind, FormatDriver, FsAnalyzer, HostFile,
+    MemFile, Mode, NoProgress, OpenOptions, Registry, Result, Severity, Toolkit, compact_image,
+    image_info,
 };
 
 /// The file systems the dry-run compaction analyses, as `vdisk compact` does.
@@ -152,7 +152,7 @@ impl HostFile for Watched {
 }
 
 pub mod analysis;
-pub mod ext4;
 pub mod btrfs;
-pub mod xfs;
+pub mod ext4;
 pub mod lvm;
+pub mod xfs;

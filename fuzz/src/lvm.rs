@@ -21,7 +21,11 @@ pub fn exercise(data: &[u8]) {
         for v in &c.volumes {
             for e in &v.extents {
                 assert!(e.start < e.end && e.end <= size, "{e:?} outside 0..{size}");
-                assert!(!c.usage.free.any_free(e), "{e:?} of {} is also free", v.name);
+                assert!(
+                    !c.usage.free.any_free(e),
+                    "{e:?} of {} is also free",
+                    v.name
+                );
                 all.push(e.clone());
             }
             assert!(

@@ -20,10 +20,16 @@ pub fn exercise(bytes: Vec<u8>) {
         FsVerdict::Analysed(usage) | FsVerdict::Guarded { usage, .. } => {
             let free: Vec<Range<u64>> = usage.free.runs().collect();
             let block = usage.cluster_size;
-            assert!(block.is_power_of_two() && block >= 512, "block size {block}");
+            assert!(
+                block.is_power_of_two() && block >= 512,
+                "block size {block}"
+            );
             for r in &free {
                 assert!(r.start < r.end && r.end <= len, "{r:?} outside 0..{len}");
-                assert!(r.start % block == 0, "free range {r:?} does not start on a block");
+                assert!(
+                    r.start % block == 0,
+                    "free range {r:?} does not start on a block"
+                );
                 assert!(r.start >= 1024, "free range {r:?} covers the AG 0 headers");
             }
             for w in free.windows(2) {
