@@ -58,6 +58,13 @@ pub struct OpenOptions {
     /// format that does not open is an error, never a fallback to detection. Applies to the
     /// image named only, not to its parents.
     pub format: Option<String>,
+    /// The formats a backing image found inside this one may be in: the registry the
+    /// top-level open came from (set by [`Registry::open_path`] when unset, and handed down
+    /// the chain by [`OpenOptions::for_parent`]). The parent gate
+    /// ([`crate::parent::open_backing`]) detects each parent's format with it, so a chain may
+    /// mix formats. `None` (a library caller opening with one driver directly): the gate
+    /// knows only the driver asking.
+    pub registry: Option<Registry>,
 }
 
 impl OpenOptions {
@@ -91,14 +98,22 @@ impl OpenOptions {
         self
     }
 
-    /// The options to open a parent found at `chain`: read-only, same policy, format
-    /// detected.
+    /// Sets the registry parents are detected with ([`OpenOptions::registry`]).
+    #[must_use]
+    pub fn with_registry(mut self, registry: Registry) -> OpenOptions {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The options to open a parent found at `chain`: read-only, same policy and registry,
+    /// format detected.
     pub fn for_parent(&self, chain: ChainContext) -> OpenOptions {
         OpenOptions {
             writable: false,
             parents: self.parents.clone(),
             chain,
             format: None,
+            registry: self.registry.clone(),
         }
     }
 }
@@ -223,6 +238,16 @@ pub trait FormatDriver: Send + Sync + fmt::Debug + 'static {
         Ok(CheckReport { problems })
     }
 
+    /// The identity [`DiskImage::image_id`] gives for the image in `file`, read from `file`
+    /// alone (never opens another file, never writes): how the parent gate finds, among the
+    /// files of a folder, the parent a child names by identity ([`ParentReference::id`])
+    /// without opening every candidate's own chain. `Ok(None)`, the default, for formats
+    /// whose children name a path; errors as [`FormatDriver::open`] for a damaged file.
+    fn image_id(&self, file: &dyn HostFile) -> Result<Option<Vec<u8>>> {
+        let _ = file;
+        Ok(None)
+    }
+
     /// The parent the image in `file` names, read from `file` alone: never opens, locks or
     /// looks up another file (the caller resolves the locators, if it wants to, without
     /// opening what they name). `Ok(None)` for an image that has no parent. This is how
@@ -311,6 +336,15 @@ impl Registry {
     /// refused ([`ErrorKind::InvalidImage`]) with both readings named, until the caller names
     /// the format. [`ErrorKind::InvalidImage`] too if no driver claims it.
     pub fn detect(&self, file: &dyn HostFile) -> Result<&'static dyn FormatDriver> {
+        self.detect_with_confidence(file).map(|(driver, _)| driver)
+    }
+
+    /// [`Registry::detect`], with how sure the winning driver is: the parent gate opens a
+    /// backing image only on a [`Confidence::Likely`] claim or better.
+    pub fn detect_with_confidence(
+        &self,
+        file: &dyn HostFile,
+    ) -> Result<(&'static dyn FormatDriver, Confidence)> {
         let mut claims: Vec<(Confidence, &'static dyn FormatDriver)> = Vec::new();
         for &driver in &self.drivers {
             let confidence = driver.probe(file)?;
@@ -329,14 +363,14 @@ impl Registry {
             ));
         };
         if top == Confidence::Maybe {
-            return Ok(claims[0].1);
+            return Ok((claims[0].1, top));
         }
         let strong: Vec<_> = claims
             .into_iter()
             .filter(|&(c, _)| c >= Confidence::Likely)
             .collect();
         match strong.as_slice() {
-            [(_, driver)] => Ok(*driver),
+            [(confidence, driver)] => Ok((*driver, *confidence)),
             _ => Err(ambiguous(&strong)),
         }
     }
@@ -376,6 +410,9 @@ impl Registry {
             .driver_for(&file, opts.format.as_deref())
             .map_err(|e| e.with_path(path))?;
         let mut opts = opts.clone();
+        if opts.registry.is_none() {
+            opts.registry = Some(self.clone());
+        }
         let named_by_caller = opts.chain.path.is_none();
         if named_by_caller {
             opts.chain = ChainContext::root(path);

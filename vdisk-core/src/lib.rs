@@ -82,7 +82,9 @@ pub use image::{
     image_info,
 };
 pub use mem_file::MemFile;
-pub use parent::{ChainContext, FoundParent, Locator, LocatorKind, ParentPolicy};
+pub use parent::{
+    Backing, ChainContext, FoundParent, Identity, Locator, LocatorKind, ParentPolicy, open_backing,
+};
 pub use progress::{CancelToken, NoProgress, Phase, Progress};
 pub use toolkit::{
     CompactRequest, Failure, Outcome, Toolkit, compact_image, compact_path, nothing_to_reclaim,

@@ -83,6 +83,11 @@ impl FormatDriver for VdiDriver {
         VdiImage::reference(&*file)
     }
 
+    /// The image UUID, which a differencing VDI names its parent by.
+    fn image_id(&self, file: &dyn HostFile) -> Result<Option<Vec<u8>>> {
+        chain::image_id(file)
+    }
+
     /// Structure first (header, then every map entry, all reported); then, if that is sound,
     /// the parent link of a differencing image.
     fn check(&self, file: Box<dyn HostFile>) -> Result<CheckReport> {
