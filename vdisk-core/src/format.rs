@@ -50,8 +50,8 @@ pub struct OpenOptions {
     /// Which parent files a differencing image may open.
     pub parents: ParentPolicy,
     /// Where the image lives and which chain members are already open (set by
-    /// [`Registry::open_path`]; drivers pass the [`crate::FoundParent::chain`] when opening a
-    /// parent).
+    /// [`Registry::open_path`], and by the parent gate for each parent it opens; drivers pass
+    /// `opts` to [`crate::parent::open_backing`] unchanged).
     pub chain: ChainContext,
     /// The format to open the image as (a driver id such as `"vhd"`), instead of detecting
     /// it: how a caller resolves a file that [`Registry::detect`] calls ambiguous. A forced
@@ -214,6 +214,15 @@ pub trait FormatDriver: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Opens and validates an image. Errors say what is wrong and never change the file.
+    ///
+    /// A differencing image opens its parent through core's gate, never by itself: it hands
+    /// what it found inside the file ([`ParentReference`]) and `opts` unchanged to
+    /// [`crate::parent::open_backing`], which applies the user's policy and opens the parent
+    /// read-only with whichever driver of [`OpenOptions::registry`] recognises it. The driver
+    /// then checks that the parent is the image the child was made from, through
+    /// [`DiskImage::identity`], and decides whether it accepts a parent of that
+    /// [`DiskImage::format`]; a refusal names both formats and, like every open error,
+    /// changes nothing.
     fn open(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<Box<dyn DiskImage>>;
 
     /// Creates a new image in an empty file.
@@ -225,10 +234,22 @@ pub trait FormatDriver: Send + Sync + fmt::Debug + 'static {
         ))
     }
 
-    /// Checks an image, collecting every structural problem found. The default opens it
-    /// read-only and reports the open error, or the image's own deep checks.
+    /// Checks an image, collecting every structural problem found: [`FormatDriver::check_with`]
+    /// with read-only default options (no registry: a parent is detected with this driver
+    /// alone).
     fn check(&self, file: Box<dyn HostFile>) -> Result<CheckReport> {
-        let problems = match self.open(file, &OpenOptions::read_only()) {
+        self.check_with(file, &OpenOptions::read_only())
+    }
+
+    /// Checks an image, collecting every structural problem found; a differencing image's
+    /// parent is looked for under `opts` (its policy and registry, as an open; `writable` is
+    /// ignored: a check never writes). Drivers override this, not [`FormatDriver::check`].
+    /// The default opens it read-only and reports the open error, or the image's own deep
+    /// checks.
+    fn check_with(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<CheckReport> {
+        let mut opts = opts.clone();
+        opts.writable = false;
+        let problems = match self.open(file, &opts) {
             Ok(image) => image.check()?,
             Err(e) if e.kind() == ErrorKind::InvalidImage => {
                 vec![Problem::error(e.message(), e.offset())]
@@ -268,7 +289,8 @@ pub trait FormatDriver: Send + Sync + fmt::Debug + 'static {
 }
 
 /// What a differencing image stores about its parent, as [`FormatDriver::parent_reference`]
-/// reads it.
+/// reads it, and what a driver hands to the parent gate ([`crate::parent::open_backing`]) to
+/// open it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ParentReference {

@@ -9,8 +9,8 @@
 //!        │  Registry::open_path(path)      (locks the file, detects the format)
 //!        ▼
 //!   FormatDriver (vdisk-vhd, vdisk-vhdx, ...; an open list, no enum here)
-//!        │  open / create / check
-//!        ▼
+//!        │  open / create / check        a differencing image's parent: parent::open_backing
+//!        ▼                                  (policy, then detected with the same Registry)
 //!   Box<dyn DiskImage> ── BlockDevice: the guest view (read_at/write_at)
 //!        │               block_state(i): Allocated{host} | Zero | Unallocated | Trimmed
 //!        │  as_compactable()
