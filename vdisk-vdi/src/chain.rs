@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vdisk_core::parent::open_backing;
+use vdisk_core::parent::{open_backing, own_format_only};
 use vdisk_core::{
     Access, ChainContext, Confidence, DiskImage, Error, ErrorKind, FormatDriver, HostFile,
     OpenOptions, ParentReference, Problem, Result, StdFile,
@@ -70,18 +70,7 @@ impl VdiImage {
                 "only differencing images have a parent",
             ));
         }
-        let vdi = crate::DRIVER.id();
-        if parent.format() != vdi {
-            return Err(Error::new(
-                ErrorKind::InvalidImage,
-                format!(
-                    "parent {shown} is a {} image, but a differencing {vdi} can only be based on \
-                     a {vdi} image (it names its parent by {vdi} header uuids); nothing was \
-                     changed",
-                    parent.format()
-                ),
-            ));
-        }
+        own_format_only(&*parent, &shown, crate::DRIVER.id(), "vdi header uuids")?;
         let h = &self.header;
         let identity = parent.identity();
         let uuid = uuid_of(identity.id.as_deref());

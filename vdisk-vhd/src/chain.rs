@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vdisk_core::parent::open_backing;
+use vdisk_core::parent::{open_backing, own_format_only};
 use vdisk_core::{
     Access, BlockDevice, ChainContext, DiskImage, Error, ErrorKind, FormatDriver, HostFile,
     Locator, OpenOptions, ParentReference, Problem, Result, StdFile,
@@ -107,16 +107,8 @@ impl VhdImage {
         let header = st.layout.header;
         let header_offset = st.layout.header_offset;
         drop(st);
-        let vhd = crate::DRIVER.id();
-        if parent.format() != vhd {
-            return Err(Error::new(
-                ErrorKind::InvalidImage,
-                format!(
-                    "parent {shown} is a {} image, but a differencing {vhd} can only be based on                      a {vhd} image (it names its parent by a {vhd} footer's unique id and time                      stamp); nothing was changed",
-                    parent.format()
-                ),
-            ));
-        }
+        let link = "a vhd footer's unique id and time stamp";
+        own_format_only(&*parent, &shown, crate::DRIVER.id(), link)?;
         let identity = parent.identity();
         let id = identity.id.unwrap_or_default();
         if id != header.parent_unique_id {

@@ -43,19 +43,9 @@ pub(crate) fn check_parent(
     parent: &dyn DiskImage,
     path: &Path,
 ) -> Result<()> {
-    let vhdx = crate::DRIVER.id();
-    if parent.format() != vhdx {
-        return Err(Error::new(
-            ErrorKind::InvalidImage,
-            format!(
-                "parent {} is a {} image, but a differencing {vhdx} can only be based on a \
-                 {vhdx} image (its parent locator links to a {vhdx} DataWriteGuid); nothing was \
-                 changed",
-                path.display(),
-                parent.format()
-            ),
-        ));
-    }
+    let shown = path.display().to_string();
+    let link = "a vhdx parent locator holding its DataWriteGuid";
+    vdisk_core::parent::own_format_only(parent, &shown, crate::DRIVER.id(), link)?;
     let dwg = parent
         .identity()
         .version

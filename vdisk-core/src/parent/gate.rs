@@ -110,6 +110,24 @@ pub fn open_backing(
     Ok(Backing { image, path })
 }
 
+/// For a child driver whose format links a child only to a parent of its own format (the
+/// decision is the driver's; it calls this with its own id): `Ok` if `parent` is an `own`
+/// image, else [`ErrorKind::InvalidImage`] naming both formats and `link`, the fields by which
+/// the child names its parent. `shown` is the parent as messages name it.
+pub fn own_format_only(parent: &dyn DiskImage, shown: &str, own: &str, link: &str) -> Result<()> {
+    if parent.format() == own {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidImage,
+        format!(
+            "parent {shown} is a {} image, but a differencing {own} can only be based on a {own} \
+             image (it names its parent by {link}); nothing was changed",
+            parent.format()
+        ),
+    ))
+}
+
 /// The driver that recognises the parent in `file` from bytes its format owns.
 fn recognise(registry: &Registry, file: &dyn HostFile) -> Result<&'static dyn FormatDriver> {
     let (driver, confidence) = registry.detect_with_confidence(file).map_err(|e| {
@@ -122,8 +140,9 @@ fn recognise(registry: &Registry, file: &dyn HostFile) -> Result<&'static dyn Fo
         return Err(Error::new(
             ErrorKind::InvalidImage,
             format!(
-                "the parent image is not recognisably a disk image: at best a damaged {} image \
-                 (its signature or structure does not hold up), so it was not opened",
+                "the parent image is not recognisably one this tool can open: at best a damaged \
+                 or unsupported {} image (no signature and structure of it that hold up), so it \
+                 was not opened",
                 driver.id()
             ),
         ));

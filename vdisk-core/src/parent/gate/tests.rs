@@ -298,6 +298,12 @@ fn a_chain_that_mixes_formats_opens_and_reads_through_every_level() {
     assert_eq!(formats, ["beta", "alpha", "beta"]);
     let mid = top.parent().unwrap();
     assert_eq!(read_all(mid), sectors([0xb0, 0xa1, 0xb2, 0]));
+    // A driver that links only to its own format refuses the mixed parent, naming both.
+    own_format_only(mid, "mid.alpha", "alpha", "x").unwrap();
+    let err = own_format_only(mid, "mid.alpha", "beta", "beta ids").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidImage);
+    assert!(err.message().contains("is a alpha image"), "{err}");
+    assert!(err.message().contains("differencing beta"), "{err}");
     assert_eq!(
         mid.parent_path().unwrap(),
         d.canonicalize().unwrap().join("base.beta")
@@ -373,7 +379,10 @@ fn a_parent_no_registered_driver_recognises_is_refused_naming_it() {
         .open_path(&child, &OpenOptions::read_only())
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
-    assert!(err.message().contains("damaged beta"), "{err}");
+    assert!(
+        err.message().contains("damaged or unsupported beta"),
+        "{err}"
+    );
 }
 
 #[test]
