@@ -50,14 +50,21 @@ pub struct OpenOptions {
     /// Which parent files a differencing image may open.
     pub parents: ParentPolicy,
     /// Where the image lives and which chain members are already open (set by
-    /// [`Registry::open_path`]; drivers pass the [`crate::FoundParent::chain`] when opening a
-    /// parent).
+    /// [`Registry::open_path`], and by the parent gate for each parent it opens; drivers pass
+    /// `opts` to [`crate::parent::open_backing`] unchanged).
     pub chain: ChainContext,
     /// The format to open the image as (a driver id such as `"vhd"`), instead of detecting
     /// it: how a caller resolves a file that [`Registry::detect`] calls ambiguous. A forced
     /// format that does not open is an error, never a fallback to detection. Applies to the
     /// image named only, not to its parents.
     pub format: Option<String>,
+    /// The formats a backing image found inside this one may be in: the registry the
+    /// top-level open came from (set by [`Registry::open_path`] when unset, and handed down
+    /// the chain by [`OpenOptions::for_parent`]). The parent gate
+    /// ([`crate::parent::open_backing`]) detects each parent's format with it, so a chain may
+    /// mix formats. `None` (a library caller opening with one driver directly): the gate
+    /// knows only the driver asking.
+    pub registry: Option<Registry>,
 }
 
 impl OpenOptions {
@@ -91,14 +98,22 @@ impl OpenOptions {
         self
     }
 
-    /// The options to open a parent found at `chain`: read-only, same policy, format
-    /// detected.
+    /// Sets the registry parents are detected with ([`OpenOptions::registry`]).
+    #[must_use]
+    pub fn with_registry(mut self, registry: Registry) -> OpenOptions {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The options to open a parent found at `chain`: read-only, same policy and registry,
+    /// format detected.
     pub fn for_parent(&self, chain: ChainContext) -> OpenOptions {
         OpenOptions {
             writable: false,
             parents: self.parents.clone(),
             chain,
             format: None,
+            registry: self.registry.clone(),
         }
     }
 }
@@ -199,6 +214,15 @@ pub trait FormatDriver: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Opens and validates an image. Errors say what is wrong and never change the file.
+    ///
+    /// A differencing image opens its parent through core's gate, never by itself: it hands
+    /// what it found inside the file ([`ParentReference`]) and `opts` unchanged to
+    /// [`crate::parent::open_backing`], which applies the user's policy and opens the parent
+    /// read-only with whichever driver of [`OpenOptions::registry`] recognises it. The driver
+    /// then checks that the parent is the image the child was made from, through
+    /// [`DiskImage::identity`], and decides whether it accepts a parent of that
+    /// [`DiskImage::format`]; a refusal names both formats and, like every open error,
+    /// changes nothing.
     fn open(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<Box<dyn DiskImage>>;
 
     /// Creates a new image in an empty file.
@@ -210,10 +234,22 @@ pub trait FormatDriver: Send + Sync + fmt::Debug + 'static {
         ))
     }
 
-    /// Checks an image, collecting every structural problem found. The default opens it
-    /// read-only and reports the open error, or the image's own deep checks.
+    /// Checks an image, collecting every structural problem found: [`FormatDriver::check_with`]
+    /// with read-only default options (no registry: a parent is detected with this driver
+    /// alone).
     fn check(&self, file: Box<dyn HostFile>) -> Result<CheckReport> {
-        let problems = match self.open(file, &OpenOptions::read_only()) {
+        self.check_with(file, &OpenOptions::read_only())
+    }
+
+    /// Checks an image, collecting every structural problem found; a differencing image's
+    /// parent is looked for under `opts` (its policy and registry, as an open; `writable` is
+    /// ignored: a check never writes). Drivers override this, not [`FormatDriver::check`].
+    /// The default opens it read-only and reports the open error, or the image's own deep
+    /// checks.
+    fn check_with(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<CheckReport> {
+        let mut opts = opts.clone();
+        opts.writable = false;
+        let problems = match self.open(file, &opts) {
             Ok(image) => image.check()?,
             Err(e) if e.kind() == ErrorKind::InvalidImage => {
                 vec![Problem::error(e.message(), e.offset())]
@@ -221,6 +257,16 @@ pub trait FormatDriver: Send + Sync + fmt::Debug + 'static {
             Err(e) => return Err(e),
         };
         Ok(CheckReport { problems })
+    }
+
+    /// The identity [`DiskImage::image_id`] gives for the image in `file`, read from `file`
+    /// alone (never opens another file, never writes): how the parent gate finds, among the
+    /// files of a folder, the parent a child names by identity ([`ParentReference::id`])
+    /// without opening every candidate's own chain. `Ok(None)`, the default, for formats
+    /// whose children name a path; errors as [`FormatDriver::open`] for a damaged file.
+    fn image_id(&self, file: &dyn HostFile) -> Result<Option<Vec<u8>>> {
+        let _ = file;
+        Ok(None)
     }
 
     /// The parent the image in `file` names, read from `file` alone: never opens, locks or
@@ -243,7 +289,8 @@ pub trait FormatDriver: Send + Sync + fmt::Debug + 'static {
 }
 
 /// What a differencing image stores about its parent, as [`FormatDriver::parent_reference`]
-/// reads it.
+/// reads it, and what a driver hands to the parent gate ([`crate::parent::open_backing`]) to
+/// open it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ParentReference {
@@ -311,6 +358,15 @@ impl Registry {
     /// refused ([`ErrorKind::InvalidImage`]) with both readings named, until the caller names
     /// the format. [`ErrorKind::InvalidImage`] too if no driver claims it.
     pub fn detect(&self, file: &dyn HostFile) -> Result<&'static dyn FormatDriver> {
+        self.detect_with_confidence(file).map(|(driver, _)| driver)
+    }
+
+    /// [`Registry::detect`], with how sure the winning driver is: the parent gate opens a
+    /// backing image only on a [`Confidence::Likely`] claim or better.
+    pub fn detect_with_confidence(
+        &self,
+        file: &dyn HostFile,
+    ) -> Result<(&'static dyn FormatDriver, Confidence)> {
         let mut claims: Vec<(Confidence, &'static dyn FormatDriver)> = Vec::new();
         for &driver in &self.drivers {
             let confidence = driver.probe(file)?;
@@ -329,14 +385,14 @@ impl Registry {
             ));
         };
         if top == Confidence::Maybe {
-            return Ok(claims[0].1);
+            return Ok((claims[0].1, top));
         }
         let strong: Vec<_> = claims
             .into_iter()
             .filter(|&(c, _)| c >= Confidence::Likely)
             .collect();
         match strong.as_slice() {
-            [(_, driver)] => Ok(*driver),
+            [(confidence, driver)] => Ok((*driver, *confidence)),
             _ => Err(ambiguous(&strong)),
         }
     }
@@ -376,6 +432,9 @@ impl Registry {
             .driver_for(&file, opts.format.as_deref())
             .map_err(|e| e.with_path(path))?;
         let mut opts = opts.clone();
+        if opts.registry.is_none() {
+            opts.registry = Some(self.clone());
+        }
         let named_by_caller = opts.chain.path.is_none();
         if named_by_caller {
             opts.chain = ChainContext::root(path);

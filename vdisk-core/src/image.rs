@@ -221,6 +221,15 @@ pub trait DiskImage: BlockDevice {
         None
     }
 
+    /// What a differencing child made from this image records to know it again (see
+    /// [`crate::parent::Identity`]): child drivers check the parent the gate opened for them
+    /// ([`crate::parent::open_backing`]) through it, whatever its format. Unlike
+    /// [`DiskImage::image_id`], it says nothing about how children find their parent. The
+    /// default knows only [`DiskImage::image_id`].
+    fn identity(&self) -> crate::parent::Identity {
+        crate::parent::Identity::new(self.image_id(), None)
+    }
+
     /// Host byte ranges the image's own structures occupy: headers, footers, tables, logs,
     /// locator data, sector bitmaps. The compactor refuses to change an image in which a
     /// block's host space overlaps one of them, another block's, or the end of the file, and

@@ -9,8 +9,8 @@
 //!        │  Registry::open_path(path)      (locks the file, detects the format)
 //!        ▼
 //!   FormatDriver (vdisk-vhd, vdisk-vhdx, ...; an open list, no enum here)
-//!        │  open / create / check
-//!        ▼
+//!        │  open / create / check        a differencing image's parent: parent::open_backing
+//!        ▼                                  (policy, then detected with the same Registry)
 //!   Box<dyn DiskImage> ── BlockDevice: the guest view (read_at/write_at)
 //!        │               block_state(i): Allocated{host} | Zero | Unallocated | Trimmed
 //!        │  as_compactable()
@@ -82,7 +82,9 @@ pub use image::{
     image_info,
 };
 pub use mem_file::MemFile;
-pub use parent::{ChainContext, FoundParent, Locator, LocatorKind, ParentPolicy};
+pub use parent::{
+    Backing, ChainContext, FoundParent, Identity, Locator, LocatorKind, ParentPolicy, open_backing,
+};
 pub use progress::{CancelToken, NoProgress, Phase, Progress};
 pub use toolkit::{
     CompactRequest, Failure, Outcome, Toolkit, compact_image, compact_path, nothing_to_reclaim,

@@ -8,11 +8,19 @@
 //! names the immediate parent outright. The check is made on where the path leads, and the
 //! file opened is the one checked (see [`find_parent`]). Parents are always opened read-only
 //! with a shared lock, and only if they are regular files. Chains are bounded by [`MAX_CHAIN_DEPTH`] and cycles are refused.
+//!
+//! Drivers do not call the finders themselves: they hand what they found inside the child
+//! (a [`crate::ParentReference`]) to the gate, [`open_backing`], which applies this policy and
+//! opens the parent with whichever registered driver recognises it.
 
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::host_file::{Access, StdFile};
+
+mod gate;
+
+pub use gate::{Backing, Identity, open_backing, own_format_only};
 
 /// The deepest parent chain opened (child plus this many ancestors).
 pub const MAX_CHAIN_DEPTH: usize = 32;

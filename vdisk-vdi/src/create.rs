@@ -194,6 +194,6 @@ fn create_differencing(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Vdi
     header.uuid_parent_modify = parent.header.uuid_modify;
     write_new(&*file, &header, ImageKind::Differencing)?;
     let mut image = VdiImage::open_unlinked(file, true)?;
-    image.attach_parent(parent, Some(parent_path.clone()))?;
+    image.attach_parent(Box::new(parent), Some(parent_path.clone()))?;
     Ok(image)
 }

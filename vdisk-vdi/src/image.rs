@@ -343,6 +343,15 @@ impl DiskImage for VdiImage {
         Ok(())
     }
 
+    /// The image UUID and the modification UUID: what a differencing child records as
+    /// `uuidLinkage` and `uuidParentModify`.
+    fn identity(&self) -> vdisk_core::Identity {
+        vdisk_core::Identity::new(
+            Some(self.header.uuid_image.to_vec()),
+            Some(self.header.uuid_modify.to_vec()),
+        )
+    }
+
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {
         self.as_compactable_ref()?;
         Ok(self)

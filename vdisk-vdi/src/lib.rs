@@ -83,10 +83,17 @@ impl FormatDriver for VdiDriver {
         VdiImage::reference(&*file)
     }
 
+    /// The image UUID, which a differencing VDI names its parent by.
+    fn image_id(&self, file: &dyn HostFile) -> Result<Option<Vec<u8>>> {
+        chain::image_id(file)
+    }
+
     /// Structure first (header, then every map entry, all reported); then, if that is sound,
     /// the parent link of a differencing image.
-    fn check(&self, file: Box<dyn HostFile>) -> Result<CheckReport> {
+    fn check_with(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<CheckReport> {
         let mut problems = Vec::new();
+        let mut opts = opts.clone();
+        opts.writable = false;
         let structure = header::inspect(&*file).and_then(|(_, layout)| {
             let map = bmap::BlockMap::load(&*file, &layout)?;
             map.validate(&layout, file.len()?, &mut problems);
@@ -94,7 +101,7 @@ impl FormatDriver for VdiDriver {
         });
         match structure {
             Ok(()) if vdisk_core::first_error(&problems).is_none() => {
-                match VdiImage::open_with(file, &OpenOptions::read_only()) {
+                match VdiImage::open_with(file, &opts) {
                     Ok(image) => problems = image.check()?,
                     Err(e) if e.kind() == ErrorKind::Io => return Err(e),
                     Err(e) => problems.push(Problem::error(

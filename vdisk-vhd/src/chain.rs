@@ -11,10 +11,10 @@
 
 use std::path::{Path, PathBuf};
 
-use vdisk_core::parent::find_parent;
+use vdisk_core::parent::{open_backing, own_format_only};
 use vdisk_core::{
-    Access, BlockDevice, ChainContext, Error, ErrorKind, FormatDriver, HostFile, Locator,
-    OpenOptions, Problem, Result, StdFile,
+    Access, BlockDevice, ChainContext, DiskImage, Error, ErrorKind, FormatDriver, HostFile,
+    Locator, OpenOptions, ParentReference, Problem, Result, StdFile,
 };
 
 use crate::check::DynamicLayout;
@@ -24,47 +24,39 @@ use crate::image::{VhdImage, hex};
 use crate::locator::{self, parent_name};
 
 impl VhdImage {
-    /// Opens and validates the image in `file` as `opts` says. A differencing disk's parent is
-    /// found through its locators (W2ru, W2ku, the deprecated Wi2r/Wi2k, MacX, then the parent
-    /// name) under `opts.parents`, opened read-only, and must be a VHD whose unique id is the
-    /// one the child names; its own parents follow the same way, up to
-    /// [`vdisk_core::parent::MAX_CHAIN_DEPTH`] levels. A parent time stamp that differs from the
-    /// child's record is only a warning (in `check` and `details`). Missing parents fail with
-    /// [`ErrorKind::NotFound`] naming the stored paths. Never writes.
+    /// Opens and validates the image in `file` as `opts` says. A differencing disk hands its
+    /// locators (W2ru, W2ku, the deprecated Wi2r/Wi2k, MacX, then the parent name) to core's
+    /// parent gate ([`open_backing`]), which applies `opts.parents` and opens the parent
+    /// read-only with whichever registered driver recognises it, its own parents included, up
+    /// to [`vdisk_core::parent::MAX_CHAIN_DEPTH`] levels. The parent must then be a VHD whose
+    /// unique id is the one the child names ([`VhdImage::attach_parent`]); a parent time stamp
+    /// that differs from the child's record is only a warning (in `check` and `details`).
+    /// Missing parents fail with [`ErrorKind::NotFound`] naming the stored paths. Never
+    /// writes.
     pub fn open_with(file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<VhdImage> {
-        let chain = match (&opts.chain.path, file.path()) {
-            (None, Some(p)) => ChainContext::root(p),
-            _ => opts.chain.clone(),
-        };
+        let child = file.path().map(Path::to_path_buf);
         let mut image = Self::open_unlinked(file, opts.writable)?;
-        if image.disk_type != DiskType::Differencing {
+        let Some(locators) = image.locators()? else {
             return Ok(image);
-        }
-        let locators = {
-            let st = image
-                .read_state()
-                .ok_or_else(|| Error::invalid("differencing disk without a dynamic header", 0))?;
-            locator::resolution_order(
-                &st.layout.locators,
-                &parent_name(&st.layout.header.parent_name),
-            )
         };
-        let found = find_parent(&chain, &opts.parents, &locators)?;
-        let path = found.path.clone();
-        let parent = open_parent(found.file, &opts.for_parent(found.chain))
-            .map_err(|e| e.with_path(&path))?;
-        image.attach_parent(parent, Some(path))?;
+        let reference = ParentReference::new(locators);
+        let parent = open_backing(opts, child.as_deref(), &reference, &crate::DRIVER)?;
+        image.attach_parent(parent.image, Some(parent.path))?;
         Ok(image)
     }
 
     /// The parent locators of the image in `file`, in resolution order (the parent name
     /// last), read without opening anything else; `None` for fixed and dynamic disks.
     pub(crate) fn parent_locators(file: Box<dyn HostFile>) -> Result<Option<Vec<Locator>>> {
-        let image = Self::open_unlinked(file, false)?;
-        if image.disk_type != DiskType::Differencing {
+        Self::open_unlinked(file, false)?.locators()
+    }
+
+    /// This image's parent locators in resolution order; `None` unless differencing.
+    fn locators(&self) -> Result<Option<Vec<Locator>>> {
+        if self.disk_type != DiskType::Differencing {
             return Ok(None);
         }
-        let st = image
+        let st = self
             .read_state()
             .ok_or_else(|| Error::invalid("differencing disk without a dynamic header", 0))?;
         Ok(Some(locator::resolution_order(
@@ -83,13 +75,23 @@ impl VhdImage {
     ) -> Result<VhdImage> {
         let mut image = Self::open_unlinked(file, writable)?;
         let path = parent.file.path().map(Path::to_path_buf);
-        image.attach_parent(parent, path)?;
+        image.attach_parent(Box::new(parent), path)?;
         Ok(image)
     }
 
     /// Makes `parent` this differencing disk's parent after checking that it is the image the
-    /// child was made from (its footer unique id); a time stamp mismatch becomes a warning.
-    pub(crate) fn attach_parent(&mut self, parent: VhdImage, path: Option<PathBuf>) -> Result<()> {
+    /// child was made from (its footer unique id, [`DiskImage::identity`]); a time stamp
+    /// mismatch becomes a warning.
+    ///
+    /// A parent of another format is refused, naming both formats: the VHD spec links a child
+    /// to its parent by the parent's footer unique id and time stamp, fields only a VHD has,
+    /// and Virtual PC, Hyper-V and qemu only ever base a VHD on a VHD; another format's
+    /// identifiers happening to match would not make the chain one they can read.
+    pub(crate) fn attach_parent(
+        &mut self,
+        parent: Box<dyn DiskImage>,
+        path: Option<PathBuf>,
+    ) -> Result<()> {
         let shown = path
             .as_ref()
             .map_or_else(|| "the parent".to_string(), |p| p.display().to_string());
@@ -105,18 +107,26 @@ impl VhdImage {
         let header = st.layout.header;
         let header_offset = st.layout.header_offset;
         drop(st);
-        if header.parent_unique_id != parent.unique_id() {
+        let link = "a vhd footer's unique id and time stamp";
+        own_format_only(&*parent, &shown, crate::DRIVER.id(), link)?;
+        let identity = parent.identity();
+        let id = identity.id.unwrap_or_default();
+        if id != header.parent_unique_id {
             return Err(Error::new(
                 ErrorKind::InvalidImage,
                 format!(
                     "parent {shown} is not the image this differencing disk was made from: its unique id is {}, the child expects {}",
-                    hex(&parent.unique_id()),
+                    hex(&id),
                     hex(&header.parent_unique_id)
                 ),
             ));
         }
-        let (want, have) = (header.parent_timestamp.get(), parent.footer.timestamp.get());
-        if want != have {
+        let want = header.parent_timestamp.get();
+        let have = identity
+            .version
+            .as_deref()
+            .map(|v| <[u8; 4]>::try_from(v).map_or(u32::MAX, u32::from_be_bytes));
+        if let Some(have) = have.filter(|&h| h != want) {
             self.notes.push(Problem::warning(
                 format!(
                     "parent {shown} has time stamp {have}, but the child recorded {want}: the parent may have been changed since the child was made"
@@ -124,16 +134,16 @@ impl VhdImage {
                 Some(header_offset + 0x38),
             ));
         }
-        if parent.size < self.size {
+        if parent.size() < self.size {
             self.notes.push(Problem::warning(
                 format!(
                     "parent {shown} is {} bytes, smaller than the child's {}; the rest reads as zeros",
-                    parent.size, self.size
+                    parent.size(), self.size
                 ),
                 None,
             ));
         }
-        self.parent = Some(Box::new(parent));
+        self.parent = Some(parent);
         self.parent_path = path;
         Ok(())
     }
@@ -146,7 +156,7 @@ impl VhdImage {
                 "differencing image opened without its parent cannot read the parent's sectors",
             ));
         };
-        let inside = parent.size.saturating_sub(offset);
+        let inside = parent.size().saturating_sub(offset);
         let n = usize::try_from(inside).map_or(buf.len(), |i| i.min(buf.len()));
         let (mine, past) = buf.split_at_mut(n);
         if !mine.is_empty() {
@@ -260,31 +270,26 @@ impl VhdImage {
     }
 }
 
-/// Opens a found parent as a VHD (any other format is refused: a VHD child can only sit on a
-/// VHD).
-fn open_parent(file: StdFile, opts: &OpenOptions) -> Result<VhdImage> {
-    // A parent is recognised by the same rule as any image: from bytes the VHD format owns
-    // (a footer copy at offset 0, or a self-consistent fixed-disk footer), never from a
-    // footer-shaped tail alone, which a guest of another format could have written.
+/// Opens the parent named by `path` for creating a child over it; its own parents may come
+/// from `parent_dirs` besides their children's folders. The user named it to be the parent of
+/// a new VHD, so it must be a VHD, recognised from bytes the format owns (a footer copy at
+/// offset 0, or a self-consistent fixed-disk footer), never from a footer-shaped tail alone.
+pub(crate) fn open_for_create(path: &Path, parent_dirs: &[PathBuf]) -> Result<VhdImage> {
+    let file = StdFile::open(path, Access::ReadOnly)?;
     if crate::DRIVER.probe(&file)? < vdisk_core::Confidence::Likely {
         return Err(Error::new(
             ErrorKind::InvalidImage,
             "the parent of a differencing vhd must be a vhd image, and this file is not \
              recognisably one (no footer copy at its start, no consistent fixed-disk footer)",
-        ));
+        )
+        .with_path(path));
     }
-    VhdImage::open_with(Box::new(file), opts)
-}
-
-/// Opens the parent named by `path` for creating a child over it; its own parents may come
-/// from `parent_dirs` besides their children's folders.
-pub(crate) fn open_for_create(path: &Path, parent_dirs: &[PathBuf]) -> Result<VhdImage> {
-    let file = StdFile::open(path, Access::ReadOnly)?;
     let opts = OpenOptions::read_only().with_parents(vdisk_core::ParentPolicy {
         explicit: None,
         allowed_dirs: parent_dirs.to_vec(),
     });
-    open_parent(file, &opts.for_parent(ChainContext::root(path))).map_err(|e| e.with_path(path))
+    VhdImage::open_with(Box::new(file), &opts.for_parent(ChainContext::root(path)))
+        .map_err(|e| e.with_path(path))
 }
 
 #[cfg(test)]
@@ -293,28 +298,33 @@ mod tests {
     use vdisk_core::{CreateSpec, HostFile, ImageKind};
 
     /// A dynamic VHD footer at the end of a file is guest data in any other format (a VHDX's
-    /// last block): a parent is recognised only from bytes the VHD format owns, so a file
-    /// whose footer copy at offset 0 is gone is not opened as a VHD parent.
+    /// last block): a parent is recognised only from bytes its format owns, so a file whose
+    /// footer copy at offset 0 is gone is not opened as a parent, and the child is left as it
+    /// was.
     #[test]
     fn a_vhd_footer_only_at_the_end_of_a_file_does_not_make_it_a_vhd_parent() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("base.vhd");
-        let file = StdFile::create_new(&path).unwrap();
+        let base = dir.path().join("base.vhd");
+        let child = dir.path().join("child.vhd");
+        let file = StdFile::create_new(&base).unwrap();
         crate::create::create(
             Box::new(file),
             &CreateSpec::new(ImageKind::Dynamic, 4 << 20),
         )
         .unwrap();
-        let opts = OpenOptions::read_only().for_parent(ChainContext::root(&path));
-        let file = StdFile::open(&path, Access::ReadOnly).unwrap();
-        open_parent(file, &opts).expect("a whole dynamic vhd is a parent");
+        let file = StdFile::create_new(&child).unwrap();
+        crate::create::create(Box::new(file), &CreateSpec::differencing(&base, &child)).unwrap();
+        let file = StdFile::open(&child, Access::ReadOnly).unwrap();
+        VhdImage::open(Box::new(file), false).expect("a whole dynamic vhd is a parent");
 
-        let file = StdFile::open(&path, Access::ReadWrite).unwrap();
+        let file = StdFile::open(&base, Access::ReadWrite).unwrap();
         file.write_at(&[0u8; 512], 0).unwrap();
         drop(file);
-        let file = StdFile::open(&path, Access::ReadOnly).unwrap();
-        let err = open_parent(file, &opts).unwrap_err();
+        let before = std::fs::read(&child).unwrap();
+        let file = StdFile::open(&child, Access::ReadOnly).unwrap();
+        let err = VhdImage::open(Box::new(file), false).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
         assert!(err.message().contains("not recognisably"), "{err}");
+        assert_eq!(std::fs::read(&child).unwrap(), before);
     }
 }

@@ -220,7 +220,7 @@ fn create_differencing(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Vhd
     check_empty(&*file)?;
     vdisk_core::parent::check_storable(parent_path)?;
     let parent = chain::open_for_create(parent_path, &spec.parent_dirs)?;
-    let depth = std::iter::successors(Some(&parent), |p| p.parent.as_deref()).count();
+    let depth = std::iter::successors(Some(&parent as &dyn DiskImage), |p| p.parent()).count();
     if depth >= MAX_CHAIN_DEPTH {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -274,6 +274,6 @@ fn create_differencing(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Vhd
     file.write_at(footer.as_bytes(), footer_at)?;
     file.sync()?;
     let mut image = VhdImage::open_unlinked(file, true)?;
-    image.attach_parent(parent, Some(parent_path.clone()))?;
+    image.attach_parent(Box::new(parent), Some(parent_path.clone()))?;
     Ok(image)
 }

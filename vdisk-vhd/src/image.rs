@@ -45,7 +45,7 @@ pub struct VhdImage {
     /// Warnings found at open, reported again by `check`.
     pub(crate) notes: Vec<Problem>,
     /// Differencing disks: the parent, opened read-only (itself with its parents).
-    pub(crate) parent: Option<Box<VhdImage>>,
+    pub(crate) parent: Option<Box<dyn DiskImage>>,
     /// Where the parent was opened from, if it came from a file.
     pub(crate) parent_path: Option<PathBuf>,
 }
@@ -429,7 +429,16 @@ impl DiskImage for VhdImage {
     }
 
     fn parent(&self) -> Option<&dyn DiskImage> {
-        self.parent.as_deref().map(|p| p as &dyn DiskImage)
+        self.parent.as_deref()
+    }
+
+    /// The footer's unique id and its time stamp (big-endian): what a differencing child
+    /// records as "Parent Unique ID" and "Parent Time Stamp".
+    fn identity(&self) -> vdisk_core::Identity {
+        vdisk_core::Identity::new(
+            Some(self.footer.unique_id.to_vec()),
+            Some(self.footer.timestamp.get().to_be_bytes().to_vec()),
+        )
     }
 
     fn parent_path(&self) -> Option<&Path> {

@@ -90,12 +90,14 @@ impl FormatDriver for VhdDriver {
         Ok(VhdImage::parent_locators(file)?.map(ParentReference::new))
     }
 
-    fn check(&self, file: Box<dyn HostFile>) -> Result<CheckReport> {
+    fn check_with(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<CheckReport> {
         let mut problems = Vec::new();
+        let mut opts = opts.clone();
+        opts.writable = false;
         match check::inspect(&*file, &mut problems) {
             Ok(_) => {
                 if vdisk_core::first_error(&problems).is_none() {
-                    match VhdImage::open(file, false) {
+                    match VhdImage::open_with(file, &opts) {
                         Ok(image) => problems = image.check()?,
                         // The structure is sound; the parent is missing, foreign or wrong.
                         Err(e) => problems.push(Problem::error(

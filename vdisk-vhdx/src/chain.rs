@@ -1,10 +1,11 @@
-//! Differencing images: opening the parent, verifying the linkage, and reading or filling
+//! Differencing images: verifying the parent core's gate opened, and reading or filling
 //! blocks that are only partly this image's own.
 //!
 //! ```text
-//!  open_parent   locators ─► vdisk_core::parent::find_parent (policy, depth, cycles)
-//!                ─► must be VHDX ─► VhdxImage::open_with (read-only, its own parents)
-//!                ─► DataWriteGuid ∈ {parent_linkage, parent_linkage2}, same size and sector
+//!  open_with     locators ─► vdisk_core::open_backing (policy, depth, cycles, format
+//!                detected with the registry, opened read-only with its own parents)
+//!  check_parent  must be VHDX; DataWriteGuid ∈ {parent_linkage, parent_linkage2}, same size
+//!                and sector
 //!  read_partial  PARTIALLY_PRESENT: runs of sectors, bit 1 = this file, bit 0 = the parent
 //!  fill          a block about to become FULLY_PRESENT gets the parent's data wherever it
 //!                does not hold its own yet
@@ -12,12 +13,11 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 
-use vdisk_core::parent::find_parent;
+use uuid::Uuid;
 use vdisk_core::{
-    BlockDevice, ChainContext, Confidence, Error, ErrorKind, FormatDriver, HostFile, OpenOptions,
-    Result, is_zero,
+    BlockDevice, DiskImage, Error, ErrorKind, FormatDriver, HostFile, Result, is_zero,
 };
 
 use crate::bat::BatEntry;
@@ -30,30 +30,27 @@ use crate::log_write::{PAGE, Page};
 /// Bytes copied per request when filling a block from the parent.
 const FILL_CHUNK: u64 = 1 << 20;
 
-/// Finds, opens and verifies the parent of `child`, whose locator is `locator`.
-pub(crate) fn open_parent(
+/// Checks that `parent`, opened by core's gate at `path`, is the image `child` (whose locator
+/// is `locator`) was made from: its DataWriteGuid is the parent_linkage (or
+/// parent_linkage2), and it has the child's virtual size and logical sector size.
+///
+/// A parent of another format is refused, naming both formats: MS-VHDX's parent locator is
+/// of the VHDX type (its linkage is a VHDX DataWriteGuid) and Hyper-V reads a differencing
+/// VHDX only over a VHDX; another format has no DataWriteGuid to verify the linkage with.
+pub(crate) fn check_parent(
     child: &VhdxImage,
     locator: &ParentLocator,
-    opts: &OpenOptions,
-) -> Result<(Box<VhdxImage>, PathBuf)> {
-    let chain = match (&opts.chain.path, child.view.file().path()) {
-        (None, Some(path)) => ChainContext::root(path),
-        _ => opts.chain.clone(),
-    };
-    let found = find_parent(&chain, &opts.parents, &locator.paths)?;
-    let path = found.path.clone();
-    if crate::DRIVER.probe(&found.file)? != Confidence::Yes {
-        return Err(Error::new(
-            ErrorKind::InvalidImage,
-            format!(
-                "parent {} is not a vhdx image (a vhdx child needs a vhdx parent)",
-                path.display()
-            ),
-        ));
-    }
-    let parent = VhdxImage::open_with(Box::new(found.file), &opts.for_parent(found.chain))
-        .map_err(|e| e.with_path(&path))?;
-    let dwg = parent.data_write_guid();
+    parent: &dyn DiskImage,
+    path: &Path,
+) -> Result<()> {
+    let shown = path.display().to_string();
+    let link = "a vhdx parent locator holding its DataWriteGuid";
+    vdisk_core::parent::own_format_only(parent, &shown, crate::DRIVER.id(), link)?;
+    let dwg = parent
+        .identity()
+        .version
+        .and_then(|v| Uuid::from_slice(&v).ok())
+        .unwrap_or_default();
     if !locator.accepts(dwg) {
         return Err(Error::new(
             ErrorKind::InvalidImage,
@@ -79,7 +76,7 @@ pub(crate) fn open_parent(
             ),
         ));
     }
-    Ok((Box::new(parent), path))
+    Ok(())
 }
 
 /// The sector bitmap bits of a PARTIALLY_PRESENT block, with what they cover.
@@ -127,7 +124,7 @@ impl VhdxImage {
     /// whose bit is set from this file, the others from `parent`.
     pub(crate) fn read_partial(
         &self,
-        parent: &VhdxImage,
+        parent: &dyn DiskImage,
         part: &mut [u8],
         block: u64,
         within: u64,
@@ -167,7 +164,7 @@ impl VhdxImage {
     pub(crate) fn fill_from_parent(
         &self,
         file: &dyn HostFile,
-        parent: &VhdxImage,
+        parent: &dyn DiskImage,
         block: u64,
         host: u64,
         partial: bool,

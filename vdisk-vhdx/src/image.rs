@@ -135,7 +135,7 @@ pub struct VhdxImage {
     pub(crate) session: Mutex<Option<Session>>,
     /// The parent of a differencing image (opened read-only with its own parents), and the
     /// path it was found at.
-    pub(crate) parent: Option<(Box<VhdxImage>, PathBuf)>,
+    pub(crate) parent: Option<(Box<dyn DiskImage>, PathBuf)>,
 }
 
 impl VhdxImage {
@@ -159,17 +159,24 @@ impl VhdxImage {
         Self::open_with(file, &opts)
     }
 
-    /// Opens as [`VhdxImage::open`] does, with `opts`' writability, parent policy and chain
-    /// context. A differencing image's parent is found through its locators (relative_path,
-    /// volume_path, absolute_win32_path, in that order) by [`vdisk_core::parent::find_parent`],
-    /// opened read-only with this driver (recursively), and must carry the DataWriteGuid the
-    /// child's parent_linkage names, and the same virtual size and logical sector size.
+    /// Opens as [`VhdxImage::open`] does, with `opts`' writability, parent policy, chain
+    /// context and registry. A differencing image hands its locators (relative_path,
+    /// volume_path, absolute_win32_path, in that order) to core's parent gate
+    /// ([`vdisk_core::parent::open_backing`]), which applies the policy and opens the parent
+    /// read-only with whichever registered driver recognises it (its own parents included);
+    /// the parent must then be a VHDX carrying the DataWriteGuid the child's parent_linkage
+    /// names, with the same virtual size and logical sector size (`chain::check_parent`).
     /// Errors: [`ErrorKind::NotFound`] naming the stored path when no parent is found,
     /// [`ErrorKind::InvalidImage`] for a linkage, size or format mismatch or a loop.
     pub fn open_with(file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<VhdxImage> {
+        let child = file.path().map(Path::to_path_buf);
         let mut image = Self::open_own(file, opts.writable)?;
         if let Some(locator) = image.meta.parent.clone() {
-            image.parent = Some(crate::chain::open_parent(&image, &locator, opts)?);
+            let reference = vdisk_core::ParentReference::new(locator.paths.clone());
+            let parent =
+                vdisk_core::open_backing(opts, child.as_deref(), &reference, &crate::DRIVER)?;
+            crate::chain::check_parent(&image, &locator, &*parent.image, &parent.path)?;
+            image.parent = Some((parent.image, parent.path));
         }
         Ok(image)
     }
@@ -267,7 +274,7 @@ impl VhdxImage {
     }
 
     /// The parent, for differencing images.
-    pub(crate) fn parent_image(&self) -> Option<&VhdxImage> {
+    pub(crate) fn parent_image(&self) -> Option<&dyn DiskImage> {
         self.parent.as_ref().map(|(p, _)| &**p)
     }
 }
@@ -474,7 +481,13 @@ impl DiskImage for VhdxImage {
     }
 
     fn parent(&self) -> Option<&dyn DiskImage> {
-        self.parent_image().map(|p| p as &dyn DiskImage)
+        self.parent_image()
+    }
+
+    /// The DataWriteGuid (its bytes in RFC 4122 order) as the version: what a child's
+    /// parent_linkage names. A VHDX keeps no other identity a child records.
+    fn identity(&self) -> vdisk_core::Identity {
+        vdisk_core::Identity::new(None, Some(self.data_write_guid().as_bytes().to_vec()))
     }
 
     fn parent_path(&self) -> Option<&Path> {

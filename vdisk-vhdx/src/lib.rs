@@ -126,7 +126,9 @@ impl FormatDriver for VhdxDriver {
         Ok(VhdxImage::parent_locators(file)?.map(ParentReference::new))
     }
 
-    fn check(&self, file: Box<dyn HostFile>) -> Result<CheckReport> {
+    /// The image's own structure only: its parent is not opened (`opts` is not needed).
+    fn check_with(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<CheckReport> {
+        let _ = opts;
         let mut problems = Vec::new();
         match inspect(file, &mut problems) {
             Ok(_) => {}

@@ -139,7 +139,7 @@ impl VhdxImage {
     /// Whether `parent` (if any) reads anything but zeros in `len` bytes at `offset`.
     fn parent_shows_data(
         &self,
-        parent: Option<&VhdxImage>,
+        parent: Option<&dyn vdisk_core::DiskImage>,
         offset: u64,
         len: usize,
     ) -> Result<bool> {
@@ -150,7 +150,7 @@ impl VhdxImage {
         let mut done = 0;
         while done < len {
             let n = (len - done).min(buf.len());
-            vdisk_core::BlockDevice::read_at(parent, &mut buf[..n], offset + done as u64)?;
+            parent.read_at(&mut buf[..n], offset + done as u64)?;
             if !is_zero(&buf[..n]) {
                 return Ok(true);
             }

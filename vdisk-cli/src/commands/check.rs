@@ -87,7 +87,10 @@ fn check_one(
     }
     let id = driver.id();
     let mut check = driver
-        .check(Box::new(host))
+        .check_with(
+            Box::new(host),
+            &opts.clone().with_registry(registry.clone()),
+        )
         .map_err(|e| e.with_path(file))?;
     // A driver's check finds parents with the default policy only; a differencing image whose
     // parent the user named (--parent, --parent-dir) is judged by an open with that policy.

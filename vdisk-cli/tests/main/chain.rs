@@ -8,8 +8,8 @@ use std::process::Command;
 use vdisk_core::{Access, FormatDriver, OpenOptions, StdFile};
 
 use super::support::{
-    EXIT_INVALID, EXIT_USAGE, compact_ok, file_len, info_ok, num, qemu_io, require, run, tempdir,
-    text, vdisk_cmd,
+    EXIT_INVALID, EXIT_USAGE, Snapshot, compact_ok, file_len, info_ok, num, qemu_create_vhdx,
+    qemu_io, require, run, tempdir, text, vdisk_cmd,
 };
 
 /// Bytes libvhdi reads through `chain[0]` with `chain[1..]` as its parents.
@@ -229,4 +229,50 @@ fn create_differencing_refuses_missing_parent_size_and_stray_parent() {
         .arg(&child));
     assert_eq!(out.code, EXIT_USAGE, "{}", out.stderr);
     assert!(!child.exists());
+}
+
+/// Core's parent gate opens a backing image with whichever driver recognises it, but whether a
+/// parent of another format is acceptable is the child's driver's decision: a VHD links to its
+/// parent by VHD footer fields, so a VHD child whose locator leads to a VHDX (made by qemu) is
+/// refused by `info`, `check` and `compact`, naming both formats, and neither file changes.
+#[test]
+fn a_vhd_child_whose_locator_leads_to_a_vhdx_is_refused_naming_both_formats_and_nothing_changes() {
+    let dir = tempdir();
+    let base = dir.path().join("base.vhdx");
+    let child = dir.path().join("child.vhd");
+    vdisk_create(
+        &["--format", "vhd", "--type", "dynamic", "--size", "8M"],
+        &base,
+    )
+    .ok();
+    run(vdisk_cmd()
+        .args([
+            "create",
+            "--format",
+            "vhd",
+            "--type",
+            "differencing",
+            "--parent",
+        ])
+        .arg(&base)
+        .arg(&child))
+    .ok();
+    info_ok(&child);
+    std::fs::remove_file(&base).unwrap();
+    qemu_create_vhdx(&base, "subformat=dynamic", 8 * MIB);
+    let (child_before, base_before) = (Snapshot::of(&child), Snapshot::of(&base));
+    for args in [
+        &["info", "--json"][..],
+        &["check"],
+        &["compact", "--mode", "prezeroed"],
+    ] {
+        let out = run(vdisk_cmd().args(args).arg(&child));
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert_eq!(out.code, EXIT_INVALID, "{args:?}: {all}");
+        assert!(all.contains("is a vhdx image"), "{args:?}: {all}");
+        assert!(all.contains("differencing vhd"), "{args:?}: {all}");
+        assert!(all.contains("base.vhdx"), "{args:?}: {all}");
+        child_before.assert_unchanged(&child, true, "the child");
+        base_before.assert_unchanged(&base, true, "the vhdx named as parent");
+    }
 }

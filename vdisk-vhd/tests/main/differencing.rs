@@ -261,9 +261,13 @@ fn a_parent_that_is_not_a_vhd_is_refused() {
     let p = create_base(d, "p.vhd", 8 * BS, BS);
     let c = create_child(d, "c.vhd", &p);
     std::fs::write(&p, vec![0x5a; 64 << 10]).unwrap();
+    let before = std::fs::read(&c).unwrap();
     let err = open_path(&c, false).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
-    assert!(err.message().contains("must be a vhd"), "{err}");
+    // Core's parent gate detects the parent's format: no driver recognises the bytes.
+    assert!(err.message().contains("not a disk image"), "{err}");
+    assert!(err.to_string().contains("p.vhd"), "{err}");
+    assert_eq!(std::fs::read(&c).unwrap(), before);
 }
 
 #[test]
