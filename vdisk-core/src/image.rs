@@ -351,6 +351,9 @@ pub fn image_info(image: &dyn DiskImage) -> Result<ImageInfo> {
 ///   table, a move whose source is not where the table says or whose target is not free, a
 ///   truncation that would cut a block or metadata) fails with [`ErrorKind::Internal`] and
 ///   changes nothing.
+/// - **One host file.** The image this trait compacts is stored in [`DiskImage::host_file`];
+///   a backing image is another image ([`DiskImage::parent`]), compacted on its own. A format
+///   spread over several files (VMDK extents) is not covered by this contract yet.
 ///
 /// # What the engine promises
 /// - Planning only reads, through `&dyn DiskImage`, the read-only view

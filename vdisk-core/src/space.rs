@@ -125,20 +125,23 @@ impl HostSpaceMap {
         Ok(HostSpaceMap { ranges })
     }
 
-    /// The map of `image`'s host file: `metadata` as the format lists it, and each block that
-    /// holds host space ([`crate::BlockState::host`]) over `footprint` bytes from there (a
-    /// fixed image's block over its visible bytes: its data, in place). What a format's
+    /// The map of `image`'s host file: the format's `fixed` metadata ranges, its `other` used
+    /// ranges (movable metadata, the trailer), and each block that holds host space
+    /// ([`crate::BlockState::host`]) over `footprint` bytes from there (a fixed image's block
+    /// over its visible bytes: its data, in place). What a format's
     /// [`DiskImage::host_space`] usually returns.
     pub fn of_image(
         image: &dyn DiskImage,
         footprint: u64,
-        metadata: impl IntoIterator<Item = (Range<u64>, HostUse)>,
+        fixed: impl IntoIterator<Item = Range<u64>>,
+        other: impl IntoIterator<Item = (Range<u64>, HostUse)>,
     ) -> Result<HostSpaceMap> {
         let blocks = block_ranges(image, footprint)?;
         let used = blocks
             .into_iter()
             .map(|(b, r)| (r, HostUse::BlockData(b)))
-            .chain(metadata);
+            .chain(fixed.into_iter().map(|r| (r, HostUse::FIXED)))
+            .chain(other);
         HostSpaceMap::new(image.host_file().len()?, used)
     }
 

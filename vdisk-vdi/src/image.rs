@@ -5,7 +5,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use vdisk_core::{
     BlockDevice, BlockIndex, BlockState, Compactable, DiskImage, Error, ErrorKind, HostFile,
-    HostOffset, HostSpaceMap, HostUse, ImageKind, Problem, Result, block_spans, check_range,
+    HostOffset, HostSpaceMap, ImageKind, Problem, Result, block_spans, check_range,
 };
 
 use crate::bmap::{BlockMap, Entry};
@@ -313,8 +313,7 @@ impl DiskImage for VdiImage {
     fn host_space(&self) -> Result<HostSpaceMap> {
         let l = &self.layout;
         let bmap = l.bmap_offset..l.bmap_offset + l.bmap_len();
-        let fixed = [0..l.header_end, bmap].map(|r| (r, HostUse::FIXED));
-        HostSpaceMap::of_image(self, l.footprint(), fixed)
+        HostSpaceMap::of_image(self, l.footprint(), [0..l.header_end, bmap], [])
     }
 
     fn parent(&self) -> Option<&dyn DiskImage> {

@@ -418,18 +418,14 @@ impl DiskImage for VhdImage {
     /// locator data, all fixed.
     fn host_space(&self) -> Result<HostSpaceMap> {
         let footer = self.footer_pos();
-        let mut all = vec![(footer..footer + FOOTER_LEN, HostUse::Trailer)];
-        let mut footprint = self.block_size();
-        if let Some(st) = self.read_state() {
-            footprint = st.layout.footprint();
-            let fixed = st
-                .layout
-                .metadata_ranges()
-                .into_iter()
-                .chain(std::iter::once(0..FOOTER_LEN));
-            all.extend(fixed.map(|r| (r, HostUse::FIXED)));
-        }
-        HostSpaceMap::of_image(self, footprint, all)
+        let trailer = [(footer..footer + FOOTER_LEN, HostUse::Trailer)];
+        let Some(st) = self.read_state() else {
+            return HostSpaceMap::of_image(self, self.block_size(), [], trailer);
+        };
+        let (footprint, mut fixed) = (st.layout.footprint(), st.layout.metadata_ranges());
+        drop(st);
+        fixed.push(0..FOOTER_LEN);
+        HostSpaceMap::of_image(self, footprint, fixed, trailer)
     }
 
     fn parent(&self) -> Option<&dyn DiskImage> {

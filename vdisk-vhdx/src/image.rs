@@ -7,8 +7,7 @@ use std::sync::{Mutex, RwLock};
 use uuid::Uuid;
 use vdisk_core::{
     BlockDevice, BlockIndex, BlockState, DiskImage, Error, ErrorKind, HostFile, HostOffset,
-    HostSpaceMap, HostUse, ImageKind, Locator, OpenOptions, Problem, Result, block_spans,
-    check_range,
+    HostSpaceMap, ImageKind, Locator, OpenOptions, Problem, Result, block_spans, check_range,
 };
 
 use crate::bat::{Bat, read_bat};
@@ -469,13 +468,9 @@ impl DiskImage for VhdxImage {
     /// The header section, every region (BAT and metadata included), the log and (differencing
     /// images) the sector bitmap blocks: all fixed.
     fn host_space(&self) -> Result<HostSpaceMap> {
-        let header = 0..crate::format::HEADER_SECTION_LEN;
-        let metadata = self
-            .metadata_ranges()
-            .into_iter()
-            .chain(std::iter::once(header));
-        let fixed = metadata.map(|r| (r, HostUse::FIXED));
-        HostSpaceMap::of_image(self, self.bat().block_size, fixed)
+        let mut fixed = self.metadata_ranges();
+        fixed.push(0..crate::format::HEADER_SECTION_LEN);
+        HostSpaceMap::of_image(self, self.bat().block_size, fixed, [])
     }
 
     fn parent(&self) -> Option<&dyn DiskImage> {

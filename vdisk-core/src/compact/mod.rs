@@ -1,10 +1,12 @@
 //! The format-independent compaction engine: plan (reads only), then apply (crash-safe writes).
 //!
 //! ```text
-//!  plan:  allocation map ──► trimmed blocks ─┐
-//!         FS free ranges ──► FS-free blocks ─┼─► reclaim set ──► move plan (fill holes from
-//!         zero scan (rayon) ► zero blocks ───┘                    the end) ──► predicted size
-//!  apply: deallocate (batched, durable) ─► relocate (copy, sync, retarget, sync) ─► truncate
+//!  plan:  allocation map ──► trimmed blocks ─┐  (blocks an opaque guest extent touches: kept)
+//!         FS free ranges ──► FS-free blocks ─┼─► reclaim set ──► move plan over the host
+//!         zero scan (rayon) ► zero blocks ───┘    space map (blocks and movable metadata fill
+//!                                                 holes from the end) ──► predicted size
+//!  apply: deallocate (batched, durable) ─► move metadata ─► relocate (copy, sync, retarget,
+//!         sync) ─► truncate
 //! ```
 
 mod apply;

@@ -17,7 +17,7 @@ use crate::host_file::HostFile;
 use crate::image::{BlockState, Compactable, DiskImage, FreeAs, HostLayout, ImageKind, Relocation};
 use crate::mem_file::MemFile;
 use crate::progress::{CancelToken, NoProgress};
-use crate::space::{HostSpaceMap, HostUse};
+use crate::space::HostSpaceMap;
 use crate::units::{BlockIndex, HostOffset};
 
 const PAGE: u64 = 4096;
@@ -147,7 +147,7 @@ impl DiskImage for Toy {
         &self.file
     }
     fn host_space(&self) -> Result<HostSpaceMap> {
-        HostSpaceMap::of_image(self, BLOCK, [(0..BLOCK, HostUse::FIXED)])
+        HostSpaceMap::of_image(self, BLOCK, std::iter::once(0..BLOCK), [])
     }
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {
         Ok(self)

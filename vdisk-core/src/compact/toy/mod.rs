@@ -421,8 +421,8 @@ impl DiskImage for ToyImage {
         let table = HostUse::Metadata {
             movable: self.geo.movable,
         };
-        let metadata = [(0..HEADER_LEN, HostUse::FIXED), (self.geo.table(), table)];
-        HostSpaceMap::of_image(self, self.geo.footprint(), metadata)
+        let (fp, table) = (self.geo.footprint(), [(self.geo.table(), table)]);
+        HostSpaceMap::of_image(self, fp, std::iter::once(0..HEADER_LEN), table)
     }
 
     /// Every block's trailer names it.
