@@ -500,3 +500,41 @@ fn an_opaque_extent_is_never_freed_or_read_as_zeros_and_moves_only_whole() {
         }
     }
 }
+
+#[test]
+fn a_host_space_map_that_disagrees_with_the_allocation_map_is_refused_with_the_file_untouched() {
+    let geo = Geometry::new(4 * BS, BS, 6, 0);
+    let blocks = vec![Model::Data(vec![0; BS as usize]); 4];
+    let (mut toy, file) = build(geo, &blocks, &[7, 8, 9, 10], 0);
+    toy.misreport_space = true;
+    let before = bytes_of(&file);
+    for mode in Mode::ALL {
+        let err = plan(&toy, mode, None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Internal, "{mode}: {err}");
+        assert!(err.to_string().contains("host space map"), "{err}");
+    }
+    assert!(bytes_of(&file) == before, "the file changed");
+}
+
+#[test]
+fn a_metadata_move_planned_for_another_image_is_refused_before_it_writes() {
+    // Planned while the table is movable, applied after it became fixed (another open).
+    let geo = Geometry {
+        movable: true,
+        ..Geometry::new(2 * BS, BS, 6, 100)
+    };
+    let blocks = vec![Model::Data(vec![1; BS as usize]), Model::Free];
+    let (toy, file) = build(geo, &blocks, &[8], 0);
+    let p = plan(&toy, Mode::Pretrimmed, None).unwrap();
+    assert_eq!(p.metadata_moves.len(), 1);
+    let mut bytes = bytes_of(&file);
+    bytes[48..56].copy_from_slice(&0u64.to_le_bytes()); // the header's movable flag
+    let other = SparseFile(MemFile::from_bytes(bytes.clone()));
+    let mut fixed = ToyImage::open(Box::new(other.clone())).unwrap();
+    let err = GenericCompactor
+        .apply(&mut fixed, &p, &NoProgress, &CancelToken::new())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+    assert!(err.to_string().contains("not a movable"), "{err}");
+    assert!(bytes_of(&other) == bytes, "the file changed");
+}

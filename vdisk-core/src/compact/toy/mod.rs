@@ -204,6 +204,9 @@ pub(crate) struct ToyImage {
     pub data_offset: Option<u64>,
     /// Blocks marked shared in their trailer: opaque guest extents.
     opaque: BTreeSet<u64>,
+    /// Makes the host space map give each block a sector less than its footprint, so a test
+    /// can prove the engine refuses a map that disagrees with the allocation map.
+    pub misreport_space: bool,
 }
 
 impl ToyImage {
@@ -286,6 +289,7 @@ impl ToyImage {
             table,
             data_offset: Some(0),
             opaque,
+            misreport_space: false,
         })
     }
 
@@ -421,7 +425,8 @@ impl DiskImage for ToyImage {
         let table = HostUse::Metadata {
             movable: self.geo.movable,
         };
-        let (fp, table) = (self.geo.footprint(), [(self.geo.table(), table)]);
+        let fp = self.geo.footprint() - if self.misreport_space { SECTOR } else { 0 };
+        let table = [(self.geo.table(), table)];
         HostSpaceMap::of_image(self, fp, std::iter::once(0..HEADER_LEN), table)
     }
 
