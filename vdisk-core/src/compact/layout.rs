@@ -331,4 +331,62 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        /// For random mixes of blocks, movable metadata of any length and a fixed range: every
+        /// move (block or metadata) goes down, onto the grid, into space the map called free,
+        /// each source at most once; afterwards nothing overlaps, and the block area ends
+        /// where the last range does.
+        #[test]
+        fn movable_metadata_moves_down_once_onto_the_grid_into_free_space(
+            kinds in prop::collection::vec(0u8..3, 0..120),
+            lens in prop::collection::vec(1u64..4608, 120),
+            fixed_slot in prop::option::of(0usize..120),
+        ) {
+            let (fp, start) = (4096 + 512, 1536);
+            let l = HostLayout {
+                data_start: start,
+                block_footprint: fp,
+                data_offset: Some(0),
+                alignment: 512,
+                trailer_len: 0,
+                end_alignment: 1,
+            };
+            let mut used = Vec::new();
+            for (i, &k) in kinds.iter().enumerate() {
+                let at = start + i as u64 * fp;
+                match k {
+                    _ if Some(i) == fixed_slot => used.push((at..at + fp, HostUse::FIXED)),
+                    1 => used.push((at..at + fp, HostUse::BlockData(BlockIndex(i as u64)))),
+                    2 => used.push((at..at + lens[i], HostUse::Metadata { movable: true })),
+                    _ => {}
+                }
+            }
+            let end = start + kinds.len() as u64 * fp;
+            let map = HostSpaceMap::new(end, used.clone()).unwrap();
+            let plan = super::plan_moves(&l, &map, &|_| true).unwrap();
+            let mut finals: Vec<Range<u64>> = Vec::new();
+            let mut moved = std::collections::HashSet::new();
+            let mut targets: Vec<(u64, u64)> = plan.moves.iter().map(|m| (m.from.0, m.to.0)).collect();
+            targets.extend(plan.metadata_moves.iter().map(|m| (m.from.start, m.to)));
+            for (r, _) in &used {
+                let len = r.end - r.start;
+                let to = match targets.iter().find(|(from, _)| *from == r.start) {
+                    Some(&(_, to)) => {
+                        prop_assert!(to < r.start && (to - start) % 512 == 0);
+                        prop_assert!(map.is_free(to..to + len), "target {} not free", to);
+                        prop_assert!(moved.insert(r.start));
+                        to
+                    }
+                    None => r.start,
+                };
+                finals.push(to..to + len);
+            }
+            prop_assert_eq!(targets.len(), moved.len());
+            finals.sort_by_key(|r| r.start);
+            for w in finals.windows(2) { prop_assert!(w[0].end <= w[1].start, "{:?}", w); }
+            let max_end = finals.iter().map(|r| r.end).max().unwrap_or(start);
+            prop_assert_eq!(plan.data_end, max_end.max(start));
+        }
+    }
 }
