@@ -25,8 +25,8 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use vdisk_core::compact::plan_moves;
 use vdisk_core::{
     BlockIndex, CancelToken, CompactOptions, CompactRequest, Compactor, CreateSpec, DiskImage,
-    FormatDriver, GenericCompactor, HostFile, HostLayout, HostOffset, ImageKind, MemFile, Mode,
-    NoProgress, OpenOptions, Registry, StdFile, Toolkit, compact_image, is_zero,
+    FormatDriver, GenericCompactor, HostFile, HostLayout, HostSpaceMap, HostUse, ImageKind,
+    MemFile, Mode, NoProgress, OpenOptions, Registry, StdFile, Toolkit, compact_image, is_zero,
 };
 
 const MIB: u64 = 1 << 20;
@@ -78,21 +78,24 @@ fn move_planning(c: &mut Criterion) {
         block_footprint: footprint,
         data_offset: Some(512),
         alignment: 512,
-        reserved: Vec::new(),
         trailer_len: 512,
         end_alignment: 512,
     };
     let blocks: u64 = 2 << 20;
     // Every third block survives: many holes, many moves.
-    let survivors: Vec<(BlockIndex, HostOffset)> = (0..blocks)
-        .filter(|i| i % 3 == 0)
-        .map(|i| (BlockIndex(i), HostOffset(layout.data_start + i * footprint)))
-        .collect();
+    let survivors = (0..blocks).filter(|i| i % 3 == 0).map(|i| {
+        let at = layout.data_start + i * footprint;
+        (at..at + footprint, HostUse::BlockData(BlockIndex(i)))
+    });
+    let end = layout.data_start + blocks * footprint;
+    let space = HostSpaceMap::new(end, survivors).expect("disjoint blocks");
     let mut group = c.benchmark_group("plan_moves");
     group.throughput(Throughput::Elements(blocks));
     group.sample_size(10);
     group.bench_function("2Mi_blocks_one_in_three_survive", |b| {
-        b.iter(|| plan_moves(black_box(&layout), black_box(&survivors)).map(|p| p.moves.len()))
+        b.iter(|| {
+            plan_moves(black_box(&layout), black_box(&space), &|_| true).map(|p| p.moves.len())
+        })
     });
     group.finish();
 }

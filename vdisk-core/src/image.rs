@@ -7,7 +7,9 @@ use std::path::Path;
 use crate::block::BlockDevice;
 use crate::check::Problem;
 use crate::error::{Error, ErrorKind, Result};
+use crate::extent::GuestExtent;
 use crate::host_file::HostFile;
+use crate::space::HostSpaceMap;
 use crate::units::{BlockIndex, HostOffset, align_up};
 
 /// The broad type of an image, as users know it from Hyper-V. Non-exhaustive: a format may
@@ -101,11 +103,9 @@ pub struct HostLayout {
     pub data_offset: Option<u64>,
     /// Placement alignment of a block's footprint, measured from `data_start`: blocks start
     /// only at `data_start + k * alignment` (VHD: 512 from 512; VHDX: 1 MiB from 1 MiB; a
-    /// format whose table holds slot numbers: the footprint, from the first slot).
+    /// format whose table holds slot numbers: the footprint, from the first slot). Movable
+    /// metadata is placed on the same grid.
     pub alignment: u64,
-    /// Metadata ranges at or after `data_start` that blocks must not overlap (VHD parent
-    /// locator data, VHDX regions and log). Sorted, disjoint.
-    pub reserved: Vec<Range<u64>>,
     /// Bytes written after the last block when the file is finished (VHD: the 512-byte footer).
     pub trailer_len: u64,
     /// The end of the block area is rounded up to this before the trailer (VHDX: 1 MiB).
@@ -117,14 +117,6 @@ impl HostLayout {
     /// `data_end`. `None` on overflow.
     pub fn file_len_for(&self, data_end: u64) -> Option<u64> {
         align_up(data_end, self.end_alignment.max(1))?.checked_add(self.trailer_len)
-    }
-
-    /// The end of the metadata: `data_start` or the end of the last reserved range.
-    pub fn metadata_end(&self) -> u64 {
-        self.reserved
-            .iter()
-            .map(|r| r.end)
-            .fold(self.data_start, u64::max)
     }
 }
 
@@ -191,6 +183,16 @@ pub trait DiskImage: BlockDevice {
     /// The image file on the host.
     fn host_file(&self) -> &dyn HostFile;
 
+    /// What every guest byte of `range` (clamped to the virtual size) reads from, in guest
+    /// order, covering it with no gap ([`GuestExtent`]). The default reads the allocation map
+    /// ([`crate::extents_from_block_states`]). A format whose blocks hold compressed, shared or
+    /// encrypted data says so here with [`GuestExtent::Opaque`]: the compactor asks once while
+    /// planning and keeps every block such an extent touches as it is (moved whole, never
+    /// freed, never scanned for zeros).
+    fn guest_extents(&self, range: Range<u64>) -> Result<Vec<(Range<u64>, GuestExtent)>> {
+        crate::extent::extents_from_block_states(self, range)
+    }
+
     /// Format-specific facts for `vdisk info`.
     fn details(&self) -> Vec<(String, String)> {
         Vec::new()
@@ -230,13 +232,16 @@ pub trait DiskImage: BlockDevice {
         crate::parent::Identity::new(self.image_id(), None)
     }
 
-    /// Host byte ranges the image's own structures occupy: headers, footers, tables, logs,
-    /// locator data, sector bitmaps. The compactor refuses to change an image in which a
-    /// block's host space overlaps one of them, another block's, or the end of the file, and
-    /// never punches, frees or reuses a byte inside them. The default,
+    /// What every byte range of the host file holds (see [`HostSpaceMap`]): each block's
+    /// footprint, the format's metadata (headers, footers, tables, logs, locator data, sector
+    /// bitmaps), fixed or movable, the trailer rewritten by a shrink, and free space. Usually
+    /// [`HostSpaceMap::of_image`] over the format's metadata list. The compactor asks for it
+    /// once while planning and once before applying, refuses an image whose map does not place
+    /// the blocks where [`DiskImage::block_state`] does, and never punches, frees or reuses a
+    /// byte the map does not call free or the block's own. The default,
     /// [`ErrorKind::Unsupported`], keeps a format that does not say where its metadata lies
     /// from being compacted at all.
-    fn host_metadata(&self) -> Result<Vec<Range<u64>>> {
+    fn host_space(&self) -> Result<HostSpaceMap> {
         Err(Error::new(
             ErrorKind::Unsupported,
             format!(
@@ -326,34 +331,56 @@ pub fn image_info(image: &dyn DiskImage) -> Result<ImageInfo> {
     })
 }
 
-/// Format-level primitives the generic compactor drives.
+/// Format-level primitives the generic compactor drives: the spec between any image format
+/// and the engine ([`crate::GenericCompactor`]). Nothing here names a format.
 ///
-/// # What the engine assumes of a format (the contract)
-/// - The allocation map has one [`BlockState`] per block, and every block has the same size
-///   ([`DiskImage::block_size`], any number of bytes, not only powers of two) and the same
-///   host footprint ([`HostLayout::block_footprint`]) starting at [`BlockState::host`]. All a
+/// # What a format promises
+/// - **Guest extent map.** [`DiskImage::guest_extents`] says what every guest range reads
+///   from: data at a host offset, zeros, the backing image, discarded, or opaque (compressed
+///   or shared host bytes that move only as a whole). By default it follows the allocation
+///   map.
+/// - **Allocation map.** One [`BlockState`] per block ([`DiskImage::block_state`], no I/O).
+///   Every block has the same size ([`DiskImage::block_size`], any number of bytes) and the
+///   same host footprint ([`HostLayout::block_footprint`]) from [`BlockState::host`]: all a
 ///   block owns in the host file (data, sector bitmap, trailer) lies in its footprint, and
-///   nothing else does: the engine moves footprints whole, and punches a freed block's whole
-///   footprint.
-/// - Where the guest's bytes lie inside the footprint is [`HostLayout::data_offset`], said by
-///   the format; the engine assumes no place (it used to assume the end of the footprint).
-/// - Blocks are placed on a grid measured from [`HostLayout::data_start`]
-///   ([`HostLayout::alignment`]), never over [`DiskImage::host_metadata`] or
-///   [`HostLayout::reserved`]; metadata does not move while compacting, and the image is one
-///   host file.
-/// - The engine checks what it can before writing anything: every block's footprint lies in
-///   the file, clear of metadata and of every other block, and the data offset lies inside the
-///   footprint; an image or layout that fails is refused with the file untouched.
+///   nothing else does. Where the guest's bytes lie inside it is [`HostLayout::data_offset`].
+/// - **Host space map.** [`DiskImage::host_space`] tags every host byte as one block's
+///   footprint, fixed or movable metadata, the trailer a shrink rewrites, or free
+///   ([`HostSpaceMap`]), and places the blocks where the allocation map does.
+/// - **Placement.** Blocks and movable metadata sit on a grid of [`HostLayout::alignment`]
+///   measured from [`HostLayout::data_start`], below which nothing is placed; the finished
+///   file is [`HostLayout::file_len_for`] the end of its last block or metadata.
+/// - **Primitives.** [`Compactable::deallocate`] (free blocks), [`Compactable::relocate`]
+///   (move block footprints), [`Compactable::move_metadata`] (move a movable structure) and
+///   [`Compactable::truncate`] (shrink). Each leaves the image valid and reading the same as
+///   before (except blocks the caller deallocates), even if the process dies in the middle:
+///   writes and syncs are ordered so that every state on disk is a valid image (copy, sync,
+///   repoint, sync; DESIGN.md section 6).
+/// - **Mistakes are the caller's.** A call that does not fit the image (a block past the
+///   table, a move whose source is not where the table says or whose target is not free, a
+///   truncation that would cut a block or metadata) fails with [`ErrorKind::Internal`] and
+///   changes nothing.
+/// - **One host file.** The image this trait compacts is stored in [`DiskImage::host_file`];
+///   a backing image is another image ([`DiskImage::parent`]), compacted on its own. A format
+///   spread over several files (VMDK extents) is not covered by this contract yet.
 ///
-/// Every call leaves the image valid and reading the same as before (except where the caller
-/// deallocates blocks whose content it has decided to drop), even if the process dies in the
-/// middle of it: implementations order their writes and syncs so that every intermediate state
-/// on disk is a valid image (DESIGN.md section 6).
-///
-/// A call that does not fit the image (a block index past the table, a move whose source is
-/// not where the table says or whose target is not free block space, a truncation that would
-/// cut a block) is the caller's bug, not the user's input nor the file's damage: it fails with
-/// [`ErrorKind::Internal`] and changes nothing.
+/// # What the engine promises
+/// - Planning only reads, through `&dyn DiskImage`, the read-only view
+///   ([`DiskImage::as_compactable_ref`]), the layout and the host space map, each asked for
+///   once. Nothing is written by a plan, a refusal or a dry run.
+/// - Before the first write (and again on the image as it is when applying) it proves that
+///   the host space map places the blocks where the allocation map does and that the data
+///   offset lies inside the footprint; otherwise it refuses with the file untouched.
+/// - It punches, frees or reuses only bytes the map calls free or a reclaimed block's own.
+///   Blocks and movable metadata move only down, whole, each at most once, into space free
+///   at plan time; fixed metadata and the trailer never move; only
+///   [`Compactable::truncate`] shortens the file.
+/// - It frees only whole blocks, and only for a reason ([`crate::Reason`]): trimmed, all
+///   zero, free in the guest file system, or (differencing) the same as the parent. A block an
+///   opaque extent touches is never freed, never scanned for zeros and only moved whole.
+/// - Order: [`DiskImage::prepare_write`], [`DiskImage::begin_content_change`] (before content
+///   may change), deallocate in batches, give freed space back, move metadata, relocate in
+///   batches (giving each batch's sources back), punch (retrim), truncate.
 pub trait Compactable: DiskImage {
     /// Where blocks may be placed in the host file.
     fn host_layout(&self) -> Result<HostLayout>;
@@ -392,6 +419,24 @@ pub trait Compactable: DiskImage {
     /// `Err`, the relocation stops before any table is changed and returns that error; the
     /// copies made so far sit in free host space and the image reads as before.
     fn relocate(&mut self, moves: &[Relocation], copied: &dyn Fn() -> Result<()>) -> Result<()>;
+
+    /// Moves the structure at `from`, a range the host space map tags
+    /// `Metadata { movable: true }` ([`crate::HostUse`]), whole to `to..to + from.len()`, which must be
+    /// free host space on the block grid. Crash-safe in four steps: copy the structure, make
+    /// the copy durable, point the format's references at the copy (one atomic write: a header
+    /// sector, or a journal entry), make that durable. Until the repoint the image uses the old
+    /// place, afterwards the new one; either way it is valid and reads the same. On return the
+    /// old range is free in the map (the compactor gives it back). The default, for formats
+    /// whose metadata never moves, fails with [`ErrorKind::Unsupported`]; a range that is not
+    /// one movable structure or a target that is not free fails with [`ErrorKind::Internal`];
+    /// both change nothing.
+    fn move_metadata(&mut self, from: Range<u64>, to: u64) -> Result<()> {
+        let _ = (from, to);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("{} images have no metadata that can move", self.format()),
+        ))
+    }
 
     /// Finishes the image so its last block or metadata ends at `data_end` (writing trailing
     /// structures such as the VHD footer) and shortens the file to

@@ -13,9 +13,12 @@
 //!        ▼                                  (policy, then detected with the same Registry)
 //!   Box<dyn DiskImage> ── BlockDevice: the guest view (read_at/write_at)
 //!        │               block_state(i): Allocated{host} | Zero | Unallocated | Trimmed
-//!        │  as_compactable()
+//!        │               guest_extents(range): Data | Zero | Backing | Discarded | Opaque
+//!        │               host_space(): every host byte BlockData | Metadata | Trailer | Free
+//!        │  as_compactable() / as_compactable_ref() (planning: read-only, asked once)
 //!        ▼
-//!   Compactable: host_layout / deallocate / relocate / truncate  (each step crash-safe)
+//!   Compactable: host_layout / deallocate / relocate / move_metadata / truncate
+//!                (each step crash-safe: copy, sync, repoint, sync)
 //!        ▲
 //!        │  GenericCompactor::plan (reads only; rayon zero scan) then ::apply
 //!        │
@@ -47,6 +50,7 @@ mod check;
 mod children;
 pub mod compact;
 mod error;
+mod extent;
 mod format;
 pub mod fs;
 mod host_file;
@@ -55,6 +59,7 @@ mod mem_file;
 pub mod parent;
 pub mod partition;
 mod progress;
+mod space;
 mod sys;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -74,6 +79,7 @@ pub use compact::{
     CompactOptions, CompactPlan, CompactReport, Compactor, GenericCompactor, Mode, Reason,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use extent::{GuestExtent, extents_from_block_states};
 pub use format::{Confidence, CreateSpec, FormatDriver, OpenOptions, ParentReference, Registry};
 pub use fs::{ContainerUsage, FsAnalyzer, FsUsage, FsVerdict, Hazard, InnerVolume};
 pub use host_file::{Access, HostFile, StdFile, copy_through_buffer, survive_file_size_limit};
@@ -86,6 +92,7 @@ pub use parent::{
     Backing, ChainContext, FoundParent, Identity, Locator, LocatorKind, ParentPolicy, open_backing,
 };
 pub use progress::{CancelToken, NoProgress, Phase, Progress};
+pub use space::{HostSpaceMap, HostUse};
 pub use toolkit::{
     CompactRequest, Failure, Outcome, Toolkit, compact_image, compact_path, nothing_to_reclaim,
     volume_notes,

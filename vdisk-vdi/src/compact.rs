@@ -52,7 +52,6 @@ impl Compactable for VdiImage {
             block_footprint: l.footprint(),
             data_offset: Some(l.block_extra),
             alignment: l.footprint(),
-            reserved: Vec::new(),
             trailer_len: 0,
             end_alignment: 1,
         })

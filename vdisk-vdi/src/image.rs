@@ -5,7 +5,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use vdisk_core::{
     BlockDevice, BlockIndex, BlockState, Compactable, DiskImage, Error, ErrorKind, HostFile,
-    HostOffset, ImageKind, Problem, Result, block_spans, check_range,
+    HostOffset, HostSpaceMap, ImageKind, Problem, Result, block_spans, check_range,
 };
 
 use crate::bmap::{BlockMap, Entry};
@@ -309,13 +309,11 @@ impl DiskImage for VdiImage {
         Ok(self.notes.clone())
     }
 
-    /// The header (up to its end) and the block map.
-    fn host_metadata(&self) -> Result<Vec<std::ops::Range<u64>>> {
+    /// The header (up to its end) and the block map, fixed.
+    fn host_space(&self) -> Result<HostSpaceMap> {
         let l = &self.layout;
-        Ok(vec![
-            0..l.header_end,
-            l.bmap_offset..l.bmap_offset + l.bmap_len(),
-        ])
+        let bmap = l.bmap_offset..l.bmap_offset + l.bmap_len();
+        HostSpaceMap::of_image(self, l.footprint(), [0..l.header_end, bmap], [])
     }
 
     fn parent(&self) -> Option<&dyn DiskImage> {

@@ -33,13 +33,11 @@ impl Compactable for VhdImage {
                 "fixed VHD images have no block layout",
             )
         })?;
-        let reserved = st.layout.metadata_ranges();
         Ok(HostLayout {
             data_start: FOOTER_LEN,
             block_footprint: st.layout.footprint(),
             data_offset: Some(st.layout.footprint() - st.layout.block_size),
             alignment: SECTOR,
-            reserved,
             trailer_len: FOOTER_LEN,
             end_alignment: SECTOR,
         })
@@ -98,6 +96,7 @@ impl Compactable for VhdImage {
             })?
             .get_mut()
             .unwrap_or_else(|p| p.into_inner());
+        let metadata = st.layout.metadata_ranges();
         let mut sectors = Vec::with_capacity(moves.len());
         for m in moves {
             let now = st.layout.bat.host(m.block.0);
@@ -116,8 +115,7 @@ impl Compactable for VhdImage {
                 && m.to.0 >= layout.data_start
                 && to_end.is_some_and(|e| e <= st.footer_pos)
                 && sector.is_some_and(|s| s != BAT_UNALLOCATED)
-                && layout
-                    .reserved
+                && metadata
                     .iter()
                     .all(|r| to_end.is_some_and(|e| e <= r.start) || m.to.0 >= r.end);
             let Some(sector) = sector.filter(|_| ok) else {

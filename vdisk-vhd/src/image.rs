@@ -6,7 +6,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use vdisk_core::{
     BlockDevice, BlockIndex, BlockState, Compactable, DiskImage, Error, ErrorKind, HostFile,
-    HostOffset, ImageKind, Problem, Result, block_spans, check_range,
+    HostOffset, HostSpaceMap, HostUse, ImageKind, Problem, Result, block_spans, check_range,
 };
 use zerocopy::IntoBytes;
 
@@ -413,19 +413,19 @@ impl DiskImage for VhdImage {
         Ok(problems)
     }
 
-    /// The footer at the end; dynamic and differencing images also the footer copy at the
-    /// start, the dynamic header, the table and the parent locator data.
-    fn host_metadata(&self) -> Result<Vec<std::ops::Range<u64>>> {
+    /// The footer at the end (the trailer a shrink writes anew); dynamic and differencing
+    /// images also the footer copy at the start, the dynamic header, the table and the parent
+    /// locator data, all fixed.
+    fn host_space(&self) -> Result<HostSpaceMap> {
         let footer = self.footer_pos();
-        let mut all = match self.read_state() {
-            Some(st) => st.layout.metadata_ranges(),
-            None => Vec::new(),
+        let trailer = [(footer..footer + FOOTER_LEN, HostUse::Trailer)];
+        let Some(st) = self.read_state() else {
+            return HostSpaceMap::of_image(self, self.block_size(), [], trailer);
         };
-        if self.read_state().is_some() {
-            all.push(0..FOOTER_LEN);
-        }
-        all.push(footer..footer + FOOTER_LEN);
-        Ok(all)
+        let (footprint, mut fixed) = (st.layout.footprint(), st.layout.metadata_ranges());
+        drop(st);
+        fixed.push(0..FOOTER_LEN);
+        HostSpaceMap::of_image(self, footprint, fixed, trailer)
     }
 
     fn parent(&self) -> Option<&dyn DiskImage> {

@@ -132,7 +132,6 @@ impl Compactable for VhdxImage {
             block_footprint: self.bat().block_size,
             data_offset: Some(0),
             alignment: MIB,
-            reserved: self.metadata_ranges(),
             trailer_len: 0,
             end_alignment: MIB,
         })

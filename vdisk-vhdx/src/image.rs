@@ -7,7 +7,7 @@ use std::sync::{Mutex, RwLock};
 use uuid::Uuid;
 use vdisk_core::{
     BlockDevice, BlockIndex, BlockState, DiskImage, Error, ErrorKind, HostFile, HostOffset,
-    ImageKind, Locator, OpenOptions, Problem, Result, block_spans, check_range,
+    HostSpaceMap, ImageKind, Locator, OpenOptions, Problem, Result, block_spans, check_range,
 };
 
 use crate::bat::{Bat, read_bat};
@@ -124,7 +124,7 @@ pub struct VhdxImage {
     /// The header at open (the session's is newer once it has written one).
     pub(crate) header: CurrentHeader,
     log: LogState,
-    /// Where the BAT, metadata and other regions are (the compactor's reserved ranges).
+    /// Where the BAT, metadata and other regions are (fixed metadata in the host space map).
     pub(crate) regions: Regions,
     meta: Metadata,
     /// The BAT; guest writes that allocate change it through `&self`.
@@ -473,11 +473,11 @@ impl DiskImage for VhdxImage {
     }
 
     /// The header section, every region (BAT and metadata included), the log and (differencing
-    /// images) the sector bitmap blocks.
-    fn host_metadata(&self) -> Result<Vec<std::ops::Range<u64>>> {
-        let mut all = self.metadata_ranges();
-        all.insert(0, 0..crate::format::HEADER_SECTION_LEN);
-        Ok(all)
+    /// images) the sector bitmap blocks: all fixed.
+    fn host_space(&self) -> Result<HostSpaceMap> {
+        let mut fixed = self.metadata_ranges();
+        fixed.push(0..crate::format::HEADER_SECTION_LEN);
+        HostSpaceMap::of_image(self, self.bat().block_size, fixed, [])
     }
 
     fn parent(&self) -> Option<&dyn DiskImage> {

@@ -1,120 +1,143 @@
-//! Planning block moves: fill holes from the end, each surviving block moved at most once.
+//! Planning moves: fill holes from the end, each surviving block and each movable metadata
+//! range moved at most once, into space no live data uses.
 
 use std::ops::Range;
 
 use crate::error::{Error, Result};
 use crate::image::{HostLayout, Relocation};
+use crate::space::{HostSpaceMap, HostUse};
 use crate::units::{BlockIndex, HostOffset, align_up};
+
+/// One metadata move: the structure at `from` goes to `to..to + from.len()` (to < from.start,
+/// into space free at plan time), through [`crate::Compactable::move_metadata`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataMove {
+    /// Where the structure lies now (a movable metadata range of the host space map).
+    pub from: Range<u64>,
+    /// Where it will start.
+    pub to: u64,
+}
 
 /// Where a compaction leaves the file: the moves to make and where the block area ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MovePlan {
-    /// The moves, highest source first (the order they should be applied in).
+    /// The block moves, highest source first (the order they should be applied in).
     pub moves: Vec<Relocation>,
+    /// The metadata moves, highest source first.
+    pub metadata_moves: Vec<MetadataMove>,
     /// End of the last block or metadata after the moves.
     pub data_end: u64,
 }
 
-/// Plans moves for the `survivors` (blocks that keep host space, with their footprint start)
-/// so that the block area becomes as short as possible.
+/// What may move: a surviving block or a movable metadata range.
+#[derive(Clone, Copy)]
+enum Mover {
+    Block(BlockIndex),
+    Metadata,
+}
+
+/// Plans moves over the host space map `space` so that the block area becomes as short as
+/// possible. Blocks for which `keep` says false are being freed: their space counts as free.
 ///
-/// Free space is every byte at or after `layout.data_start` not covered by a survivor's
-/// footprint or a reserved range. Surviving blocks are taken from the highest down; each goes
-/// into the lowest free gap that fits it at an offset aligned from `layout.data_start`, if that
-/// gap lies below it. Blocks therefore
-/// only move towards the start, into space that no live block or metadata uses at any point,
-/// and each moves at most once.
+/// Free space is every byte at or after `layout.data_start` that the map calls free or that a
+/// freed block holds. The surviving blocks and the movable metadata ranges are taken from the
+/// highest down; each goes into the lowest free gap that fits it at an offset on the grid
+/// ([`HostLayout::alignment`] measured from `layout.data_start`), if that gap lies below it.
+/// Everything therefore only moves towards the start, into space that nothing live uses at
+/// any point, and moves at most once; fixed metadata and trailers stay where they are.
 ///
-/// Fails with `InvalidImage` if survivors overlap each other, a reserved range, or the metadata
-/// before `data_start` (the format's open-time validation should have refused such an image).
-pub fn plan_moves(layout: &HostLayout, survivors: &[(BlockIndex, HostOffset)]) -> Result<MovePlan> {
+/// Fails with `InvalidImage` if a surviving block lies before `data_start` (the format's
+/// open-time validation should have refused such an image; the map has already proven that
+/// blocks overlap neither each other nor metadata).
+pub fn plan_moves(
+    layout: &HostLayout,
+    space: &HostSpaceMap,
+    keep: &dyn Fn(BlockIndex) -> bool,
+) -> Result<MovePlan> {
     let footprint = layout.block_footprint;
     let align = layout.alignment.max(1);
-    let mut occupied: Vec<(Range<u64>, Option<BlockIndex>)> =
-        Vec::with_capacity(survivors.len() + layout.reserved.len());
-    for r in &layout.reserved {
-        occupied.push((r.clone(), None));
-    }
-    for &(block, HostOffset(host)) in survivors {
-        let end = host.checked_add(footprint).ok_or_else(|| {
-            Error::invalid(
-                format!("block {block} lies past any possible file end"),
-                host,
-            )
-        })?;
-        if host < layout.data_start {
-            return Err(Error::invalid(
-                format!("block {block} overlaps the image's metadata"),
-                host,
-            ));
-        }
-        occupied.push((host..end, Some(block)));
-    }
-    occupied.sort_unstable_by_key(|(r, _)| (r.start, r.end));
-    for pair in occupied.windows(2) {
-        if pair[1].0.start < pair[0].0.end {
-            let what =
-                |b: Option<BlockIndex>| b.map_or("metadata".to_string(), |b| format!("block {b}"));
-            return Err(Error::invalid(
-                format!("{} overlaps {}", what(pair[1].1), what(pair[0].1)),
-                pair[1].0.start,
-            ));
-        }
-    }
-
-    // Free gaps between occupied ranges, lowest first.
+    let mut data_end = layout.data_start;
+    let mut movers: Vec<(Range<u64>, Mover)> = Vec::new();
+    // Free gaps between what stays or is live, lowest first.
     let mut gaps: Vec<Range<u64>> = Vec::new();
     let mut cursor = layout.data_start;
-    for (r, _) in &occupied {
+    for (r, u) in space.ranges() {
+        let mover = match *u {
+            HostUse::Free => continue,
+            HostUse::BlockData(b) if !keep(b) => continue,
+            HostUse::BlockData(b) if r.start < layout.data_start => {
+                return Err(Error::invalid(
+                    format!("block {b} overlaps the image's metadata"),
+                    r.start,
+                ));
+            }
+            HostUse::BlockData(b) => Some(Mover::Block(b)),
+            HostUse::Metadata { movable: true } => Some(Mover::Metadata),
+            HostUse::Trailer => None,
+            // Fixed metadata, and uses this engine does not know, stay.
+            _ => {
+                data_end = data_end.max(r.end);
+                None
+            }
+        };
+        if let Some(m) = mover {
+            movers.push((r.clone(), m));
+        }
         if r.start > cursor {
             gaps.push(cursor..r.start);
         }
         cursor = cursor.max(r.end);
     }
+    movers.sort_unstable_by_key(|(r, _)| std::cmp::Reverse(r.start));
 
-    let mut by_host: Vec<(BlockIndex, u64)> = survivors.iter().map(|&(b, h)| (b, h.0)).collect();
-    by_host.sort_unstable_by_key(|&(_, h)| std::cmp::Reverse(h));
-
-    let mut moves = Vec::new();
-    let mut gap_idx = 0;
-    let mut data_end = layout.metadata_end();
-    for &(block, host) in &by_host {
-        // Skip gaps too small for a block: all blocks have the same footprint, so a gap that
-        // cannot take one now never will.
-        let slot = loop {
-            let Some(gap) = gaps.get(gap_idx) else {
-                break None;
-            };
-            match on_grid(layout.data_start, gap.start, align) {
-                Some(start)
-                    if start
-                        .checked_add(footprint)
-                        .is_some_and(|end| end <= gap.end) =>
-                {
-                    break Some(start);
+    let (mut moves, mut metadata_moves) = (Vec::new(), Vec::new());
+    let mut block_gap = 0;
+    for (r, mover) in movers {
+        let len = r.end - r.start;
+        let slot = match mover {
+            // Blocks all have the same footprint, so a gap that cannot take one now never
+            // will: the search resumes where the last one stopped.
+            Mover::Block(_) => loop {
+                let Some(gap) = gaps.get(block_gap) else {
+                    break None;
+                };
+                match fit(gap, layout.data_start, align, footprint) {
+                    Some(to) => break Some((block_gap, to)),
+                    None => block_gap += 1,
                 }
-                _ => gap_idx += 1,
-            }
+            },
+            Mover::Metadata => (0..gaps.len()).find_map(|i| {
+                let to = fit(&gaps[i], layout.data_start, align, len)?;
+                Some((i, to))
+            }),
         };
         match slot {
-            Some(to) if to < host => {
-                moves.push(Relocation {
-                    block,
-                    from: HostOffset(host),
-                    to: HostOffset(to),
-                });
-                gaps[gap_idx].start = to + footprint;
-                data_end = data_end.max(to + footprint);
+            Some((i, to)) if to < r.start => {
+                gaps[i].start = to + len;
+                data_end = data_end.max(to + len);
+                match mover {
+                    Mover::Block(block) => moves.push(Relocation {
+                        block,
+                        from: HostOffset(r.start),
+                        to: HostOffset(to),
+                    }),
+                    Mover::Metadata => metadata_moves.push(MetadataMove { from: r, to }),
+                }
             }
-            // No gap below this block, so none below any lower block either: the rest stay,
-            // and (blocks being disjoint) this one ends highest among them.
-            _ => {
-                data_end = data_end.max(host + footprint);
-                break;
-            }
+            _ => data_end = data_end.max(r.end),
         }
     }
-    Ok(MovePlan { moves, data_end })
+    Ok(MovePlan {
+        moves,
+        metadata_moves,
+        data_end,
+    })
+}
+
+/// Where in `gap` something of `len` bytes fits on the grid of `align` from `base`.
+fn fit(gap: &Range<u64>, base: u64, align: u64, len: u64) -> Option<u64> {
+    let start = on_grid(base, gap.start, align)?;
+    (start.checked_add(len)? <= gap.end).then_some(start)
 }
 
 /// The first offset at or after `at` that lies `k * align` bytes after `base` (`at >= base`):
@@ -132,21 +155,42 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A layout, with the fixed metadata ranges `reserved` (and the space before
+    /// `data_start`) for [`plan_moves`].
     fn layout(
         data_start: u64,
         footprint: u64,
         align: u64,
         reserved: Vec<Range<u64>>,
-    ) -> HostLayout {
-        HostLayout {
+    ) -> (HostLayout, Vec<Range<u64>>) {
+        let l = HostLayout {
             data_start,
             block_footprint: footprint,
             data_offset: Some(0),
             alignment: align,
-            reserved,
             trailer_len: 512,
             end_alignment: 1,
-        }
+        };
+        (l, reserved)
+    }
+
+    /// Plans over the map of a file holding the fixed metadata and the survivors.
+    fn plan_moves(
+        (l, reserved): &(HostLayout, Vec<Range<u64>>),
+        survivors: &[(BlockIndex, HostOffset)],
+    ) -> Result<MovePlan> {
+        let fp = l.block_footprint;
+        let used: Vec<(Range<u64>, HostUse)> = reserved
+            .iter()
+            .map(|r| (r.clone(), HostUse::FIXED))
+            .chain(
+                survivors
+                    .iter()
+                    .map(|&(b, h)| (h.0..h.0 + fp, HostUse::BlockData(b))),
+            )
+            .collect();
+        let len = used.iter().map(|(r, _)| r.end).max().unwrap_or(0);
+        super::plan_moves(l, &HostSpaceMap::new(len, used)?, &|_| true)
     }
 
     #[test]
@@ -285,6 +329,64 @@ mod tests {
             if !reserved_beyond {
                 prop_assert_eq!(plan.data_end, start + slots_needed * fp);
             }
+        }
+    }
+
+    proptest! {
+        /// For random mixes of blocks, movable metadata of any length and a fixed range: every
+        /// move (block or metadata) goes down, onto the grid, into space the map called free,
+        /// each source at most once; afterwards nothing overlaps, and the block area ends
+        /// where the last range does.
+        #[test]
+        fn movable_metadata_moves_down_once_onto_the_grid_into_free_space(
+            kinds in prop::collection::vec(0u8..3, 0..120),
+            lens in prop::collection::vec(1u64..4608, 120),
+            fixed_slot in prop::option::of(0usize..120),
+        ) {
+            let (fp, start) = (4096 + 512, 1536);
+            let l = HostLayout {
+                data_start: start,
+                block_footprint: fp,
+                data_offset: Some(0),
+                alignment: 512,
+                trailer_len: 0,
+                end_alignment: 1,
+            };
+            let mut used = Vec::new();
+            for (i, &k) in kinds.iter().enumerate() {
+                let at = start + i as u64 * fp;
+                match k {
+                    _ if Some(i) == fixed_slot => used.push((at..at + fp, HostUse::FIXED)),
+                    1 => used.push((at..at + fp, HostUse::BlockData(BlockIndex(i as u64)))),
+                    2 => used.push((at..at + lens[i], HostUse::Metadata { movable: true })),
+                    _ => {}
+                }
+            }
+            let end = start + kinds.len() as u64 * fp;
+            let map = HostSpaceMap::new(end, used.clone()).unwrap();
+            let plan = super::plan_moves(&l, &map, &|_| true).unwrap();
+            let mut finals: Vec<Range<u64>> = Vec::new();
+            let mut moved = std::collections::HashSet::new();
+            let mut targets: Vec<(u64, u64)> = plan.moves.iter().map(|m| (m.from.0, m.to.0)).collect();
+            targets.extend(plan.metadata_moves.iter().map(|m| (m.from.start, m.to)));
+            for (r, _) in &used {
+                let len = r.end - r.start;
+                let to = match targets.iter().find(|(from, _)| *from == r.start) {
+                    Some(&(_, to)) => {
+                        prop_assert!(to < r.start && (to - start) % 512 == 0);
+                        prop_assert!(map.is_free(to..to + len), "target {} not free", to);
+                        prop_assert!(moved.insert(r.start));
+                        to
+                    }
+                    None => r.start,
+                };
+                finals.push(to..to + len);
+            }
+            prop_assert_eq!(targets.len(), moved.len());
+            finals.sort_by_key(|r| r.start);
+            for w in finals.windows(2) { prop_assert!(w[0].end <= w[1].start, "{:?}", w); }
+            let max_end = finals.iter().map(|r| r.end).max().unwrap_or(start);
+            prop_assert_eq!(plan.data_end, max_end.max(start));
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::host_file::HostFile;
 use crate::image::{BlockState, Compactable, DiskImage, FreeAs, HostLayout, ImageKind, Relocation};
 use crate::mem_file::MemFile;
 use crate::progress::{CancelToken, NoProgress};
+use crate::space::HostSpaceMap;
 use crate::units::{BlockIndex, HostOffset};
 
 const PAGE: u64 = 4096;
@@ -145,8 +146,8 @@ impl DiskImage for Toy {
     fn host_file(&self) -> &dyn HostFile {
         &self.file
     }
-    fn host_metadata(&self) -> Result<Vec<Range<u64>>> {
-        Ok(vec![0..BLOCK])
+    fn host_space(&self) -> Result<HostSpaceMap> {
+        HostSpaceMap::of_image(self, BLOCK, std::iter::once(0..BLOCK), [])
     }
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {
         Ok(self)
@@ -163,7 +164,6 @@ impl Compactable for Toy {
             block_footprint: BLOCK,
             data_offset: Some(0),
             alignment: BLOCK,
-            reserved: Vec::new(),
             trailer_len: 0,
             end_alignment: BLOCK,
         })

@@ -54,12 +54,11 @@ fn qemu_compaction(bs: u64, size: u64, mode: Mode) {
         })
         .count() as u64;
     assert!(allocated_zero >= 2, "the workload leaves zero blocks");
-    let metadata_end = image
-        .as_compactable()
-        .unwrap()
-        .host_layout()
-        .unwrap()
-        .metadata_end();
+    let metadata_end = (image.host_space().unwrap().ranges().iter())
+        .filter(|(_, u)| matches!(u, vdisk_core::HostUse::Metadata { .. }))
+        .map(|(r, _)| r.end)
+        .max()
+        .unwrap();
     let allocated = vdisk_core::image_info(&*image).unwrap().allocated_blocks;
     let report = compact(&mut *image, mode).unwrap();
     assert_same_as_raw(&*image, &raw);

@@ -18,9 +18,12 @@ const BLOCKS: u64 = 20;
 
 /// Twenty blocks (the last one short) around a table after three slots: free, zero, trimmed
 /// and data blocks, held in slots in reverse order with free slots between them, so a
-/// compaction frees, moves across the table and truncates.
-fn original() -> (Vec<u8>, Geometry) {
-    let geo = Geometry::new(BLOCKS * BS - 1024, BS, 3, 700);
+/// compaction frees, moves across the table and truncates. A `movable` table moves too.
+fn original(movable: bool) -> (Vec<u8>, Geometry) {
+    let geo = Geometry {
+        movable,
+        ..Geometry::new(BLOCKS * BS - 1024, BS, 3, 700)
+    };
     let mut table = Vec::new();
     let mut next = 0;
     let usable: Vec<u64> = (0..).filter(|&k| geo.usable(k)).take(40).collect();
@@ -57,15 +60,15 @@ fn errors(bytes: Vec<u8>) -> Vec<String> {
     }
 }
 
-fn case<'a>(mode: Mode, fs_free: Option<Vec<Range<u64>>>) -> CrashCase<'a> {
-    let (bytes, geo) = original();
+fn case<'a>(mode: Mode, fs_free: Option<Vec<Range<u64>>>, movable: bool) -> CrashCase<'a> {
+    let (bytes, geo) = original(movable);
     let may_zero = fs_free.as_ref().map(|f| {
         let before = ToyImage::open(Box::new(MemFile::from_bytes(bytes.clone()))).unwrap();
         let disk = crate::testing::whole_disk(&before);
         MayZero::new(disk, blocks_inside(f, BS, geo.size))
     });
     let mut c = CrashCase::new(
-        format!("toy {mode}"),
+        format!("toy {mode}{}", if movable { " movable table" } else { "" }),
         bytes,
         open,
         |b| open(Box::new(MemFile::from_bytes(b))),
@@ -93,7 +96,7 @@ fn every_cut_of_a_toy_compaction_leaves_an_image_that_reads_as_before_and_finish
         (Mode::Full, Some(fs.clone())),
         (Mode::Retrim, Some(fs)),
     ] {
-        let c = case(mode, fs_free);
+        let c = case(mode, fs_free, false);
         let stats = cut_each(&c, &ALL_FAULTS);
         fewest = fewest.min(report_cuts(&c.name, &ALL_FAULTS, &stats));
         assert!(
@@ -102,4 +105,29 @@ fn every_cut_of_a_toy_compaction_leaves_an_image_that_reads_as_before_and_finish
         );
     }
     assert!(fewest >= 5, "a toy compaction writes at least 5 times");
+}
+
+#[test]
+#[allow(
+    clippy::single_range_in_vec_init,
+    reason = "one free range is the case under test"
+)]
+fn every_cut_of_a_compaction_that_moves_the_table_leaves_an_image_that_reads_as_before() {
+    let fs = vec![3 * BS..9 * BS];
+    for (mode, fs_free) in [(Mode::Prezeroed, None), (Mode::Full, Some(fs))] {
+        let (bytes, geo) = original(true);
+        let mut toy = ToyImage::open(Box::new(MemFile::from_bytes(bytes))).unwrap();
+        compact(&mut toy, mode, fs_free.as_deref()).unwrap();
+        assert!(
+            toy.geo.table_offset < geo.table_offset,
+            "{mode}: the table moves down"
+        );
+        let c = case(mode, fs_free, true);
+        let stats = cut_each(&c, &ALL_FAULTS);
+        report_cuts(&c.name, &ALL_FAULTS, &stats);
+        assert!(
+            stats[0].final_len < c.original.len() as u64,
+            "{mode}: the file shrinks"
+        );
+    }
 }

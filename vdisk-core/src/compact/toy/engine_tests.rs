@@ -8,8 +8,11 @@ use std::ops::Range;
 use proptest::prelude::*;
 
 use super::{Entry, Geometry, SparseFile, ToyImage};
-use crate::compact::{CompactOptions, CompactPlan, Compactor, GenericCompactor, Mode, Reason};
+use crate::compact::{
+    CompactOptions, CompactPlan, Compactor, GenericCompactor, MetadataMove, Mode, Reason,
+};
 use crate::error::{ErrorKind, Result};
+use crate::extent::GuestExtent;
 use crate::image::DiskImage;
 use crate::mem_file::MemFile;
 use crate::progress::{CancelToken, NoProgress};
@@ -348,4 +351,190 @@ proptest! {
                 "{}: a second run finds {:?}", mode, again.report(true));
         }
     }
+}
+
+#[test]
+fn a_movable_table_moves_down_once_into_the_lowest_hole_and_a_fixed_one_stays() {
+    // Slots 0..6 free, the table inside slot 6, blocks in slots 8 and 9.
+    for movable in [false, true] {
+        let geo = Geometry {
+            movable,
+            ..Geometry::new(4 * BS, BS, 6, 100)
+        };
+        let blocks = vec![
+            Model::Data(vec![1; BS as usize]),
+            Model::Free,
+            Model::Data(vec![2; BS as usize]),
+            Model::Free,
+        ];
+        let (mut toy, file) = build(geo, &blocks, &[9, 8], 0xab);
+        let before = whole(&toy);
+        let p = compact(&mut toy, Mode::Pretrimmed, None);
+        let after = reopen(bytes_of(&file));
+        assert!(whole(&after) == before, "movable {movable}: content");
+        assert!(after.check().unwrap().is_empty());
+        assert_eq!(
+            (after.entry(0).slot(), after.entry(2).slot()),
+            (Some(0), Some(1))
+        );
+        let table_len = geo.table().end - geo.table().start;
+        let (table_at, end) = match movable {
+            // Into slot 2, the lowest grid position free once the blocks took slots 0 and 1.
+            true => (geo.slot_range(2).start, geo.slot_range(2).start + table_len),
+            false => (geo.table_offset, geo.table().end),
+        };
+        let want: Vec<MetadataMove> = match movable {
+            true => vec![MetadataMove {
+                from: geo.table(),
+                to: table_at,
+            }],
+            false => Vec::new(),
+        };
+        assert_eq!(p.metadata_moves, want, "movable {movable}");
+        assert_eq!(after.geo.table_offset, table_at, "movable {movable}");
+        assert_eq!(bytes_of(&file).len() as u64, end, "movable {movable}");
+        let again = plan(&after, Mode::Pretrimmed, None).unwrap();
+        assert!(again.moves.is_empty() && again.metadata_moves.is_empty());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// For random guest writes and slot placements around a movable table, in every mode: the
+    /// content reads as the model says, the toy's check passes, the table moves at most once
+    /// and only down, the file is never longer than with a fixed table, and a second run
+    /// reclaims nothing.
+    #[test]
+    fn a_movable_table_moves_at_most_once_down_and_every_byte_reads_as_before(
+        n in 3u64..16,
+        ops in prop::collection::vec(op(), 0..16),
+        slots_before in 0u64..6,
+        skew in 0u64..3000,
+        extra in 0usize..6,
+        seed in any::<u64>(),
+    ) {
+        let size = n * BS;
+        let fixed = Geometry::new(size, BS, slots_before, skew);
+        let geo = Geometry { movable: true, ..fixed };
+        let blocks = run_ops(n, size, &ops);
+        let held = blocks.iter().filter(|m| **m != Model::Free).count();
+        let slot_of = slots(&geo, held, extra, seed | 1);
+        for mode in Mode::ALL {
+            let (mut toy, file) = build(geo, &blocks, &slot_of, 0);
+            let model = whole(&toy);
+            let p = compact(&mut toy, mode, None);
+            let image = reopen(bytes_of(&file));
+            prop_assert!(whole(&image) == model, "{}: content", mode);
+            prop_assert!(image.check().unwrap().is_empty(), "{}: check", mode);
+            prop_assert!(p.metadata_moves.len() <= 1, "{}", mode);
+            prop_assert!(image.geo.table_offset <= geo.table_offset, "{}", mode);
+            let (mut toy_fixed, file_fixed) = build(fixed, &blocks, &slot_of, 0);
+            compact(&mut toy_fixed, mode, None);
+            prop_assert!(bytes_of(&file).len() <= bytes_of(&file_fixed).len(), "{}: length", mode);
+            let again = plan(&image, mode, None).unwrap();
+            prop_assert!(again.reclaim.is_empty(), "{}: a second run reclaims", mode);
+        }
+    }
+}
+
+#[test]
+#[allow(
+    clippy::single_range_in_vec_init,
+    reason = "one free range is the case under test"
+)]
+fn an_opaque_extent_is_never_freed_or_read_as_zeros_and_moves_only_whole() {
+    // Blocks 0 (all zeros), 1 (data the file system calls free) and 3 (trimmed) are shared:
+    // opaque. Block 2 is plain zeros. They sit high, above free slots.
+    let geo = Geometry::new(5 * BS, BS, 12, 0);
+    let blocks = vec![
+        Model::Data(vec![0; BS as usize]),
+        Model::Data(vec![7; BS as usize]),
+        Model::Data(vec![0; BS as usize]),
+        Model::Trimmed,
+        Model::Free,
+    ];
+    let fs_free = vec![0..5 * BS];
+    for mode in Mode::ALL {
+        let (mut toy, file) = build(geo, &blocks, &[8, 9, 10, 11], 0xab);
+        for b in [0, 1, 3] {
+            toy.make_opaque(b).unwrap();
+        }
+        let before = bytes_of(&file);
+        let model = whole(&toy);
+        let p = compact(&mut toy, mode, Some(&fs_free));
+        let freed: Vec<u64> = p.reclaim.iter().map(|(b, _)| b.0).collect();
+        // Pretrimmed frees trimmed blocks only, and the one trimmed block is opaque.
+        let want = if mode == Mode::Pretrimmed {
+            vec![]
+        } else {
+            vec![2]
+        };
+        assert_eq!(freed, want, "{mode}: only the plain block is freed");
+        let after = reopen(bytes_of(&file));
+        assert!(after.check().unwrap().is_empty(), "{mode}");
+        // Even the file-system-free opaque block keeps its data: nothing reads differently.
+        assert!(whole(&after) == model, "{mode}: content");
+        for b in [0u64, 1, 3] {
+            let (s0, s1) = (
+                reopen(before.clone()).entry(b).slot().unwrap(),
+                after.entry(b).slot().unwrap(),
+            );
+            let fp = |bytes: &[u8], s: u64| {
+                let r = geo.slot_range(s);
+                bytes[r.start as usize..r.end as usize].to_vec()
+            };
+            assert!(
+                fp(&before, s0) == fp(&bytes_of(&file), s1),
+                "{mode}: block {b} moved whole, its footprint unchanged"
+            );
+            assert!(
+                mode == Mode::Retrim || s1 < s0,
+                "{mode}: block {b} moved down"
+            );
+            let ext = after.guest_extents(b * BS..(b + 1) * BS).unwrap();
+            assert!(
+                matches!(ext[..], [(_, GuestExtent::Opaque { .. })]),
+                "{mode}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_host_space_map_that_disagrees_with_the_allocation_map_is_refused_with_the_file_untouched() {
+    let geo = Geometry::new(4 * BS, BS, 6, 0);
+    let blocks = vec![Model::Data(vec![0; BS as usize]); 4];
+    let (mut toy, file) = build(geo, &blocks, &[7, 8, 9, 10], 0);
+    toy.misreport_space = true;
+    let before = bytes_of(&file);
+    for mode in Mode::ALL {
+        let err = plan(&toy, mode, None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Internal, "{mode}: {err}");
+        assert!(err.to_string().contains("host space map"), "{err}");
+    }
+    assert!(bytes_of(&file) == before, "the file changed");
+}
+
+#[test]
+fn a_metadata_move_planned_for_another_image_is_refused_before_it_writes() {
+    // Planned while the table is movable, applied after it became fixed (another open).
+    let geo = Geometry {
+        movable: true,
+        ..Geometry::new(2 * BS, BS, 6, 100)
+    };
+    let blocks = vec![Model::Data(vec![1; BS as usize]), Model::Free];
+    let (toy, file) = build(geo, &blocks, &[8], 0);
+    let p = plan(&toy, Mode::Pretrimmed, None).unwrap();
+    assert_eq!(p.metadata_moves.len(), 1);
+    let mut bytes = bytes_of(&file);
+    bytes[48..56].copy_from_slice(&0u64.to_le_bytes()); // the header's movable flag
+    let other = SparseFile(MemFile::from_bytes(bytes.clone()));
+    let mut fixed = ToyImage::open(Box::new(other.clone())).unwrap();
+    let err = GenericCompactor
+        .apply(&mut fixed, &p, &NoProgress, &CancelToken::new())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+    assert!(err.to_string().contains("not a movable"), "{err}");
+    assert!(bytes_of(&other) == bytes, "the file changed");
 }

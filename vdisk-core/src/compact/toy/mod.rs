@@ -11,13 +11,15 @@
 //! ```
 //!
 //! - The header (512 bytes at 0): magic `TOYDISK1`, virtual size, block size, table offset,
-//!   data start, block count (little-endian `u64`s).
-//! - The table sits in the middle of the block area, off the slot grid, at an offset fixed at
-//!   creation; slots it overlaps are never used. Its `u64` entries hold slot numbers, not host
+//!   data start, block count, movable (little-endian `u64`s).
+//! - The table sits in the middle of the block area, off the slot grid at creation; slots it
+//!   overlaps are never used. With `movable` 1 it is movable metadata: a compaction may move
+//!   it down into free slots (copy, sync, rewrite the header sector, sync). Its `u64` entries hold slot numbers, not host
 //!   offsets: 0 = not allocated (reads zeros), `k + 1` = data in slot `k`, with bit 63 set =
 //!   trimmed by the guest (reads zeros, still holds slot `k`).
 //! - A block's data comes first in its footprint, followed by a trailer naming the block; the
-//!   block size need not be a power of two.
+//!   block size need not be a power of two. A trailer whose byte 16 is 1 marks the block
+//!   shared: its guest extent is opaque (moved only whole, never freed).
 //!
 //! Its primitives are crash-safe the way VHD's are (no journal): a move copies the footprint
 //! into a free slot and syncs before a table sector points at it; every table sector is one
@@ -38,8 +40,10 @@ use std::ops::Range;
 use crate::block::{BlockDevice, check_range};
 use crate::check::Problem;
 use crate::error::{Error, ErrorKind, Result};
+use crate::extent::{GuestExtent, extents_from_block_states};
 use crate::host_file::HostFile;
 use crate::image::{BlockState, Compactable, DiskImage, FreeAs, HostLayout, ImageKind, Relocation};
+use crate::space::{HostSpaceMap, HostUse};
 use crate::units::{BlockIndex, HostOffset, SECTOR, block_spans};
 
 pub(crate) use sparse::SparseFile;
@@ -93,6 +97,8 @@ pub(crate) struct Geometry {
     pub table_offset: u64,
     pub data_start: u64,
     pub blocks: u64,
+    /// Whether the table is movable metadata.
+    pub movable: bool,
 }
 
 impl Geometry {
@@ -106,6 +112,7 @@ impl Geometry {
             table_offset: data_start + slots_before * (block_size + TRAILER_LEN) + skew,
             data_start,
             blocks: size.div_ceil(block_size),
+            movable: false,
         }
     }
 
@@ -142,6 +149,7 @@ impl Geometry {
             self.table_offset,
             self.data_start,
             self.blocks,
+            u64::from(self.movable),
         ];
         for (i, v) in fields.iter().enumerate() {
             h[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_le_bytes());
@@ -160,6 +168,7 @@ impl Geometry {
             table_offset: field(2),
             data_start: field(3),
             blocks: field(4),
+            movable: field(5) == 1,
         };
         let sane = g.block_size > 0
             && g.block_size.is_multiple_of(SECTOR)
@@ -167,7 +176,8 @@ impl Geometry {
             && g.blocks <= MAX_BLOCKS
             && g.blocks == g.size.div_ceil(g.block_size)
             && g.data_start >= HEADER_LEN
-            && g.table_offset >= g.data_start;
+            && g.table_offset >= g.data_start
+            && field(5) <= 1;
         if !sane {
             return Err(Error::invalid("toy header out of range", 8));
         }
@@ -192,6 +202,11 @@ pub(crate) struct ToyImage {
     /// What the toy says about where a block's data lies in its footprint (`Some(0)`: first).
     /// A test may make it state something else to prove the engine refuses.
     pub data_offset: Option<u64>,
+    /// Blocks marked shared in their trailer: opaque guest extents.
+    opaque: BTreeSet<u64>,
+    /// Makes the host space map give each block a sector less than its footprint, so a test
+    /// can prove the engine refuses a map that disagrees with the allocation map.
+    pub misreport_space: bool,
 }
 
 impl ToyImage {
@@ -258,12 +273,35 @@ impl ToyImage {
                 }
             }
         }
+        let mut opaque = BTreeSet::new();
+        for (b, e) in table.iter().enumerate() {
+            if let Some(slot) = e.slot() {
+                let mut flag = [0u8];
+                file.read_at(&mut flag, geo.slot_range(slot).start + geo.block_size + 16)?;
+                if flag[0] == 1 {
+                    opaque.insert(b as u64);
+                }
+            }
+        }
         Ok(ToyImage {
             file,
             geo,
             table,
             data_offset: Some(0),
+            opaque,
+            misreport_space: false,
         })
+    }
+
+    /// Marks `block` (which holds a slot) shared, in its trailer: its extent becomes opaque.
+    pub fn make_opaque(&mut self, block: u64) -> Result<()> {
+        let slot = self.table[block as usize]
+            .slot()
+            .expect("a block holding a slot");
+        let at = self.geo.slot_range(slot).start + self.geo.block_size + 16;
+        self.file.write_at(&[1], at)?;
+        self.opaque.insert(block);
+        Ok(())
     }
 
     pub fn entry(&self, block: u64) -> Entry {
@@ -362,8 +400,34 @@ impl DiskImage for ToyImage {
         &*self.file
     }
 
-    fn host_metadata(&self) -> Result<Vec<Range<u64>>> {
-        Ok(vec![0..HEADER_LEN, self.geo.table()])
+    /// As the allocation map says, except that a shared block is one opaque extent.
+    fn guest_extents(&self, range: Range<u64>) -> Result<Vec<(Range<u64>, GuestExtent)>> {
+        let bs = self.geo.block_size;
+        let range = range.start.min(self.geo.size)..range.end.min(self.geo.size);
+        let mut out = Vec::new();
+        let mut at = range.start;
+        while at < range.end {
+            let b = at / bs;
+            let end = ((b + 1) * bs).min(range.end);
+            match self.table[b as usize].slot() {
+                Some(slot) if self.opaque.contains(&b) => {
+                    let host = self.geo.slot_range(slot);
+                    out.push((at..end, GuestExtent::Opaque { host }));
+                }
+                _ => out.extend(extents_from_block_states(self, at..end)?),
+            }
+            at = end;
+        }
+        Ok(out)
+    }
+
+    fn host_space(&self) -> Result<HostSpaceMap> {
+        let table = HostUse::Metadata {
+            movable: self.geo.movable,
+        };
+        let fp = self.geo.footprint() - if self.misreport_space { SECTOR } else { 0 };
+        let table = [(self.geo.table(), table)];
+        HostSpaceMap::of_image(self, fp, std::iter::once(0..HEADER_LEN), table)
     }
 
     /// Every block's trailer names it.
@@ -374,7 +438,7 @@ impl DiskImage for ToyImage {
                 let at = self.geo.slot_range(slot).start + self.geo.block_size;
                 let mut t = vec![0u8; TRAILER_LEN as usize];
                 self.file.read_at(&mut t, at)?;
-                if t != trailer(b as u64) {
+                if t[..16] != trailer(b as u64)[..16] || t[16] > 1 {
                     problems.push(Problem::error(
                         format!("block {b}'s trailer in slot {slot} does not name it"),
                         Some(at),
@@ -401,7 +465,6 @@ impl Compactable for ToyImage {
             block_footprint: self.geo.footprint(),
             data_offset: self.data_offset,
             alignment: self.geo.footprint(),
-            reserved: vec![self.geo.table()],
             trailer_len: 0,
             end_alignment: 1,
         })
@@ -462,6 +525,31 @@ impl Compactable for ToyImage {
             changed.insert(m.block.0);
         }
         self.write_entries(next, &changed)
+    }
+
+    fn move_metadata(&mut self, from: Range<u64>, to: u64) -> Result<()> {
+        let table = self.geo.table();
+        let target = to..to + (table.end - table.start);
+        let used = self.table.iter().filter_map(|e| e.slot());
+        let clear = used
+            .map(|s| self.geo.slot_range(s))
+            .all(|r| r.end <= target.start || target.end <= r.start);
+        if !self.geo.movable || from != table || to < self.geo.data_start || !clear {
+            return Err(Self::internal(format!(
+                "cannot move {from:?} to {to}: not the movable table moving into free space"
+            )));
+        }
+        self.file
+            .copy_within(from.start, to, from.end - from.start)?;
+        self.file.sync()?;
+        let geo = Geometry {
+            table_offset: to,
+            ..self.geo
+        };
+        self.file.write_at(&geo.header(), 0)?;
+        self.file.sync()?;
+        self.geo = geo;
+        Ok(())
     }
 
     fn truncate(&mut self, data_end: u64) -> Result<u64> {
