@@ -361,6 +361,11 @@ impl<'a> Worker<'a> {
             // libvhdi does not replay a pending log: its view is not the content then.
             Some(_) if format == Format::Vhdx && layout::vhdx_log_pending(bytes) => None,
             Some(p) => self.chain_digest(format, &orig, p, bytes).ok(),
+            // qemu ignores a VDI's per-block extra data (it reads slot n at data + n * block
+            // size, VirtualBox past n * (extra + size) + extra): its view is not the content.
+            None if format == Format::Vdi && layout::vdi::Header::read(bytes).block_extra != 0 => {
+                None
+            }
             None if oracle::qemu_opens(format, &orig) => Some(String::new()),
             // qemu refuses a read-only open of a VHDX whose log is pending: compare with a
             // copy qemu has replayed (`qemu-img check -r all`).
