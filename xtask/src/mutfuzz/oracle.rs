@@ -232,13 +232,17 @@ pub fn libvhdi_digest(
     }
 }
 
-/// A copy of the VDI `file` at `to` with its image type set to dynamic, so qemu (which opens
-/// no differencing VDI) reads its blocks: free and zero entries read zeros, the rest its data.
+/// A copy of the VDI `file` at `to` with its image type set to dynamic and its parent links
+/// (link UUID, parent modification UUID) nil, so qemu (which opens no differencing VDI, nor
+/// one with a link) reads its blocks: free and zero entries read zeros, the rest its data.
 pub fn vdi_as_dynamic(file: &Path, to: &Path) -> Result<(), String> {
     let mut b = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let at = vdi::IMAGE_TYPE as usize;
     if b.len() >= at + 4 {
         b[at..at + 4].copy_from_slice(&vdi::TYPE_DYNAMIC.to_le_bytes());
+    }
+    if let Some(links) = b.get_mut(vdi::LINKS..vdi::LINKS + 32) {
+        links.fill(0);
     }
     std::fs::write(to, b).map_err(|e| format!("{}: {e}", to.display()))
 }

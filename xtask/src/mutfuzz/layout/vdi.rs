@@ -24,6 +24,8 @@ pub const FREE: u32 = 0xffff_ffff;
 pub const ZERO: u32 = 0xffff_fffe;
 /// Offset of the image type.
 pub const IMAGE_TYPE: u64 = 0x4c;
+/// Offset of the link UUID, followed by the parent's modification UUID.
+pub const LINKS: usize = 0x1a8;
 /// Image type of a dynamic image.
 pub const TYPE_DYNAMIC: u32 = 1;
 
