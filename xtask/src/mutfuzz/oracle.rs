@@ -262,7 +262,8 @@ fn qemu_raw(format: &str, file: &Path, to: &Path) -> Result<Vec<u8>, String> {
 
 /// What a VDI differencing chain reads, by qemu: each block of the child is qemu's read of
 /// the child as a dynamic image ([`vdi_as_dynamic`]) unless the child's map entry is free,
-/// then qemu's read of `parent` (zeros past its end). Media size and a 128-bit digest, or
+/// then qemu's read of `parent` (zeros past its end); a file whose type is no longer
+/// differencing reads as itself alone. Media size and a 128-bit digest, or
 /// why qemu refused. `scratch` is a folder for the copies.
 pub fn vdi_chain_digest(child: &Path, parent: &Path, scratch: &Path) -> Result<String, String> {
     let bytes = std::fs::read(child).map_err(|e| format!("{}: {e}", child.display()))?;
@@ -277,9 +278,12 @@ pub fn vdi_chain_digest(child: &Path, parent: &Path, scratch: &Path) -> Result<S
     let mine = qemu_raw("vdi", &patched, &scratch.join("chain-child.raw"))?;
     let theirs = qemu_raw("vdi", parent, &scratch.join("chain-parent.raw"))?;
     let block = usize::try_from(block).map_err(|e| e.to_string())?;
+    // A child whose type no longer says differencing is an image of its own: its free
+    // blocks read zeros, not the parent's.
+    let differencing = vdi::image_type(&bytes) == vdi::TYPE_DIFFERENCING;
     let mut out = Vec::with_capacity(mine.len());
     for (i, chunk) in mine.chunks(block).enumerate() {
-        if map.get(i) == Some(&vdi::FREE) {
+        if differencing && map.get(i) == Some(&vdi::FREE) {
             let from = (i * block).min(theirs.len());
             let to = (from + chunk.len()).min(theirs.len());
             out.extend_from_slice(&theirs[from..to]);

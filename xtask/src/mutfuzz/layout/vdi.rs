@@ -26,6 +26,8 @@ pub const ZERO: u32 = 0xffff_fffe;
 pub const IMAGE_TYPE: u64 = 0x4c;
 /// Offset of the link UUID, followed by the parent's modification UUID.
 pub const LINKS: usize = 0x1a8;
+/// Image type of a differencing image.
+pub const TYPE_DIFFERENCING: u32 = 4;
 /// Image type of a dynamic image.
 pub const TYPE_DYNAMIC: u32 = 1;
 
@@ -60,6 +62,11 @@ pub const FIELDS: [(Field, u32); 13] = [
     (f("uuid-link", 0x1a8, 8), 3),
     (f("sector-size", 0x168, 4), 1),
 ];
+
+/// The image type of `b` (0 when the file is too short).
+pub fn image_type(b: &[u8]) -> u32 {
+    le32(b, IMAGE_TYPE).unwrap_or(0)
+}
 
 /// What the header says, read without validation (0 where the file is too short).
 #[derive(Debug, Clone, Copy, Default)]
