@@ -44,17 +44,18 @@ pub const TASKS: &[Task] = &[
     },
     Task {
         name: "mutate",
-        synopsis: "[--time SECS | --cases N] [--seed N] [--format vhd|vhdx|all]\n         \
+        synopsis: "[--time SECS | --cases N] [--seed N] [--format vhd|vhdx|vdi|all]\n         \
                    [--keep DIR] [--case N] [--workers N] [--vdisk PATH]",
         about: || {
-            "mutate VHD/VHDX seeds (made by qemu and vdisk) field by field and run info, check, \
-             compact --dry-run and compact in every mode of the release vdisk on each (no hang, \
-             panic, signal or memory blow-up; failed runs leave the file unchanged; compactions \
-             read the same (qemu-img compare, libvhdi for children)).\n\
+            "mutate VHD/VHDX/VDI seeds (made by qemu and vdisk) field by field and run info, \
+             check, compact --dry-run and compact in every mode of the release vdisk on each (no \
+             hang, panic, signal or memory blow-up; failed runs leave the file unchanged; \
+             compactions read the same (qemu-img compare; libvhdi for VHD/VHDX children, qemu \
+             block by block over the parent for VDI children)).\n\
              --time SECS     run for SECS seconds (default 60)\n\
              --cases N       run exactly N cases instead of for a time\n\
              --seed N        the random seed (default 1); the same seed gives the same cases\n\
-             --format F      vhd, vhdx or all (default all)\n\
+             --format F      vhd, vhdx, vdi or all (default all)\n\
              --keep DIR      write each failing input to DIR with a line that replays it\n\
              --case N        replay case N only (same --seed and --format)\n\
              --workers N     cases run in parallel (default 2)\n\
@@ -210,6 +211,11 @@ mod tests {
             assert!(bench.contains(case), "{case}: {bench}");
         }
         assert!(task("demo").unwrap().contains("--keep"));
+        let mutate = task("mutate").unwrap();
+        for format in ["vhd", "vhdx", "vdi", "all"] {
+            assert!(crate::mutate::mutfuzz::parse_formats(format).is_ok());
+            assert!(mutate.contains(format), "{format}: {mutate}");
+        }
         assert!(task("nonsense").is_none());
     }
 

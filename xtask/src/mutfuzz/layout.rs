@@ -1,6 +1,8 @@
-//! Where the format-owned structures of a VHD or VHDX file lie, read with a few header fields
+//! Where the format-owned structures of a VHD, VHDX or VDI file lie, read with a few header fields
 //! (no validation: the mutator wants the ranges even of a half-broken file), and the checksums
 //! that guard them.
+
+pub mod vdi;
 
 /// One structure of an image file: a byte range and how the mutator treats it.
 #[derive(Debug, Clone)]
@@ -26,17 +28,23 @@ pub enum Shape {
     VhdBat,
     /// VHDX BAT: little-endian u64 entries (state bits 0-2, FileOffsetMB bits 20-63).
     VhdxBat,
+    /// VDI header: its named fields, each set to one of its boundary values.
+    VdiHeader,
+    /// VDI block map: little-endian u32 slot numbers, free or zero.
+    VdiMap,
     /// Guest data: only bytes, no fields.
     Data,
 }
 
-/// The two formats the mutator knows.
+/// The formats the mutator knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Format {
     /// VHD 1.0 (qemu's `vpc`).
     Vhd,
     /// VHDX.
     Vhdx,
+    /// VirtualBox VDI.
+    Vdi,
 }
 
 impl Format {
@@ -45,6 +53,7 @@ impl Format {
         match self {
             Format::Vhd => "vhd",
             Format::Vhdx => "vhdx",
+            Format::Vdi => "vdi",
         }
     }
 
@@ -53,6 +62,7 @@ impl Format {
         match self {
             Format::Vhd => "vpc",
             Format::Vhdx => "vhdx",
+            Format::Vdi => "vdi",
         }
     }
 
@@ -67,6 +77,7 @@ pub fn spans(format: Format, bytes: &[u8]) -> Vec<Span> {
     match format {
         Format::Vhd => vhd_spans(bytes),
         Format::Vhdx => vhdx_spans(bytes),
+        Format::Vdi => vdi::spans(bytes),
     }
 }
 
@@ -310,9 +321,10 @@ fn vhd_sum(bytes: &[u8]) -> u32 {
 
 /// Recomputes every checksum a mutation may have broken, so it reaches the code behind the
 /// checksum gate: VHD footers (end and copy) and dynamic header; VHDX headers and region
-/// tables (CRC-32C), and the log entry at the head of the log.
+/// tables (CRC-32C), and the log entry at the head of the log. VDI has none.
 pub fn fix_checksums(format: Format, b: &mut [u8]) {
     match format {
+        Format::Vdi => {}
         Format::Vhd => {
             let len = b.len();
             let mut footers = vec![0usize];

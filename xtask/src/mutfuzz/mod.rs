@@ -1,10 +1,11 @@
 //! Mutation fuzzing of the real `vdisk` binary (issue 12, "how to prove it").
 //!
-//! Seeds are small VHD and VHDX images (fixed, dynamic, differencing) made at run time by
+//! Seeds are small VHD, VHDX and VDI images (fixed, dynamic, differencing) made at run time by
 //! qemu and by `vdisk create` ([`seeds`]). Each case draws one field-aware [`mutator`]
 //! mutation of one seed (a field of a footer, header, region table, metadata item, locator or
-//! log; a BAT entry in any state with or without an offset; a cut or an extension; the other
-//! format's signature planted in guest data), half of them with checksums recomputed. Then
+//! log; a VDI header field set to one of its boundary values; a BAT or block map entry in any
+//! state with or without an offset; a cut or an extension; another format's signature planted
+//! in guest data), half of them with checksums recomputed (VDI has none). Then
 //! every command runs on it under a timeout and memory and file-size limits ([`oracle`]):
 //! `info`, `check`, `compact --dry-run` and `compact` in every mode. The rules:
 //! - no hang, no memory exhaustion, no panic, no signal, no exit 2 (the arguments are valid);
@@ -12,8 +13,9 @@
 //!   that fails; a differencing child's parent is never changed;
 //! - a successful compaction reads the same, by `qemu-img compare` (libvhdi through the chain
 //!   for differencing images) against the mutated input, when that oracle opens the input
-//!   (the seeds hold no file system, so every mode must be byte-exact); `qemu-img check` and
-//!   `vdisk check` still pass on the result when they passed on the input.
+//!   (the seeds hold no file system, so every mode must be byte-exact; a VDI child, which
+//!   neither opens, by qemu's reads of child and parent merged by the child's map); `qemu-img
+//!   check` and `vdisk check` still pass on the result when they passed on the input.
 //!
 //! Used by `cargo xtask mutate` and by the fixed-seed slice in the CLI tests (included there
 //! with `#[path]`), so both run the same code.
@@ -25,11 +27,11 @@
 pub mod layout;
 pub mod mutator;
 pub mod oracle;
+pub mod report;
 pub mod seeds;
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt::{self, Write as _};
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -37,6 +39,7 @@ use std::time::{Duration, Instant};
 pub use layout::Format;
 use mutator::{Mutation, Rng};
 use oracle::{Limits, Outcome};
+pub use report::{Finding, Report};
 use seeds::Seed;
 
 /// Compaction modes, all of them.
@@ -68,11 +71,11 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults: both formats, 2 workers, 20 s per command, 1 GiB address space, 256 MiB files.
+    /// Defaults: every format, 2 workers, 20 s per command, 1 GiB address space, 256 MiB files.
     pub fn new(vdisk: PathBuf, work: PathBuf) -> Config {
         Config {
             vdisk,
-            formats: vec![Format::Vhd, Format::Vhdx],
+            formats: vec![Format::Vhd, Format::Vhdx, Format::Vdi],
             seed: 1,
             work,
             keep: None,
@@ -128,134 +131,6 @@ impl Cmd {
             Cmd::DryRun(m) => vec!["compact", "--dry-run", "--mode", m],
             Cmd::Compact(m) => vec!["compact", "--mode", m],
         }
-    }
-}
-
-/// A broken rule.
-#[derive(Debug, Clone)]
-pub struct Finding {
-    /// Seed image name.
-    pub seed: String,
-    /// Its format.
-    pub format: Format,
-    /// Case number (replay with the same run seed).
-    pub case: u64,
-    /// The command.
-    pub cmd: String,
-    /// Failure class.
-    pub class: &'static str,
-    /// What happened.
-    pub detail: String,
-    /// The mutation (minimised).
-    pub mutation: String,
-    /// Saved input, if `--keep`.
-    pub kept: Option<PathBuf>,
-}
-
-/// Counts of a run.
-#[derive(Debug, Default, Clone)]
-pub struct Report {
-    /// Cases per format.
-    pub cases: BTreeMap<Format, u64>,
-    /// Commands run per (format, command).
-    pub tried: BTreeMap<(Format, String), u64>,
-    /// Failures per (format, command, class).
-    pub failures: BTreeMap<(Format, String, &'static str), u64>,
-    /// Successful compactions whose input the oracle refused (not compared).
-    pub unopenable: BTreeMap<(Format, String), u64>,
-    /// Successful compactions compared by an oracle.
-    pub compared: BTreeMap<(Format, String), u64>,
-    /// The first findings of each (format, command, class).
-    pub findings: Vec<Finding>,
-}
-
-impl Report {
-    /// Total failures.
-    pub fn failure_count(&self) -> u64 {
-        self.failures.values().sum()
-    }
-
-    fn merge(&mut self, o: Report) {
-        for (k, v) in o.cases {
-            *self.cases.entry(k).or_default() += v;
-        }
-        for (map, other) in [
-            (&mut self.tried, o.tried),
-            (&mut self.unopenable, o.unopenable),
-            (&mut self.compared, o.compared),
-        ] {
-            for (k, v) in other {
-                *map.entry(k).or_default() += v;
-            }
-        }
-        for (k, v) in o.failures {
-            *self.failures.entry(k).or_default() += v;
-        }
-        for x in o.findings {
-            let seen = self
-                .findings
-                .iter()
-                .any(|y| (y.format, &y.cmd, y.class) == (x.format, &x.cmd, x.class));
-            if !seen {
-                self.findings.push(x);
-            }
-        }
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (format, cases) in &self.cases {
-            writeln!(f, "{}: {cases} mutations", format.name())?;
-            writeln!(
-                f,
-                "  {:<20} {:>7} {:>9} {:>11}  failures by class",
-                "command", "runs", "compared", "unopenable"
-            )?;
-            for cmd in Cmd::all() {
-                let key = (*format, cmd.label());
-                let runs = self.tried.get(&key).copied().unwrap_or(0);
-                let cmp = self.compared.get(&key).copied().unwrap_or(0);
-                let un = self.unopenable.get(&key).copied().unwrap_or(0);
-                let mut classes = String::new();
-                for ((fm, c, class), n) in &self.failures {
-                    if fm == format && *c == key.1 {
-                        let _ = write!(classes, "{class}={n} ");
-                    }
-                }
-                writeln!(
-                    f,
-                    "  {:<20} {runs:>7} {cmp:>9} {un:>11}  {}",
-                    key.1,
-                    if classes.is_empty() {
-                        "-"
-                    } else {
-                        classes.trim_end()
-                    }
-                )?;
-            }
-        }
-        if !self.findings.is_empty() {
-            writeln!(f, "findings (first of each format/command/class):")?;
-        }
-        for x in &self.findings {
-            writeln!(
-                f,
-                "  [{}] {} case {} on {}: {} — {}\n      mutation: {}{}",
-                x.class,
-                x.format.name(),
-                x.case,
-                x.seed,
-                x.cmd,
-                x.detail,
-                x.mutation,
-                x.kept
-                    .as_ref()
-                    .map(|p| format!("\n      kept: {}", p.display()))
-                    .unwrap_or_default()
-            )?;
-        }
-        Ok(())
     }
 }
 
@@ -485,7 +360,12 @@ impl<'a> Worker<'a> {
         let oracle = input.oracle.get_or_insert_with(|| match &parent {
             // libvhdi does not replay a pending log: its view is not the content then.
             Some(_) if format == Format::Vhdx && layout::vhdx_log_pending(bytes) => None,
-            Some(p) => oracle::libvhdi_digest(&orig, Some(p), zero_blocks(format, bytes)).ok(),
+            Some(p) => self.chain_digest(format, &orig, p, bytes).ok(),
+            // qemu ignores a VDI's per-block extra data (it reads slot n at data + n * block
+            // size, VirtualBox past n * (extra + size) + extra): its view is not the content.
+            None if format == Format::Vdi && layout::vdi::Header::read(bytes).block_extra != 0 => {
+                None
+            }
             None if oracle::qemu_opens(format, &orig) => Some(String::new()),
             // qemu refuses a read-only open of a VHDX whose log is pending: compare with a
             // copy qemu has replayed (`qemu-img check -r all`).
@@ -500,25 +380,45 @@ impl<'a> Worker<'a> {
         };
         let orig = if before == "replayed" { replayed } else { orig };
         match &parent {
-            Some(p) => match oracle::libvhdi_digest(
-                &file,
-                Some(p),
-                zero_blocks(format, &std::fs::read(&file).map_err(|e| e.to_string())?),
-            ) {
-                Ok(after) if after == before => {}
-                Ok(after) => {
-                    return Ok(Verdict::Fail(
-                        "content-changed",
-                        format!("libvhdi reads {after} after, {before} before"),
-                    ));
+            Some(p) => {
+                let result = std::fs::read(&file).map_err(|e| e.to_string())?;
+                let who = if format == Format::Vdi {
+                    "qemu (child over parent)"
+                } else {
+                    "libvhdi"
+                };
+                match self.chain_digest(format, &file, p, &result) {
+                    Ok(after) if after == before => {}
+                    Ok(after) => {
+                        return Ok(Verdict::Fail(
+                            "content-changed",
+                            format!("{who} reads {after} after, {before} before"),
+                        ));
+                    }
+                    Err(e) => {
+                        return Ok(Verdict::Fail(
+                            "result-unreadable",
+                            format!("{who} refuses the result: {e}"),
+                        ));
+                    }
                 }
-                Err(e) => {
-                    return Ok(Verdict::Fail(
-                        "result-unreadable",
-                        format!("libvhdi refuses the result: {e}"),
-                    ));
+                if format == Format::Vdi {
+                    // qemu checks the child's map and counts read as a dynamic image's.
+                    let as_dynamic = |from: &Path, name: &str| {
+                        let to = self.dir.join("orig").join(name);
+                        oracle::vdi_as_dynamic(from, &to).map(|()| oracle::qemu_check(format, &to))
+                    };
+                    let before_ok = match input.qemu_check {
+                        Some(ok) => ok,
+                        None => as_dynamic(&orig, "check-before.vdi")?.0,
+                    };
+                    input.qemu_check = Some(before_ok);
+                    let (after_ok, text) = as_dynamic(&file, "check-after.vdi")?;
+                    if before_ok && !after_ok {
+                        return Ok(Verdict::Fail("qemu-check-fails-after", first_line(&text)));
+                    }
                 }
-            },
+            }
             None => {
                 let (code, text) = oracle::qemu_compare(format, &orig, &file);
                 match code {
@@ -553,6 +453,21 @@ impl<'a> Worker<'a> {
             }
         }
         Ok(Verdict::Compared)
+    }
+
+    /// What the chain of the child `file` over `parent` reads: libvhdi for VHD and VHDX,
+    /// qemu block by block for VDI.
+    fn chain_digest(
+        &self,
+        format: Format,
+        file: &Path,
+        parent: &Path,
+        bytes: &[u8],
+    ) -> Result<String, String> {
+        match format {
+            Format::Vdi => oracle::vdi_chain_digest(file, parent, &self.dir.join("orig")),
+            _ => oracle::libvhdi_digest(file, Some(parent), zero_blocks(format, bytes)),
+        }
     }
 
     /// Drops edits (and the checksum fix) one at a time while the same class still fails.
@@ -672,12 +587,15 @@ fn first_line(text: &str) -> String {
         .collect()
 }
 
-/// Parses `vhd`, `vhdx` or `all`.
+/// Parses `vhd`, `vhdx`, `vdi` or `all`.
 pub fn parse_formats(s: &str) -> Result<Vec<Format>, String> {
     match s {
         "vhd" => Ok(vec![Format::Vhd]),
         "vhdx" => Ok(vec![Format::Vhdx]),
-        "all" => Ok(vec![Format::Vhd, Format::Vhdx]),
-        other => Err(format!("--format takes vhd, vhdx or all, not {other:?}")),
+        "vdi" => Ok(vec![Format::Vdi]),
+        "all" => Ok(vec![Format::Vhd, Format::Vhdx, Format::Vdi]),
+        other => Err(format!(
+            "--format takes vhd, vhdx, vdi or all, not {other:?}"
+        )),
     }
 }

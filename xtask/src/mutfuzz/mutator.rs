@@ -146,10 +146,9 @@ impl Mutation {
             .apply(format, &current);
             edits.push(e);
         }
-        Mutation {
-            edits,
-            fix: rng.chance(1, 2),
-        }
+        // VDI has no checksums: nothing to fix.
+        let fix = rng.chance(1, 2) && format != Format::Vdi;
+        Mutation { edits, fix }
     }
 }
 
@@ -198,6 +197,8 @@ fn draw_edit(rng: &mut Rng, format: Format, b: &[u8], spans: &[Span]) -> Edit {
     match s.shape {
         Shape::VhdBat => vhd_bat_entry(rng, s, b, &t),
         Shape::VhdxBat => vhdx_bat_entry(rng, s, b, &t),
+        Shape::VdiHeader => vdi_field(rng, b, &t),
+        Shape::VdiMap => vdi_map_entry(rng, s, b),
         Shape::Fields if rng.chance(3, 4) => field(rng, format, s, b, &t),
         _ => bytes(rng, s, b, spans),
     }
@@ -214,10 +215,28 @@ fn truncation(rng: &mut Rng, len: u64) -> Edit {
     Edit::Truncate(to)
 }
 
-/// The other format's signature where guest data lies: a VHD footer (fixed, or dynamic with a
-/// header and a two-entry table) at the end of a VHDX; `vhdxfile` at the start of a VHD.
+/// Another format's signature where guest data lies: a VHD footer (fixed, or dynamic with a
+/// header and a two-entry table) at the end of a VHDX; a fixed VHD footer at the end of a VDI
+/// (the last slot's data); `vhdxfile` or a VDI header at the start of a VHD (a fixed VHD's
+/// first guest sector).
 fn plant(rng: &mut Rng, format: Format, len: u64) -> Edit {
     match format {
+        Format::Vdi => Edit::Write {
+            what: "planted-vhd-fixed-footer",
+            at: len.saturating_sub(512),
+            bytes: layout::vhd_footer(2, len.saturating_sub(512), u64::MAX).to_vec(),
+        },
+        Format::Vhd if rng.chance(1, 3) => {
+            let mut v = b"<<< Oracle VM VirtualBox Disk Image >>>\n".to_vec();
+            v.resize(0x40, 0);
+            v.extend(layout::vdi::SIGNATURE.to_le_bytes());
+            v.extend(0x0001_0001u32.to_le_bytes());
+            Edit::Write {
+                what: "planted-vdi-pre-header",
+                at: 0,
+                bytes: v,
+            }
+        }
         Format::Vhdx if rng.chance(1, 2) || len < 4096 => Edit::Write {
             what: "planted-vhd-fixed-footer",
             at: len.saturating_sub(512),
@@ -289,7 +308,7 @@ fn read_int(format: Format, b: &[u8], at: usize, width: usize) -> u64 {
             v[8 - width..].copy_from_slice(s);
             u64::from_be_bytes(v)
         }
-        Format::Vhdx => {
+        Format::Vhdx | Format::Vdi => {
             v[..width].copy_from_slice(s);
             u64::from_le_bytes(v)
         }
@@ -299,7 +318,7 @@ fn read_int(format: Format, b: &[u8], at: usize, width: usize) -> u64 {
 fn int_bytes(format: Format, v: u64, width: usize) -> Vec<u8> {
     match format {
         Format::Vhd => v.to_be_bytes()[8 - width..].to_vec(),
-        Format::Vhdx => v.to_le_bytes()[..width].to_vec(),
+        Format::Vhdx | Format::Vdi => v.to_le_bytes()[..width].to_vec(),
     }
 }
 
@@ -411,5 +430,61 @@ fn vhdx_bat_entry(rng: &mut Rng, s: &Span, b: &[u8], t: &[u64]) -> Edit {
         what: "bat",
         at,
         bytes: int_bytes(Format::Vhdx, v, 8),
+    }
+}
+
+fn vdi_field(rng: &mut Rng, b: &[u8], t: &[u64]) -> Edit {
+    let total: u64 = layout::vdi::FIELDS.iter().map(|(_, w)| u64::from(*w)).sum();
+    let mut r = rng.below(total);
+    let (field, _) = layout::vdi::FIELDS
+        .iter()
+        .find(|(_, w)| {
+            if r < u64::from(*w) {
+                true
+            } else {
+                r -= u64::from(*w);
+                false
+            }
+        })
+        .copied()
+        .unwrap_or(layout::vdi::FIELDS[0]);
+    let h = layout::vdi::Header::read(b);
+    let len = b.len() as u64;
+    let at = usize::try_from(field.at).unwrap_or(usize::MAX);
+    let old = read_int(Format::Vdi, b, at, field.width);
+    let v = if rng.chance(3, 4) {
+        rng.pick(&layout::vdi::boundary_values(&field, &h, len))
+    } else {
+        interesting(rng, field.width, old, t, len)
+    };
+    Edit::Write {
+        what: field.name,
+        at: field.at,
+        bytes: int_bytes(Format::Vdi, v, field.width),
+    }
+}
+
+fn vdi_map_entry(rng: &mut Rng, s: &Span, b: &[u8]) -> Edit {
+    let entries = (s.len / 4).max(1);
+    let i = if rng.chance(3, 4) {
+        rng.below(entries.min(16))
+    } else {
+        rng.below(entries)
+    };
+    let at = s.start + 4 * i;
+    let h = layout::vdi::Header::read(b);
+    let v = match rng.below(4) {
+        // Another entry's slot: two blocks sharing one slot.
+        0 => {
+            let j = s.start + 4 * rng.below(entries.min(16));
+            read_int(Format::Vdi, b, usize::try_from(j).unwrap_or(usize::MAX), 4)
+        }
+        1 => rng.next() & 0xFFFF_FFFF,
+        _ => u64::from(rng.pick(&layout::vdi::entry_values(&h, b.len() as u64))),
+    };
+    Edit::Write {
+        what: "bmap",
+        at,
+        bytes: int_bytes(Format::Vdi, v, 4),
     }
 }

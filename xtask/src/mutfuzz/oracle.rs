@@ -1,13 +1,15 @@
 //! Running the real `vdisk` binary under limits (timeout, address space, file size) and the
 //! oracles nobody here wrote: `qemu-img compare`/`check` and libvhdi (pyvhdi through
-//! `/usr/bin/python3`, which reads differencing chains qemu cannot open).
+//! `/usr/bin/python3`, which reads VHD/VHDX differencing chains qemu cannot open). A VDI
+//! child, which neither opens, is read by qemu as a dynamic image and laid over qemu's read
+//! of its parent where its map says free ([`vdi_chain_digest`]).
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::layout::Format;
+use super::layout::{Format, vdi};
 
 /// How a `vdisk` run ended.
 #[derive(Debug, Clone)]
@@ -228,6 +230,80 @@ pub fn libvhdi_digest(
         let err = String::from_utf8_lossy(&out.stderr);
         Err(err.lines().last().unwrap_or("").to_string())
     }
+}
+
+/// A copy of the VDI `file` at `to` with its image type set to dynamic and its parent links
+/// (link UUID, parent modification UUID) nil, so qemu (which opens no differencing VDI, nor
+/// one with a link) reads its blocks: free and zero entries read zeros, the rest its data.
+pub fn vdi_as_dynamic(file: &Path, to: &Path) -> Result<(), String> {
+    let mut b = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let at = vdi::IMAGE_TYPE as usize;
+    if b.len() >= at + 4 {
+        b[at..at + 4].copy_from_slice(&vdi::TYPE_DYNAMIC.to_le_bytes());
+    }
+    if let Some(links) = b.get_mut(vdi::LINKS..vdi::LINKS + 32) {
+        links.fill(0);
+    }
+    std::fs::write(to, b).map_err(|e| format!("{}: {e}", to.display()))
+}
+
+fn qemu_raw(format: &str, file: &Path, to: &Path) -> Result<Vec<u8>, String> {
+    let (code, text) = quiet(
+        Command::new("qemu-img")
+            .args(["convert", "-f", format, "-O", "raw"])
+            .arg(file)
+            .arg(to),
+    );
+    if code != Some(0) {
+        return Err(format!("qemu-img convert: {}", text.trim()));
+    }
+    std::fs::read(to).map_err(|e| format!("{}: {e}", to.display()))
+}
+
+/// What a VDI differencing chain reads, by qemu: each block of the child is qemu's read of
+/// the child as a dynamic image ([`vdi_as_dynamic`]) unless the child's map entry is free,
+/// then qemu's read of `parent` (zeros past its end); a file whose type is no longer
+/// differencing reads as itself alone. Media size and a 128-bit digest, or
+/// why qemu refused. `scratch` is a folder for the copies.
+pub fn vdi_chain_digest(child: &Path, parent: &Path, scratch: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(child).map_err(|e| format!("{}: {e}", child.display()))?;
+    let (block, _, map) = vdi::map(&bytes).ok_or("the block map is not inside the file")?;
+    if vdi::Header::read(&bytes).block_extra != 0 {
+        // qemu reads slot n at data + n * block size, ignoring the extra data VirtualBox
+        // puts before each block: its view of such a file is not the content.
+        return Err("qemu ignores the block extra data of this image".into());
+    }
+    let patched = scratch.join("chain-child.vdi");
+    vdi_as_dynamic(child, &patched)?;
+    let mine = qemu_raw("vdi", &patched, &scratch.join("chain-child.raw"))?;
+    let theirs = qemu_raw("vdi", parent, &scratch.join("chain-parent.raw"))?;
+    let block = usize::try_from(block).map_err(|e| e.to_string())?;
+    // A child whose type no longer says differencing is an image of its own: its free
+    // blocks read zeros, not the parent's.
+    let differencing = vdi::image_type(&bytes) == vdi::TYPE_DIFFERENCING;
+    let mut out = Vec::with_capacity(mine.len());
+    for (i, chunk) in mine.chunks(block).enumerate() {
+        if differencing && map.get(i) == Some(&vdi::FREE) {
+            let from = (i * block).min(theirs.len());
+            let to = (from + chunk.len()).min(theirs.len());
+            out.extend_from_slice(&theirs[from..to]);
+            out.resize(i * block + chunk.len(), 0);
+        } else {
+            out.extend_from_slice(chunk);
+        }
+    }
+    let digest = |salt: u64| {
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&salt, &mut h);
+        std::hash::Hash::hash(&out, &mut h);
+        std::hash::Hasher::finish(&h)
+    };
+    Ok(format!(
+        "{} {:016x}{:016x}",
+        out.len(),
+        digest(1),
+        digest(2)
+    ))
 }
 
 /// Fails naming the package when an oracle is missing (never a silent skip).

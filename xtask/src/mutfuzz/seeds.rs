@@ -1,6 +1,6 @@
 //! Seed images, made at run time by qemu-img/qemu-io and by `vdisk create` (+ qemu-io writes,
 //! or vdisk's own writer for differencing children, which qemu cannot open): small, with data,
-//! zero blocks and trimmed blocks.
+//! zero blocks and trimmed blocks. VHD, VHDX and VDI; the VDI ones are in [`vdi`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,6 +8,8 @@ use std::process::Command;
 use vdisk_core::{Access, FormatDriver, OpenOptions, StdFile};
 
 use super::layout::{self, Format};
+
+mod vdi;
 
 /// One seed image.
 #[derive(Debug, Clone)]
@@ -31,7 +33,7 @@ pub fn require(tool: &str, package: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("`{tool}` is not on PATH: install the Debian package `{package}`"))
 }
 
-fn sh(cmd: &mut Command) -> Result<(), String> {
+pub(super) fn sh(cmd: &mut Command) -> Result<(), String> {
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
@@ -46,7 +48,7 @@ fn sh(cmd: &mut Command) -> Result<(), String> {
     Ok(())
 }
 
-fn qemu_io(format: Format, file: &Path, cmds: &[&str]) -> Result<(), String> {
+pub(super) fn qemu_io(format: Format, file: &Path, cmds: &[&str]) -> Result<(), String> {
     let mut c = Command::new(require("qemu-io", "qemu-utils")?);
     c.args(["-f", format.qemu()]);
     for x in cmds {
@@ -55,15 +57,20 @@ fn qemu_io(format: Format, file: &Path, cmds: &[&str]) -> Result<(), String> {
     sh(c.arg(file))
 }
 
-fn vdisk_create(vdisk: &Path, args: &[&str], file: &Path) -> Result<(), String> {
+pub(super) fn vdisk_create(vdisk: &Path, args: &[&str], file: &Path) -> Result<(), String> {
     sh(Command::new(vdisk).arg("create").args(args).arg(file))
 }
 
 /// Writes through vdisk's own driver (for differencing children).
-fn write(format: Format, file: &Path, writes: &[(u64, u8, usize)]) -> Result<(), String> {
+pub(super) fn write(
+    format: Format,
+    file: &Path,
+    writes: &[(u64, u8, usize)],
+) -> Result<(), String> {
     let driver: &dyn FormatDriver = match format {
         Format::Vhd => &vdisk_vhd::DRIVER,
         Format::Vhdx => &vdisk_vhdx::DRIVER,
+        Format::Vdi => &vdisk_vdi::DRIVER,
     };
     let f = StdFile::open(file, Access::ReadWrite).map_err(|e| e.to_string())?;
     let img = driver
@@ -93,7 +100,7 @@ fn set_vhdx_states(file: &Path, states: &[(u64, u64, bool)]) -> Result<(), Strin
     std::fs::write(file, b).map_err(|e| e.to_string())
 }
 
-fn dig_holes(file: &Path) -> Result<(), String> {
+pub(super) fn dig_holes(file: &Path) -> Result<(), String> {
     sh(Command::new(require("fallocate", "util-linux")?)
         .arg("--dig-holes")
         .arg(file))
@@ -288,6 +295,9 @@ pub fn make(vdisk: &Path, dir: &Path, formats: &[Format]) -> Result<Vec<Seed>, S
             ],
         )?;
         add("vhdx-child", f, Some(base));
+    }
+    if formats.contains(&Format::Vdi) {
+        vdi::make(vdisk, dir, &mut add)?;
     }
     Ok(seeds)
 }
