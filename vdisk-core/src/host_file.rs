@@ -47,6 +47,15 @@ pub trait HostFile: Send + Sync + fmt::Debug {
         ))
     }
 
+    /// Whether [`HostFile::punch_hole`] can give storage back. `false` where it always fails
+    /// with [`ErrorKind::Unsupported`] (Windows, where a sparse file cannot be attached as a
+    /// disk, so vdisk never makes one; hosts without an implementation), so that a mode whose
+    /// only way to free space is punching refuses before it writes anything. The default is
+    /// `true`: such an implementation still reports `Unsupported` from the punch itself.
+    fn punches_holes(&self) -> bool {
+        true
+    }
+
     /// Copies `len` bytes from `from` to `to` inside this file. The ranges must not overlap.
     /// Not durable until [`HostFile::sync`] returns. The default copies through a bounded
     /// buffer; files on a real file system use an in-kernel copy and start writing the copy
@@ -111,6 +120,14 @@ pub fn survive_file_size_limit() -> Result<()> {
         .map_err(|e| Error::io(e, "cannot block the file-size-limit signal (SIGXFSZ)"))
 }
 
+/// Whether the file at `path` carries the host's sparse attribute (Windows'
+/// `FILE_ATTRIBUTE_SPARSE_FILE`; always `false` on hosts without one, and when the file cannot
+/// be looked at). vdisk never sets it, since Windows refuses to attach a sparse VHD or VHDX;
+/// callers use this to tell the user about a file that already has it.
+pub fn has_sparse_attribute(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| sys::has_sparse_flag(&m))
+}
+
 /// How long a conflicting lock is retried before the file counts as in use.
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -129,6 +146,9 @@ fn open_error(e: std::io::Error, path: &Path, writable: bool) -> Error {
         // The cause would only repeat "no such file or directory".
         return Error::new(ErrorKind::NotFound, "no such file").with_path(path);
     }
+    if sys::is_in_use(&e) {
+        return in_use(path, writable);
+    }
     let what = match (ErrorKind::of_io(&e), writable) {
         (ErrorKind::ReadOnly, true) => {
             "cannot open for writing (permission denied or read-only file system)"
@@ -137,6 +157,23 @@ fn open_error(e: std::io::Error, path: &Path, writable: bool) -> Error {
         _ => "cannot open",
     };
     Error::io(e, what).with_path(path)
+}
+
+/// The error for a file another program holds: names the holders where the host can tell
+/// (Windows' Restart Manager), and says what to do.
+fn in_use(path: &Path, writable: bool) -> Error {
+    let how = if writable { "open" } else { "open for writing" };
+    let holders = sys::holders(path);
+    let who = if holders.is_empty() {
+        "another program".to_owned()
+    } else {
+        holders.join(", ")
+    };
+    Error::new(
+        ErrorKind::InUse,
+        format!("in use: {who} has it {how} (close it or shut the VM down first)"),
+    )
+    .with_path(path)
 }
 
 /// What a file type is, for messages: "a folder", "a fifo", ...
@@ -194,6 +231,8 @@ impl StdFile {
         let writable = access == Access::ReadWrite;
         let mut options = OpenOptions::new();
         options.read(true).write(writable);
+        // Windows: the share mode is the lock (a conflicting open fails as "in use").
+        sys::share_for(&mut options, writable);
         // A FIFO or device would block in open() before its type can be checked.
         sys::open_without_blocking(&mut options);
         let file = options.open(path).map_err(|e| {
@@ -321,19 +360,17 @@ impl StdFile {
     /// Creates a new file (failing if it exists) opened for reading and writing, locked.
     pub fn create_new(path: impl AsRef<Path>) -> Result<StdFile> {
         let path = path.as_ref();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| {
-                let what = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    "already exists (vdisk never overwrites a file)"
-                } else {
-                    "cannot create"
-                };
-                Error::io(e, what).with_path(path)
-            })?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        sys::share_for(&mut options, true);
+        let file = options.open(path).map_err(|e| {
+            let what = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                "already exists (vdisk never overwrites a file)"
+            } else {
+                "cannot create"
+            };
+            Error::io(e, what).with_path(path)
+        })?;
         Self::lock_and_wrap(file, path, true, true)
     }
 
@@ -366,14 +403,7 @@ impl StdFile {
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
         if !locked {
-            let how = if writable { "open" } else { "open for writing" };
-            return Err(Error::new(
-                ErrorKind::InUse,
-                format!(
-                    "in use: another program has it {how} (close it or shut the VM down first)"
-                ),
-            )
-            .with_path(path));
+            return Err(in_use(path, writable));
         }
         Ok(StdFile {
             file,
@@ -389,11 +419,9 @@ impl StdFile {
     }
 }
 
-#[cfg(unix)]
 impl HostFile for StdFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file.read_exact_at(buf, offset).map_err(|e| {
+        sys::read_exact_at(&self.file, buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::new(ErrorKind::OutOfRange, "read past the end of the file")
                     .with_path(&self.path)
@@ -405,10 +433,7 @@ impl HostFile for StdFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file
-            .write_all_at(buf, offset)
-            .map_err(|e| self.ctx(e, "write failed", offset))
+        sys::write_all_at(&self.file, buf, offset).map_err(|e| self.ctx(e, "write failed", offset))
     }
 
     fn len(&self) -> Result<u64> {
@@ -426,14 +451,16 @@ impl HostFile for StdFile {
     }
 
     fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| self.ctx(e, "flush to stable storage failed", 0))
+        sys::sync_data(&self.file).map_err(|e| self.ctx(e, "flush to stable storage failed", 0))
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
         sys::punch_hole(&self.file, offset, len)
             .map_err(|e| self.ctx(e, "cannot punch a hole", offset))
+    }
+
+    fn punches_holes(&self) -> bool {
+        sys::PUNCHES_HOLES
     }
 
     fn copy_within(&self, from: u64, to: u64, len: u64) -> Result<()> {
@@ -475,6 +502,7 @@ impl HostFile for StdFile {
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn sparse_queries_find_holes_and_never_call_data_a_hole() {
         let dir = tempfile::tempdir().unwrap();
@@ -539,6 +567,7 @@ mod tests {
     /// folder along the resolved path swapped for a link still reaches the file behind it,
     /// and the check of what was opened refuses that file. With `openat2` the open itself
     /// fails. A path that is not resolved is refused before any open.
+    #[cfg(unix)]
     #[test]
     fn a_file_reached_through_a_swapped_folder_is_refused_by_either_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -563,5 +592,112 @@ mod tests {
             let err = StdFile::open_no_follow(Path::new(unresolved), Access::ReadOnly).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
         }
+    }
+}
+
+/// Windows: share modes are the lock, vdisk never makes a sparse file, the read-only
+/// attribute is "read-only". Run under Wine by `cargo xtask windows test`.
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_shares_nothing_so_every_other_open_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.vhd");
+        let writer = StdFile::create_new(&path).unwrap();
+        for access in [Access::ReadOnly, Access::ReadWrite] {
+            let err = StdFile::open(&path, access).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InUse, "{access:?}: {err}");
+            assert!(err.message().contains("in use"), "{err}");
+        }
+        drop(writer);
+        StdFile::open(&path, Access::ReadWrite).expect("free once the writer closed it");
+    }
+
+    #[test]
+    fn readers_share_reading_but_keep_writers_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.vhd");
+        std::fs::write(&path, [1u8; 4096]).unwrap();
+        let a = StdFile::open(&path, Access::ReadOnly).unwrap();
+        let _b = StdFile::open(&path, Access::ReadOnly).expect("two readers");
+        let err = StdFile::open(&path, Access::ReadWrite).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InUse, "{err}");
+        let mut buf = [0u8; 16];
+        a.read_at(&mut buf, 4080).unwrap();
+        assert_eq!(buf, [1u8; 16]);
+        let err = a.read_at(&mut buf, 4090).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OutOfRange, "{err}");
+    }
+
+    #[test]
+    fn punching_is_refused_and_the_file_never_becomes_sparse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.vhdx");
+        let f = StdFile::create_new(&path).unwrap();
+        f.write_at(&[7u8; 1 << 20], 0).unwrap();
+        assert!(!f.punches_holes());
+        let err = f.punch_hole(4096, 65536).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        assert!(err.to_string().contains("sparse"), "{err}");
+        f.sync().unwrap();
+        assert!(!has_sparse_attribute(&path));
+        let mut buf = vec![0u8; 65536];
+        f.read_at(&mut buf, 4096).unwrap();
+        assert!(buf.iter().all(|&b| b == 7), "the range was not zeroed");
+    }
+
+    #[test]
+    fn the_read_only_attribute_refuses_writing_as_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ro.vhd");
+        std::fs::write(&path, [0u8; 512]).unwrap();
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(&path, perms.clone()).unwrap();
+        let err = StdFile::open(&path, Access::ReadWrite).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
+        StdFile::open(&path, Access::ReadOnly).expect("reading needs no write access");
+        #[expect(
+            clippy::permissions_set_readonly_false,
+            reason = "test cleanup on windows"
+        )]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&path, perms).unwrap();
+    }
+
+    /// Parents are opened by their canonical path (`\\?\C:\...`) and what was opened is
+    /// checked against it through the handle's final path.
+    #[test]
+    fn a_canonical_path_opens_without_following_and_is_checked_by_its_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parent.vhdx");
+        std::fs::write(&path, b"parent").unwrap();
+        let canon = path.canonicalize().unwrap();
+        let f = StdFile::open_no_follow(&canon, Access::ReadOnly).unwrap();
+        assert_eq!(sys::opened_path(&f.file).as_deref(), Some(canon.as_path()));
+        let err = StdFile::open_no_follow(dir.path(), Access::ReadOnly).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+    }
+
+    #[test]
+    fn copies_and_lengths_are_positional_and_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.vhd");
+        let f = StdFile::create_new(&path).unwrap();
+        let data: Vec<u8> = (0..3u32 << 20)
+            .map(|i| (i * 7 + i / 4096).to_le_bytes()[0])
+            .collect();
+        f.write_at(&data, 5 << 20).unwrap();
+        f.copy_within(5 << 20, 4096, data.len() as u64).unwrap();
+        f.set_len(4096 + data.len() as u64).unwrap();
+        f.sync().unwrap();
+        drop(f);
+        let f = StdFile::open(&path, Access::ReadOnly).unwrap();
+        assert_eq!(f.len().unwrap(), 4096 + data.len() as u64);
+        let mut back = vec![0u8; data.len()];
+        f.read_at(&mut back, 4096).unwrap();
+        assert!(back == data);
     }
 }

@@ -5,13 +5,18 @@
 //! - `bench`: vdisk's in-place compaction against `qemu-img convert`, same process.
 //! - `fuzz`: the cargo-fuzz targets of `fuzz/`, each for a bounded time.
 //! - `mutate`: the mutation fuzzer driving the real `vdisk` binary over mutated images.
+//! - `windows`: `vdisk.exe` built with Debian's rustc-web and tested under Wine.
+//! - `macos-check`: `cargo check` for both macOS targets.
+//! - `dist`: the release binaries for Linux and Windows with SHA-256 checksums.
 #![forbid(unsafe_code)]
 
 mod bench;
 mod demo;
+mod dist;
 mod fuzz;
 mod mutate;
 mod shared;
+mod windows;
 
 use std::process::ExitCode;
 
@@ -38,7 +43,14 @@ tasks:
                   panic, signal or memory blow-up; failed runs leave the file unchanged;
                   compactions read the same (qemu-img compare, libvhdi for children).
                   --keep writes failing inputs with a repro line; --case replays one case
-                  (same --seed and --format); --vdisk uses that binary instead of building";
+                  (same --seed and --format); --vdisk uses that binary instead of building
+  windows build|test|cli-test|all
+                  with Debian's rustc-web toolchain (-Zbuild-std) into target/windows:
+                  build vdisk.exe; run the core and format crates' library tests under
+                  wine; run the CLI suite (real vdisk.exe under wine on qemu-made images,
+                  checked with qemu-img and libvhdi and against the Linux vdisk)
+  macos-check     cargo check for aarch64-apple-darwin and x86_64-apple-darwin
+  dist            release vdisk and vdisk.exe with SHA256SUMS in target/dist";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +61,9 @@ fn main() -> ExitCode {
         Some("bench-floor") => bench::floor(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("mutate") => mutate::run(&args[1..]),
+        Some("windows") => windows::run(&args[1..]),
+        Some("macos-check") => windows::macos_check(),
+        Some("dist") => dist::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -283,6 +283,20 @@ pub trait Compactor {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GenericCompactor;
 
+/// The refusal of `retrim` on a host file that cannot punch holes (Windows, where vdisk never
+/// makes a file sparse because Windows refuses to attach a sparse VHD or VHDX; macOS, not
+/// implemented): retrim gives space back only by punching, so it would change the tables and
+/// free nothing. Given before anything is read or written, dry runs included.
+fn retrim_cannot_punch() -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        "retrim gives space back only by punching holes, which this host does not do (on \
+         windows a punched file becomes sparse, and windows refuses to attach a sparse vhd or \
+         vhdx); dynamic and differencing images: use full, quick, prezeroed or pretrimmed, \
+         which move blocks and truncate; nothing was changed",
+    )
+}
+
 /// True if `ranges` (sorted, disjoint) cover all of `r`.
 fn covered(ranges: &[Range<u64>], r: &Range<u64>) -> bool {
     let i = ranges.partition_point(|x| x.end <= r.start);
@@ -314,6 +328,9 @@ impl Compactor for GenericCompactor {
                     image.format()
                 ),
             ));
+        }
+        if !mode.moves_blocks() && !image.host_file().punches_holes() {
+            return Err(retrim_cannot_punch());
         }
         let layout = if mode.moves_blocks() {
             Some(image.as_compactable()?.host_layout()?)
@@ -497,6 +514,9 @@ impl Compactor for GenericCompactor {
         let reclaimed = reclaimed_ranges(&plan.reclaim, &owned);
         let own: std::collections::HashSet<(u64, u64)> =
             reclaimed.iter().map(|r| (r.start, r.end)).collect();
+        if !plan.punch.is_empty() && !image.host_file().punches_holes() {
+            return Err(retrim_cannot_punch());
+        }
         if plan.punch.iter().any(|r| !own.contains(&(r.start, r.end))) {
             return Err(Error::new(
                 ErrorKind::Internal,
