@@ -5,19 +5,21 @@
 //! What a case protects is its function's name. A case fails with the command, its exit code
 //! and its output; a missing tool fails the suite (never skips it).
 
+mod harness;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use vdisk_core::{Access, FormatDriver, OpenOptions, StdFile};
+use harness::{
+    Case, MIB, Tools, allocated, copy, len, linux_vdisk, normalise, qemu_image, qemu_same, read,
+    secs, utf16, winpath, write_through_library,
+};
 
 use super::Wine;
 use crate::mutate::mutfuzz::layout::Format;
-use crate::mutate::mutfuzz::oracle::{libvhdi_digest, qemu_check, qemu_compare};
+use crate::mutate::mutfuzz::oracle::{libvhdi_digest, qemu_check};
 use crate::mutate::mutfuzz::seeds::require;
-
-const MIB: u64 = 1 << 20;
 /// Every mode the CLI knows.
 const MODES: [&str; 5] = ["full", "quick", "prezeroed", "pretrimmed", "retrim"];
 
@@ -86,183 +88,6 @@ pub fn run() -> Result<(), String> {
     } else {
         Err(format!("windows cli cases failed: {}", failed.join(", ")))
     }
-}
-
-fn secs(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64()
-}
-
-/// One case of the suite.
-type Case = fn(&Tools) -> Result<(), String>;
-
-/// What the cases run.
-struct Tools {
-    wine: Wine,
-    exe: PathBuf,
-    linux: PathBuf,
-    dir: PathBuf,
-}
-
-/// One run of a vdisk: exit code, stdout, stderr.
-struct Run {
-    code: Option<i32>,
-    out: String,
-    err: String,
-    what: String,
-}
-
-impl Run {
-    fn from(output: Output, what: String) -> Run {
-        Run {
-            code: output.status.code(),
-            out: String::from_utf8_lossy(&output.stdout).into_owned(),
-            err: String::from_utf8_lossy(&output.stderr).into_owned(),
-            what,
-        }
-    }
-
-    /// The run's description for a failure message.
-    fn show(&self) -> String {
-        format!(
-            "  {}\n  exit {:?}\n  stdout: {}\n  stderr: {}",
-            self.what,
-            self.code,
-            self.out.trim(),
-            self.err.trim()
-        )
-    }
-
-    fn expect(self, code: i32) -> Result<Run, String> {
-        if self.code == Some(code) {
-            Ok(self)
-        } else {
-            Err(format!("expected exit {code}:\n{}", self.show()))
-        }
-    }
-}
-
-impl Tools {
-    /// `vdisk.exe ARGS` under Wine; paths in `args` are Windows paths already.
-    fn win(&self, args: &[&str]) -> Result<Run, String> {
-        let out = self
-            .wine
-            .command()
-            .arg(&self.exe)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run wine: {e}"))?;
-        Ok(Run::from(out, format!("wine vdisk.exe {}", args.join(" "))))
-    }
-
-    /// The Linux `vdisk ARGS`.
-    fn lin(&self, args: &[&str]) -> Result<Run, String> {
-        let out = Command::new(&self.linux)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.linux.display()))?;
-        Ok(Run::from(out, format!("vdisk {}", args.join(" "))))
-    }
-
-    /// A fresh folder for one case.
-    fn folder(&self, name: &str) -> Result<PathBuf, String> {
-        let d = self.dir.join(name);
-        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-        Ok(d)
-    }
-}
-
-/// The Linux path `p` as Wine's drive Z: names it (`Z:\work\...`).
-fn winpath(p: &Path) -> String {
-    format!("Z:{}", p.display()).replace('/', "\\")
-}
-
-/// The Linux `vdisk` (debug build of the default toolchain; quick when `cargo test` ran).
-fn linux_vdisk() -> Result<PathBuf, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    super::run_status(
-        Command::new(cargo).args(["build", "-p", "vdisk-cli", "--bin", "vdisk"]),
-        "cargo build -p vdisk-cli (linux)",
-    )?;
-    Ok(crate::shared::target_dir().join("debug/vdisk"))
-}
-
-fn sh(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("{cmd:?} failed ({}): {text}", out.status))
-    }
-}
-
-/// A 64 MiB dynamic image made by qemu-img and filled by qemu-io: data, allocated blocks of
-/// zeros (what `prezeroed` and `full` reclaim), more data after them (what the moves carry).
-fn qemu_image(format: Format, path: &Path) -> Result<(), String> {
-    let mut create = Command::new("qemu-img");
-    create.args(["create", "-q", "-f", format.qemu()]);
-    if format == Format::Vhdx {
-        create.args(["-o", "block_size=1M"]);
-    }
-    sh(create.arg(path).arg("64M"))?;
-    let writes = [
-        "write -P 0x11 0 1M",
-        "write -P 0 8M 4M",
-        "write -P 0x22 20M 3M",
-        "write -P 0 32M 6M",
-        "write -P 0x33 50M 512k",
-        "write -P 0x44 62M 2M",
-    ];
-    let mut io = Command::new("qemu-io");
-    io.args(["-f", format.qemu()]);
-    for w in writes {
-        io.args(["-c", w]);
-    }
-    sh(io.arg(path)).map(drop)
-}
-
-fn copy(from: &Path, to: &Path) -> Result<(), String> {
-    std::fs::copy(from, to)
-        .map(drop)
-        .map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()))
-}
-
-fn read(p: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))
-}
-
-/// `text` with both spellings of the image's path (Windows, JSON-escaped, and Linux) replaced
-/// by `FILE`: what remains must be the same on both hosts.
-fn normalise(text: &str, win: &Path, lin: &Path) -> String {
-    let escaped = winpath(win).replace('\\', "\\\\");
-    text.replace(&escaped, "FILE")
-        .replace(&winpath(win), "FILE")
-        .replace(&lin.display().to_string(), "FILE")
-}
-
-/// qemu reads `image` exactly as `reference`, and `qemu-img check` passes.
-fn qemu_same(format: Format, reference: &Path, image: &Path) -> Result<(), String> {
-    let (code, text) = qemu_compare(format, reference, image);
-    if code != Some(0) {
-        return Err(format!(
-            "qemu-img compare {} {}: exit {code:?}: {text}",
-            reference.display(),
-            image.display()
-        ));
-    }
-    let (ok, text) = qemu_check(format, image);
-    if !ok {
-        return Err(format!("qemu-img check {}: {text}", image.display()));
-    }
-    Ok(())
 }
 
 fn startup_time_and_size_are_reported(t: &Tools) -> Result<(), String> {
@@ -361,20 +186,6 @@ fn every_mode_and_dry_run_answers_as_on_linux_and_qemu_reads_every_byte_the_same
     Ok(())
 }
 
-fn len(p: &Path) -> Result<u64, String> {
-    std::fs::metadata(p)
-        .map(|m| m.len())
-        .map_err(|e| format!("{}: {e}", p.display()))
-}
-
-/// Bytes the file occupies on the Linux side (512-byte blocks), to tell a sparse file.
-fn allocated(p: &Path) -> Result<u64, String> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(p)
-        .map(|m| m.blocks() * 512)
-        .map_err(|e| format!("{}: {e}", p.display()))
-}
-
 fn retrim_is_refused_on_windows_before_anything_is_written(t: &Tools) -> Result<(), String> {
     for format in [Format::Vhd, Format::Vhdx] {
         let dir = t.folder(&format!("retrim-{}", format.name()))?;
@@ -434,32 +245,6 @@ fn images_created_on_windows_pass_qemu_check_and_match_linux_ones(t: &Tools) -> 
         }
     }
     Ok(())
-}
-
-/// Writes `(offset, byte, len)` through vdisk's own driver (qemu cannot write differencing
-/// VHDX or VHD chains).
-fn write_through_library(
-    format: Format,
-    file: &Path,
-    writes: &[(u64, u8, usize)],
-) -> Result<(), String> {
-    let driver: &dyn FormatDriver = match format {
-        Format::Vhd => &vdisk_vhd::DRIVER,
-        Format::Vhdx => &vdisk_vhdx::DRIVER,
-    };
-    let f = StdFile::open(file, Access::ReadWrite).map_err(|e| e.to_string())?;
-    let img = driver
-        .open(Box::new(f), &OpenOptions::read_write())
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    for &(at, byte, len) in writes {
-        img.write_at(&vec![byte; len], at)
-            .map_err(|e| e.to_string())?;
-    }
-    img.flush().map_err(|e| e.to_string())
-}
-
-fn utf16(text: &str) -> Vec<u8> {
-    text.encode_utf16().flat_map(u16::to_le_bytes).collect()
 }
 
 fn a_differencing_chain_made_on_windows_stores_drive_letter_paths_and_compacts_identically(
