@@ -61,7 +61,7 @@ fn the_read_only_attribute_refuses_writing_as_read_only() {
     let err = StdFile::open(&path, Access::ReadWrite).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ReadOnly, "{err}");
     StdFile::open(&path, Access::ReadOnly).expect("reading needs no write access");
-    #[expect(
+    #[allow(
         clippy::permissions_set_readonly_false,
         reason = "test cleanup on windows"
     )]
