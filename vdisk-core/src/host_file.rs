@@ -387,6 +387,13 @@ impl StdFile {
             };
             return Err(not_a_regular_file(path, what));
         }
+        if writable && sys::has_read_only_attribute(&meta) {
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                "cannot open for writing: the file has the read-only attribute",
+            )
+            .with_path(path));
+        }
         sys::restore_blocking(&file)
             .map_err(|e| Error::io(e, "cannot set file flags").with_path(path))?;
         // A process spawned by any thread of a multi-threaded program holds copies of its open

@@ -169,6 +169,13 @@ pub(crate) fn has_sparse_flag(_meta: &std::fs::Metadata) -> bool {
     false
 }
 
+/// Whether the file carries a read-only attribute of its own (Windows); Unix has only
+/// permissions, which the open itself checks.
+#[cfg(not(windows))]
+pub(crate) fn has_read_only_attribute(_meta: &std::fs::Metadata) -> bool {
+    false
+}
+
 /// Whether [`punch_hole`] can give host space back here without making the file something
 /// the host's hypervisor refuses. Linux: yes (a sparse file is an ordinary file there).
 #[cfg(target_os = "linux")]

@@ -18,8 +18,9 @@ use windows_sys::Win32::Foundation::{
     ERROR_LOCK_VIOLATION, ERROR_MORE_DATA, ERROR_SHARING_VIOLATION, ERROR_SUCCESS, HANDLE,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    FILE_ATTRIBUTE_REPARSE_POINT, FILE_ATTRIBUTE_SPARSE_FILE, FILE_FLAG_OPEN_REPARSE_POINT,
-    FILE_NAME_NORMALIZED, FILE_SHARE_READ, GetFinalPathNameByHandleW, VOLUME_NAME_DOS,
+    FILE_ATTRIBUTE_READONLY, FILE_ATTRIBUTE_REPARSE_POINT, FILE_ATTRIBUTE_SPARSE_FILE,
+    FILE_FLAG_OPEN_REPARSE_POINT, FILE_NAME_NORMALIZED, FILE_SHARE_READ, GetFinalPathNameByHandleW,
+    VOLUME_NAME_DOS,
 };
 use windows_sys::Win32::System::RestartManager::{
     CCH_RM_SESSION_KEY, RM_PROCESS_INFO, RmEndSession, RmGetList, RmRegisterResources,
@@ -54,6 +55,14 @@ pub(crate) fn is_in_use(err: &io::Error) -> bool {
 /// then refuses to attach the disk).
 pub(crate) fn has_sparse_flag(meta: &std::fs::Metadata) -> bool {
     meta.file_attributes() & FILE_ATTRIBUTE_SPARSE_FILE != 0
+}
+
+/// Whether the file has `FILE_ATTRIBUTE_READONLY`. Windows already refuses to open such a
+/// file for writing (access denied); the check after the open makes that hold for every
+/// account that could open it anyway (Wine running as root maps the attribute to permission
+/// bits root ignores), so "read-only" is exit 6 whoever runs vdisk.
+pub(crate) fn has_read_only_attribute(meta: &std::fs::Metadata) -> bool {
+    meta.file_attributes() & FILE_ATTRIBUTE_READONLY != 0
 }
 
 /// Never punches: freeing a range inside a file needs the sparse attribute

@@ -35,6 +35,8 @@ const STD_SRC: &str = "/usr/lib/rustlib/src/rust/library";
 const MINGW_GCC: &str = "x86_64-w64-mingw32-gcc";
 /// Wine's 64-bit loader (package wine64).
 const WINE: &str = "/usr/lib/wine/wine64";
+/// Wine's server (package wine64).
+const WINESERVER: &str = "/usr/lib/wine/wineserver";
 /// The crates whose library tests run under Wine: the core and the formats.
 const TESTED_CRATES: [&str; 4] = ["vdisk-core", "vdisk-vhd", "vdisk-vhdx", "vdisk-ntfs"];
 
@@ -198,6 +200,15 @@ impl Wine {
                 "wineboot -i (making the wine prefix)",
             )?;
         }
+        // One wineserver for the whole run (each Wine process otherwise waits for a new one
+        // to start); it exits by itself 30 s after the last Wine process.
+        let mut server = Command::new(WINESERVER);
+        wine.configure(&mut server);
+        // A server already running for this prefix makes it refuse: that one serves us too.
+        server
+            .arg("-p30")
+            .status()
+            .map_err(|e| format!("cannot run {WINESERVER}: {e}"))?;
         let system32 = wine.prefix.join("drive_c/windows/system32");
         std::fs::copy(&shim, system32.join("bcryptprimitives.dll"))
             .map_err(|e| format!("cannot install the shim in {}: {e}", system32.display()))?;
