@@ -1,7 +1,7 @@
 //! The one module that talks to the operating system beyond `std`: locks, opens that follow
 //! no symbolic link, hole punching, in-kernel copies, sparse-file queries and durable
 //! flushes. On Unix everything goes through `rustix` (and `nix`), which wrap the system calls
-//! safely. Windows lives in [`windows`], the only module of the workspace allowed `unsafe`
+//! safely. Windows lives in `windows`, the only module of the workspace allowed `unsafe`
 //! (calls into `windows-sys` with a `// SAFETY:` line each), for what `std` does not offer:
 //! the final path of an open handle and the Restart Manager's list of holders.
 //!
@@ -181,7 +181,7 @@ pub(crate) fn has_read_only_attribute(_meta: &std::fs::Metadata) -> bool {
 #[cfg(target_os = "linux")]
 pub(crate) const PUNCHES_HOLES: bool = true;
 
-/// Not on macOS (not implemented) and never on Windows ([`windows::punch_hole`]).
+/// Not on macOS (not implemented) and never on Windows (`windows::punch_hole`).
 #[cfg(not(target_os = "linux"))]
 pub(crate) const PUNCHES_HOLES: bool = false;
 
@@ -312,7 +312,7 @@ pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
-/// Hole punching is only implemented on Linux so far (Windows: see [`windows::punch_hole`]).
+/// Hole punching is only implemented on Linux so far (Windows: see `windows::punch_hole`).
 #[cfg(not(any(target_os = "linux", windows)))]
 pub(crate) fn punch_hole(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
     Err(io::Error::new(
@@ -572,6 +572,6 @@ pub(crate) fn native_windows_path(_text: &str) -> Option<std::path::PathBuf> {
 mod windows;
 #[cfg(windows)]
 pub(crate) use windows::{
-    fold_case, has_sparse_flag, holders, is_in_use, native_windows_path, open_regular_file,
-    opened_path, punch_hole, read_exact_at, share_for, write_all_at,
+    fold_case, has_read_only_attribute, has_sparse_flag, holders, is_in_use, native_windows_path,
+    open_regular_file, opened_path, punch_hole, read_exact_at, share_for, write_all_at,
 };
