@@ -61,7 +61,7 @@ pub(crate) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
 
 /// The byte qemu locks (shared, OFD) while it holds write permission on an image: its lock
 /// bytes start at 100, one per permission bit, and "write" is bit 1.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 const QEMU_WRITE_PERMISSION_BYTE: i64 = 101;
 
 /// Whether another program holds a lock that shows it is writing the file: qemu's
