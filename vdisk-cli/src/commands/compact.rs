@@ -80,7 +80,7 @@ pub fn request(args: &CompactArgs, parents: &ParentPolicy) -> CompactRequest {
 /// it). vdisk compacts such a file like any other and never changes the attribute: it does
 /// not set it (it never punches holes on Windows) and does not clear it (clearing allocates
 /// every hole, which can need more space than the disk has free).
-fn sparse_note(file: &Path) -> Option<String> {
+pub fn sparse_note(file: &Path) -> Option<String> {
     vdisk_core::has_sparse_attribute(file).then(|| {
         "the file carries windows' sparse attribute (wsl's sparse mode sets it); vdisk left it \
          as it was: wsl attaches the disk as it is, but hyper-v and disk management refuse a \
