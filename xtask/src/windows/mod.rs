@@ -38,7 +38,13 @@ const WINE: &str = "/usr/lib/wine/wine64";
 /// Wine's server (package wine64).
 const WINESERVER: &str = "/usr/lib/wine/wineserver";
 /// The crates whose library tests run under Wine: the core and the formats.
-const TESTED_CRATES: [&str; 4] = ["vdisk-core", "vdisk-vhd", "vdisk-vhdx", "vdisk-ntfs"];
+const TESTED_CRATES: [&str; 5] = [
+    "vdisk-core",
+    "vdisk-vhd",
+    "vdisk-vhdx",
+    "vdisk-vdi",
+    "vdisk-ntfs",
+];
 
 const USAGE: &str = "usage: cargo xtask windows build|test|cli-test|all";
 
