@@ -168,6 +168,7 @@ fn swap_layout() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, inside, child)
 }
 
+#[cfg(unix)]
 fn with_hook<T>(hook: impl FnMut(&Path) + 'static, f: impl FnOnce() -> T) -> T {
     BEFORE_OPEN.with_borrow_mut(|h| *h = Some(Box::new(hook)));
     let out = f();
