@@ -462,8 +462,16 @@ impl HostFile for StdFile {
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
-        sys::punch_hole(&self.file, offset, len)
-            .map_err(|e| self.ctx(e, "cannot punch a hole", offset))
+        sys::punch_hole(&self.file, offset, len).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::Unsupported {
+                // The host's reason (Windows: a sparse file cannot be attached) is the message.
+                Error::new(ErrorKind::Unsupported, format!("cannot punch a hole: {e}"))
+                    .with_path(&self.path)
+                    .with_offset(offset)
+            } else {
+                self.ctx(e, "cannot punch a hole", offset)
+            }
+        })
     }
 
     fn punches_holes(&self) -> bool {

@@ -100,11 +100,15 @@ pub fn host_candidates(locator: &Locator, child_dir: &Path) -> Vec<PathBuf> {
                 out.push(native);
             }
             let bytes = stripped.as_bytes();
-            if bytes.len() > 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic() {
+            // Elsewhere a drive letter maps to WSL's mount and a rooted path is a host path;
+            // on Windows neither is (no `/mnt/c` there, and a rooted path without a drive
+            // would mean the current drive, which the stored path never meant).
+            let unix_host = !cfg!(windows);
+            if unix_host && bytes.len() > 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic() {
                 let drive = char::from(bytes[0].to_ascii_lowercase());
                 let rest = stripped[2..].trim_start_matches('/');
                 out.push(PathBuf::from(format!("/mnt/{drive}/{rest}")));
-            } else if unified.starts_with('/') && !unified.starts_with("//") {
+            } else if unix_host && unified.starts_with('/') && !unified.starts_with("//") {
                 out.push(PathBuf::from(&unified));
             }
         }
