@@ -153,7 +153,8 @@ fn lib_tests() -> Result<(), String> {
     for krate in TESTED_CRATES {
         cmd.args(["-p", krate]);
     }
-    cmd.arg("--lib")
+    // Every crate's tests run and report, even after one crate fails.
+    cmd.args(["--lib", "--no-fail-fast"])
         .env("CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER", WINE);
     wine.configure(&mut cmd);
     run_status(&mut cmd, "the windows library tests")
