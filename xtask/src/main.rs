@@ -44,11 +44,12 @@ tasks:
                   compactions read the same (qemu-img compare, libvhdi for children).
                   --keep writes failing inputs with a repro line; --case replays one case
                   (same --seed and --format); --vdisk uses that binary instead of building
-  windows build|test|cli-test|all
+  windows build|test|cli-test [--full]|all
                   with Debian's rustc-web toolchain (-Zbuild-std) into target/windows:
                   build vdisk.exe; run the core and format crates' library tests under
                   wine; run the CLI suite (real vdisk.exe under wine on qemu-made images,
-                  checked with qemu-img and libvhdi and against the Linux vdisk)
+                  checked with qemu-img and libvhdi): the Windows-only cases, --full adds
+                  every mode and create cross-checked against the Linux vdisk
   macos-check     cargo check for aarch64-apple-darwin and x86_64-apple-darwin
   dist            release vdisk and vdisk.exe with SHA256SUMS in target/dist";
 

@@ -46,17 +46,17 @@ const TESTED_CRATES: [&str; 5] = [
     "vdisk-ntfs",
 ];
 
-const USAGE: &str = "usage: cargo xtask windows build|test|cli-test|all";
+const USAGE: &str = "usage: cargo xtask windows build|test|cli-test [--full]|all";
 
 /// `cargo xtask windows ...`.
 pub fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("build") => build_vdisk_exe().map(|exe| println!("{}", exe.display())),
         Some("test") => lib_tests(),
-        Some("cli-test") => cli::run(),
+        Some("cli-test") => cli::run(args.get(1).map(String::as_str) == Some("--full")),
         Some("all") => {
             lib_tests()?;
-            cli::run()
+            cli::run(true)
         }
         _ => Err(USAGE.into()),
     }
