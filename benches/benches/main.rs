@@ -76,6 +76,7 @@ fn move_planning(c: &mut Criterion) {
     let layout = HostLayout {
         data_start: 1 << 20,
         block_footprint: footprint,
+        data_offset: Some(512),
         alignment: 512,
         reserved: Vec::new(),
         trailer_len: 512,

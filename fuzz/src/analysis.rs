@@ -110,6 +110,8 @@ pub fn exercise(bytes: Vec<u8>) {
         }
         FsVerdict::Untrusted { reason, .. } => assert!(!reason.is_empty(), "empty reason"),
         FsVerdict::NotMine | FsVerdict::Container(_) => {}
+        // A verdict added after this oracle: nothing it knows to check.
+        _ => {}
     }
 }
 
@@ -145,6 +147,8 @@ pub fn fat_family(bytes: Vec<u8>) {
             FsVerdict::Untrusted { reason, .. } => assert!(!reason.is_empty(), "empty reason"),
             FsVerdict::NotMine => {}
             FsVerdict::Container(_) => panic!("only a volume manager answers Container"),
+            // A verdict added after this oracle: nothing it knows to check.
+            _ => {}
         }
     }
 }

@@ -7,8 +7,8 @@
 //!
 //! Shared by the fuzz targets (decode) and `cargo xtask fuzz` (encode, for seeds).
 
-/// Largest file a sparse input may describe: 32 MiB.
-pub const MAX_LEN: u64 = 32 << 20;
+/// Largest file a sparse input may describe: 64 MiB (room for the smallest FAT32, 33 MiB).
+pub const MAX_LEN: u64 = 64 << 20;
 
 /// The file `input` describes, or `None` if its header is short or the length too large.
 pub fn decode(input: &[u8]) -> Option<Vec<u8>> {

@@ -86,14 +86,14 @@ pub struct CompactArgs {
     /// Only report what would be reclaimed; open read-only and write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Reclaim file-system free space even from an image that differencing images in its
+    /// Reclaim the space of deleted files even from an image that differencing images in its
     /// folder read through. Their content then changes (VHDX children refuse to open, VHD
     /// children read whatever the parent now holds): only for children you will discard.
     #[arg(long)]
     pub force: bool,
     /// Reclaim the free space of NTFS volumes that have shadow copies (System Restore points,
     /// Previous Versions). Snapshots read deleted files' clusters from that free space, so
-    /// their data is lost. Without this option such volumes get the zero scan only.
+    /// their data is lost. Without this option only blocks holding only zeros are reclaimed there.
     #[arg(long)]
     pub discard_shadow_copies: bool,
     /// Print one JSON object per file (JSON Lines) on stdout.
@@ -240,14 +240,18 @@ impl KindArg {
 /// One-line help for each mode, shown by `--help`.
 fn mode_help(mode: Mode) -> &'static str {
     match mode {
-        Mode::Full => "file-system free space + all-zero + trimmed blocks (the smallest file)",
-        Mode::Quick => {
-            "file-system free space + trimmed blocks; reads only file-system metadata (no zero scan)"
+        Mode::Full => {
+            "space of deleted files + blocks that hold only zeros + space the guest already released (the smallest file)"
         }
-        Mode::Prezeroed => "all-zero blocks + trimmed blocks; byte-exact",
-        Mode::Pretrimmed => "only blocks the image already marks trimmed; reads no data",
+        Mode::Quick => {
+            "space of deleted files + space the guest already released; reads only the file system's maps, not the data"
+        }
+        Mode::Prezeroed => {
+            "blocks that hold only zeros + space the guest already released; every byte reads the same"
+        }
+        Mode::Pretrimmed => "only space the guest already released; reads no data",
         Mode::Retrim => {
-            "punch file-system free, zero and trimmed space out of the host file in place; nothing moves (fixed disks)"
+            "give the host back the space of deleted files, zeros and released blocks without moving anything; the file keeps its length (fixed disks)"
         }
     }
 }

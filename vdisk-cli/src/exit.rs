@@ -4,8 +4,8 @@ use vdisk_core::ErrorKind;
 
 /// Success, including "nothing to reclaim".
 pub const OK: u8 = 0;
-/// Any error no other code describes (including a file that does not exist, and internal
-/// errors, which ask to be reported).
+/// Any error no other code describes (an i/o error of the host, and internal errors, which ask
+/// to be reported).
 pub const OTHER: u8 = 1;
 /// Usage error (bad option or argument); also clap's own code.
 pub const USAGE: u8 = 2;
@@ -22,12 +22,16 @@ pub const READ_ONLY: u8 = 6;
 pub const NO_SPACE: u8 = 7;
 /// Cancelled by Ctrl-C or SIGTERM.
 pub const CANCELLED: u8 = 8;
+/// A file that must exist does not: the image named, or the parent it names.
+pub const NOT_FOUND: u8 = 9;
+/// The file `create` was asked to make exists already (vdisk never overwrites one).
+pub const EXISTS: u8 = 10;
 
 /// The exit-code table shown by `vdisk --help` (and repeated in the README).
 pub const HELP: &str = "\
 Exit codes:
   0  success (also \"nothing to reclaim\")
-  1  other error (file not found, file already exists, i/o error, internal error)
+  1  other error (an i/o error of the host, internal error)
   2  usage error
   3  image in use by another program
   4  invalid or corrupt image, not a disk image (a folder, device or pipe too), a file
@@ -37,6 +41,8 @@ Exit codes:
   6  read-only file or permission denied
   7  no space left on the host
   8  cancelled (Ctrl-C / SIGTERM); the image is still valid
+  9  no such file (the image named, or the parent a differencing image names)
+ 10  the file to create exists already (vdisk never overwrites a file)
 With several files, each is processed on its own and the exit code is the first failure's.
 Many disks at once (compact with --recursive, --jobs, --min-savings, --skip-in-use or
 --report): 0 if no file failed (in-use files with --skip-in-use, below-threshold and
@@ -56,7 +62,9 @@ pub fn code_for(kind: ErrorKind) -> u8 {
         ErrorKind::NoSpace => NO_SPACE,
         ErrorKind::Cancelled => CANCELLED,
         ErrorKind::InvalidInput => USAGE,
-        ErrorKind::Io | ErrorKind::NotFound | ErrorKind::Internal => OTHER,
+        ErrorKind::NotFound => NOT_FOUND,
+        ErrorKind::AlreadyExists => EXISTS,
+        ErrorKind::Io | ErrorKind::Internal => OTHER,
         _ => OTHER,
     }
 }
@@ -94,7 +102,8 @@ mod tests {
         assert_eq!(code_for(ErrorKind::NoSpace), 7);
         assert_eq!(code_for(ErrorKind::Cancelled), 8);
         assert_eq!(code_for(ErrorKind::InvalidInput), 2);
-        assert_eq!(code_for(ErrorKind::NotFound), 1);
+        assert_eq!(code_for(ErrorKind::NotFound), 9);
+        assert_eq!(code_for(ErrorKind::AlreadyExists), 10);
         assert_eq!(code_for(ErrorKind::Io), 1);
         assert_eq!(code_for(ErrorKind::Internal), 1);
     }

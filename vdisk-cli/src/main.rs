@@ -17,6 +17,7 @@ mod batch;
 mod cli;
 mod commands;
 mod exit;
+mod host_space;
 mod progress;
 mod registry;
 mod report;

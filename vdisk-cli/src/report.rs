@@ -12,6 +12,7 @@ use vdisk_core::{CheckReport, CompactReport, DiskAnalysis, Error, ImageInfo, Sev
 
 use crate::commands::check::Verdict;
 use crate::exit;
+use crate::host_space::HostSpace;
 use crate::volumes::VolumeJson;
 
 /// Prints one line on stdout.
@@ -332,6 +333,13 @@ pub struct CompactJson {
     bytes_reclaimed_trimmed: u64,
     blocks_moved: u64,
     bytes_punched: u64,
+    /// Host storage the file took before, as `du` counts it (absent where the host does not
+    /// say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_allocated_before: Option<u64>,
+    /// Host storage it takes after (absent for a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_allocated_after: Option<u64>,
     /// "none", "mbr", "gpt" or "unknown"; absent when the mode does not use the file system.
     #[serde(skip_serializing_if = "Option::is_none")]
     partition_table: Option<&'static str>,
@@ -350,6 +358,7 @@ impl CompactJson {
         r: &CompactReport,
         notes: Vec<String>,
         analysis: Option<&DiskAnalysis>,
+        space: Option<HostSpace>,
     ) -> CompactJson {
         CompactJson {
             file: shown(file),
@@ -372,6 +381,8 @@ impl CompactJson {
             bytes_reclaimed_trimmed: r.blocks_reclaimed_trimmed.saturating_mul(r.block_size),
             blocks_moved: r.blocks_moved,
             bytes_punched: r.bytes_punched,
+            host_allocated_before: space.map(|s| s.before),
+            host_allocated_after: space.filter(|_| !r.dry_run).map(|s| s.after),
             partition_table: analysis.map(|a| a.layout.scheme_name()),
             volumes: analysis.map(|a| a.volumes.iter().map(VolumeJson::new).collect()),
             notes,
@@ -384,8 +395,9 @@ pub fn nothing_to_reclaim(r: &CompactReport) -> bool {
     vdisk_core::nothing_to_reclaim(r)
 }
 
-/// The one-line human summary of a compaction.
-pub fn compact_human(file: &Path, r: &CompactReport) -> String {
+/// The one-line human summary of a compaction; `space` is the host storage the file took
+/// before and after, where the host says (it is what a retrim's line reports).
+pub fn compact_human(file: &Path, r: &CompactReport, space: Option<HostSpace>) -> String {
     let name = shown(file);
     let (tag, would) = if r.dry_run {
         (" (dry run, nothing written)", "would ")
@@ -445,16 +457,27 @@ pub fn compact_human(file: &Path, r: &CompactReport) -> String {
             r.blocks_moved
         ));
     }
-    if r.bytes_punched > 0 {
-        text.push_str(&format!(
-            "; the file keeps its length, but {} of it {}",
+    match space.filter(|_| !r.dry_run && r.mode == vdisk_core::Mode::Retrim) {
+        Some(s) => text.push_str(&format!(
+            "; the file keeps its length; the disk space it takes went from {} to {}{}",
+            human_size(s.before),
+            human_size(s.after),
+            if s.given_back() == 0 {
+                ": the host gave nothing back"
+            } else {
+                ""
+            }
+        )),
+        None if r.bytes_punched > 0 => text.push_str(&format!(
+            "; the file keeps its length, but up to {} of it {}",
             human_size(r.bytes_punched),
             if r.dry_run {
                 "would stop taking disk space"
             } else {
                 "no longer takes disk space"
             }
-        ));
+        )),
+        None => {}
     }
     text.push(')');
     text
@@ -619,7 +642,7 @@ mod tests {
     fn compact_summary_matches_the_documented_shape() {
         let r = report(500, 3, 1 << 30, 125 * (1 << 20) / 10);
         assert_eq!(
-            compact_human(Path::new("disk.vhd"), &r),
+            compact_human(Path::new("disk.vhd"), &r, None),
             "disk.vhd: 1.0 GiB -> 12.5 MiB (gave back 500 of 506 stored blocks: 500 only zeros; \
              moved 3 to close the gaps)"
         );
@@ -643,6 +666,6 @@ mod tests {
     #[test]
     fn an_unchanged_file_says_nothing_to_reclaim() {
         let r = report(0, 0, 4096, 4096);
-        assert!(compact_human(Path::new("d.vhd"), &r).contains("nothing to reclaim"));
+        assert!(compact_human(Path::new("d.vhd"), &r, None).contains("nothing to reclaim"));
     }
 }

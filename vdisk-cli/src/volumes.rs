@@ -25,7 +25,8 @@ pub struct VolumeJson {
     partition_type: Option<String>,
     /// Analyser id, `null` if none recognised the volume.
     fs: Option<&'static str>,
-    /// "trusted", "untrusted", "unrecognised" or "skipped".
+    /// "trusted", "untrusted", "unrecognised", "skipped" or "other" (a state this version does
+    /// not name).
     state: &'static str,
     /// Free bytes of a trusted file system.
     free_bytes: u64,
@@ -45,6 +46,8 @@ impl VolumeJson {
             VolumeState::Untrusted { reason, .. } => ("untrusted", Some(reason.clone()), None),
             VolumeState::Unrecognised => ("unrecognised", None, None),
             VolumeState::Skipped { reason } => ("skipped", Some((*reason).to_string()), None),
+            // A state this version does not name: its free space is not used.
+            _ => ("other", None, None),
         };
         VolumeJson {
             name: v.name(),
@@ -94,6 +97,7 @@ pub fn human_lines(analysis: &DiskAnalysis) -> Vec<String> {
             }
             VolumeState::Unrecognised => line.push_str(", no known file system"),
             VolumeState::Skipped { reason } => line.push_str(&format!(", not examined: {reason}")),
+            _ => line.push_str(", free space not used"),
         }
         lines.push(line);
     }

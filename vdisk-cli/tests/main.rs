@@ -51,6 +51,7 @@ mod main {
     mod shadow_copies;
     mod swap;
     mod symlinks;
+    mod terminal;
     mod trimmed_offsets;
     mod vhdx;
     mod xfs;

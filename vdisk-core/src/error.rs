@@ -37,6 +37,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// A named file does not exist.
     NotFound,
+    /// A file to be created exists already (the toolkit never overwrites one).
+    AlreadyExists,
     /// A bug: the toolkit's own parts disagree (a compaction plan that no longer matches the
     /// image, overlapping internal copies). Nothing the user passed or the file holds; the
     /// operation stops before the step that found it.
@@ -63,6 +65,7 @@ impl ErrorKind {
             ErrorKind::OutOfRange => "out-of-range",
             ErrorKind::InvalidInput => "invalid-input",
             ErrorKind::NotFound => "not-found",
+            ErrorKind::AlreadyExists => "already-exists",
             ErrorKind::Internal => "internal",
             ErrorKind::Refused => "refused",
         }
@@ -78,6 +81,7 @@ impl ErrorKind {
             K::PermissionDenied | K::ReadOnlyFilesystem => ErrorKind::ReadOnly,
             K::StorageFull | K::QuotaExceeded | K::FileTooLarge => ErrorKind::NoSpace,
             K::NotFound => ErrorKind::NotFound,
+            K::AlreadyExists => ErrorKind::AlreadyExists,
             K::Unsupported => ErrorKind::Unsupported,
             _ => ErrorKind::Io,
         }
@@ -251,6 +255,7 @@ mod tests {
         assert_eq!(e(io::ErrorKind::PermissionDenied), ErrorKind::ReadOnly);
         assert_eq!(e(io::ErrorKind::StorageFull), ErrorKind::NoSpace);
         assert_eq!(e(io::ErrorKind::NotFound), ErrorKind::NotFound);
+        assert_eq!(e(io::ErrorKind::AlreadyExists), ErrorKind::AlreadyExists);
         assert_eq!(e(io::ErrorKind::Interrupted), ErrorKind::Io);
         assert_eq!(e(io::ErrorKind::FileTooLarge), ErrorKind::NoSpace);
     }

@@ -128,6 +128,18 @@ pub fn has_sparse_attribute(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| sys::has_sparse_flag(&m))
 }
 
+/// The bytes of host storage a regular file at `path` takes, not its length: Unix `st_blocks`
+/// × 512 (what `du` shows, less than the length once holes are punched); Windows
+/// `GetCompressedFileSizeW` (the length of an ordinary file, less for a sparse or compressed
+/// one). `None` for anything but a regular file, when it cannot be examined, or on a host that
+/// does not say.
+pub fn allocated_size(path: &Path) -> Option<u64> {
+    std::fs::metadata(path)
+        .is_ok_and(|m| m.is_file())
+        .then(|| sys::allocated_size(path))
+        .flatten()
+}
+
 /// How long a conflicting lock is retried before the file counts as in use.
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 

@@ -10,8 +10,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::host_file::HostFile;
 use crate::units::{BlockIndex, HostOffset, align_up};
 
-/// The broad type of an image, as users know it from Hyper-V.
+/// The broad type of an image, as users know it from Hyper-V. Non-exhaustive: a format may
+/// bring a kind these three do not describe, so a match needs an arm for the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ImageKind {
     /// Every virtual byte has a fixed place in the file; nothing to move.
     Fixed,
@@ -32,8 +34,12 @@ impl ImageKind {
     }
 }
 
-/// What backs one allocation unit (block) of the virtual disk.
+/// What backs one allocation unit (block) of the virtual disk. Non-exhaustive: states other
+/// formats need (read from a backing image of another format, compressed or shared data that
+/// moves only as a whole) may be added, so a match needs an arm for the rest; the engine
+/// treats a state it does not know as one it must keep as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BlockState {
     /// Backed by the image file: the block's host footprint (for VHD the sector bitmap followed
     /// by the data) starts at `host`.
@@ -74,13 +80,28 @@ pub enum FreeAs {
 }
 
 /// Where blocks may live in the host file, as the generic compactor needs to know it.
+///
+/// Every block of an image has the same footprint: `block_footprint` host bytes starting at
+/// the offset [`BlockState::host`] gives, holding everything the block owns (its data and any
+/// per-block metadata: a VHD sector bitmap before the data, a trailer after it). The engine
+/// moves, punches and frees footprints whole and never splits one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostLayout {
     /// Bytes before this offset hold metadata; blocks are never placed below it.
     pub data_start: u64,
     /// Host bytes one block occupies (VHD: sector bitmap + block data).
     pub block_footprint: u64,
-    /// Placement alignment of a block's footprint (VHD: 512, VHDX: 1 MiB).
+    /// Where the block's guest bytes lie inside its footprint. `Some(d)`: footprint bytes
+    /// `d..d + block_size` hold them, in order, as the guest reads them, so a host-file hole
+    /// there reads as zeros (VHD: `d` is the sector bitmap's length; VHDX, VDI: 0; a format
+    /// with a per-block trailer: 0). The zero scan then skips holes without reading them.
+    /// `None`: the guest's bytes are not stored that way (compressed, encrypted, interleaved
+    /// with metadata); the zero scan reads every candidate block whole through the guest view.
+    /// The planner refuses a layout whose `d + block_size` passes `block_footprint`.
+    pub data_offset: Option<u64>,
+    /// Placement alignment of a block's footprint, measured from `data_start`: blocks start
+    /// only at `data_start + k * alignment` (VHD: 512 from 512; VHDX: 1 MiB from 1 MiB; a
+    /// format whose table holds slot numbers: the footprint, from the first slot).
     pub alignment: u64,
     /// Metadata ranges at or after `data_start` that blocks must not overlap (VHD parent
     /// locator data, VHDX regions and log). Sorted, disjoint.
@@ -263,6 +284,17 @@ pub trait DiskImage: BlockDevice {
             format!("compaction of {} images is not supported", self.format()),
         ))
     }
+
+    /// The read-only side of [`DiskImage::as_compactable`]: what planning asks (the layout,
+    /// whether a zero state exists, whether holes may stay), through `&self`. Must answer as
+    /// `as_compactable` does (the same refusals, the same primitives). The default refuses
+    /// like the default `as_compactable`.
+    fn as_compactable_ref(&self) -> Result<&dyn Compactable> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("compaction of {} images is not supported", self.format()),
+        ))
+    }
 }
 
 /// Collects [`ImageInfo`] for any image.
@@ -286,6 +318,23 @@ pub fn image_info(image: &dyn DiskImage) -> Result<ImageInfo> {
 }
 
 /// Format-level primitives the generic compactor drives.
+///
+/// # What the engine assumes of a format (the contract)
+/// - The allocation map has one [`BlockState`] per block, and every block has the same size
+///   ([`DiskImage::block_size`], any number of bytes, not only powers of two) and the same
+///   host footprint ([`HostLayout::block_footprint`]) starting at [`BlockState::host`]. All a
+///   block owns in the host file (data, sector bitmap, trailer) lies in its footprint, and
+///   nothing else does: the engine moves footprints whole, and punches a freed block's whole
+///   footprint.
+/// - Where the guest's bytes lie inside the footprint is [`HostLayout::data_offset`], said by
+///   the format; the engine assumes no place (it used to assume the end of the footprint).
+/// - Blocks are placed on a grid measured from [`HostLayout::data_start`]
+///   ([`HostLayout::alignment`]), never over [`DiskImage::host_metadata`] or
+///   [`HostLayout::reserved`]; metadata does not move while compacting, and the image is one
+///   host file.
+/// - The engine checks what it can before writing anything: every block's footprint lies in
+///   the file, clear of metadata and of every other block, and the data offset lies inside the
+///   footprint; an image or layout that fails is refused with the file untouched.
 ///
 /// Every call leaves the image valid and reading the same as before (except where the caller
 /// deallocates blocks whose content it has decided to drop), even if the process dies in the

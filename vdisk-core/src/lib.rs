@@ -56,7 +56,7 @@ pub mod parent;
 pub mod partition;
 mod progress;
 mod sys;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod toolkit;
 mod units;
@@ -77,7 +77,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use format::{Confidence, CreateSpec, FormatDriver, OpenOptions, ParentReference, Registry};
 pub use fs::{ContainerUsage, FsAnalyzer, FsUsage, FsVerdict, Hazard, InnerVolume};
 pub use host_file::{
-    Access, HostFile, StdFile, copy_through_buffer, has_sparse_attribute, survive_file_size_limit,
+    Access, HostFile, StdFile, allocated_size, copy_through_buffer, has_sparse_attribute,
+    survive_file_size_limit,
 };
 pub use image::{
     BlockState, Compactable, DiskImage, FreeAs, HostLayout, ImageInfo, ImageKind, Relocation,

@@ -30,6 +30,7 @@ pub struct ParentPolicy {
 
 /// How a locator names its path (for error messages and for the mapping to host paths).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LocatorKind {
     /// A Windows path relative to the child's folder (VHD `W2ru`, VHDX `relative_path`).
     WindowsRelative,

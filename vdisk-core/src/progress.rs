@@ -23,14 +23,18 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// A short lowercase label for progress displays.
+    /// The longest label, so that displays can reserve its width.
+    pub const LABEL_WIDTH: usize = 23;
+
+    /// A short lowercase label for progress displays, in plain words, at most
+    /// [`Phase::LABEL_WIDTH`] characters.
     pub fn label(self) -> &'static str {
         match self {
-            Phase::ZeroScan => "scanning for zero blocks",
+            Phase::ZeroScan => "looking for zero blocks",
             Phase::Deallocate => "freeing blocks",
             Phase::Relocate => "moving blocks",
-            Phase::Punch => "punching holes",
-            Phase::Truncate => "truncating",
+            Phase::Punch => "giving space back",
+            Phase::Truncate => "shortening the file",
         }
     }
 }

@@ -163,6 +163,21 @@ pub(crate) fn holders(_path: &std::path::Path) -> Vec<String> {
     Vec::new()
 }
 
+/// The bytes of storage allocated to the file at `path` (`st_blocks` × 512, what `du` shows).
+#[cfg(unix)]
+pub(crate) fn allocated_size(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.blocks().saturating_mul(512))
+}
+
+/// Neither Unix nor Windows: the host does not say.
+#[cfg(not(any(unix, windows)))]
+pub(crate) fn allocated_size(_path: &std::path::Path) -> Option<u64> {
+    None
+}
+
 /// Whether the file carries the sparse attribute (Windows); Unix files have no such flag.
 #[cfg(not(windows))]
 pub(crate) fn has_sparse_flag(_meta: &std::fs::Metadata) -> bool {
@@ -572,6 +587,7 @@ pub(crate) fn native_windows_path(_text: &str) -> Option<std::path::PathBuf> {
 mod windows;
 #[cfg(windows)]
 pub(crate) use windows::{
-    fold_case, has_read_only_attribute, has_sparse_flag, holders, is_in_use, native_windows_path,
-    open_regular_file, opened_path, punch_hole, read_exact_at, share_for, write_all_at,
+    allocated_size, fold_case, has_read_only_attribute, has_sparse_flag, holders, is_in_use,
+    native_windows_path, open_regular_file, opened_path, punch_hole, read_exact_at, share_for,
+    write_all_at,
 };

@@ -368,14 +368,14 @@ pub fn nothing_to_reclaim(r: &CompactReport) -> bool {
 /// table, and each volume that is untrusted or unrecognised, with what happens there instead.
 pub fn volume_notes(analysis: &DiskAnalysis, mode: Mode) -> Vec<String> {
     let instead = if mode.scans_for_zeros() {
-        "zero scan only"
+        "only its blocks that hold nothing but zeros are given back"
     } else {
-        "its free space is not reclaimed (quick mode does not scan for zero blocks)"
+        "nothing of it is given back (quick mode does not look for blocks of zeros)"
     };
     let mut notes = Vec::new();
     match &analysis.layout {
         Layout::Unknown { reason } => notes.push(format!(
-            "partition table not understood ({reason}); file-system free space is not used on this disk"
+            "partition table not understood ({reason}); the space of deleted files is not given back on this disk"
         )),
         Layout::Table(t) => notes.extend(t.notes.iter().cloned()),
         Layout::Unpartitioned => {}

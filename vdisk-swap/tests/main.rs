@@ -8,6 +8,7 @@
 use std::process::Command;
 
 use vdisk_core::fs::MemDevice;
+use vdisk_core::testing::noise;
 use vdisk_core::{FsAnalyzer, FsVerdict};
 use vdisk_swap::ANALYZER;
 
@@ -22,15 +23,7 @@ fn made(extra: &[&str]) -> Vec<u8> {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("swap");
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let bytes: Vec<u8> = (0..8 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let bytes = noise(8 << 20, 0x2545_F491_4F6C_DD1D);
     std::fs::write(&file, bytes).unwrap();
     let mkswap = ["/usr/sbin/mkswap", "/sbin/mkswap"]
         .into_iter()

@@ -42,14 +42,16 @@ impl VdiImage {
 
 impl Compactable for VdiImage {
     /// Slots follow each other from the data offset with nothing between them: the data area is
-    /// the block area, and since every block and every gap the planner sees starts and ends on
-    /// the slot grid, placing a block at the start of a gap (alignment 1) lands on a slot.
+    /// the block area, and blocks are placed only on the slot grid (the alignment is the
+    /// footprint, measured from the data offset). Each slot holds the extra data, then the
+    /// block's data.
     fn host_layout(&self) -> Result<HostLayout> {
         let l = &self.layout;
         Ok(HostLayout {
             data_start: l.data_offset,
             block_footprint: l.footprint(),
-            alignment: 1,
+            data_offset: Some(l.block_extra),
+            alignment: l.footprint(),
             reserved: Vec::new(),
             trailer_len: 0,
             end_alignment: 1,

@@ -102,23 +102,33 @@ pub(crate) fn create(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<VdiIm
     }
     let block_size = spec.block_size.unwrap_or(DEFAULT_BLOCK_SIZE);
     let (size, blocks) = blocks_for(spec.size, block_size)?;
-    let header = new_header(spec.kind, size, block_size, blocks);
+    let header = new_header(spec.kind, size, block_size, blocks)?;
     write_new(&*file, &header, spec.kind)?;
     VdiImage::open_unlinked(file, true)
 }
 
 /// A header for a new image (UUIDs fresh; a child's parent fields still to set).
-fn new_header(kind: ImageKind, size: u64, block_size: u64, blocks: u64) -> Header {
+fn new_header(kind: ImageKind, size: u64, block_size: u64, blocks: u64) -> Result<Header> {
+    let image_type = match kind {
+        ImageKind::Fixed => TYPE_FIXED,
+        ImageKind::Dynamic => TYPE_DYNAMIC,
+        ImageKind::Differencing => TYPE_DIFFERENCING,
+        other => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "vdi images are fixed, dynamic or differencing; a {} image cannot be created",
+                    other.as_str()
+                ),
+            ));
+        }
+    };
     let mut h = Header::new_zeroed();
     h.text[..TEXT.len()].copy_from_slice(TEXT);
     h.signature = U32::new(SIGNATURE);
     h.version = U32::new(VERSION_1_1);
     h.header_size = U32::new(HEADER1_PLUS_SIZE);
-    h.image_type = U32::new(match kind {
-        ImageKind::Fixed => TYPE_FIXED,
-        ImageKind::Dynamic => TYPE_DYNAMIC,
-        ImageKind::Differencing => TYPE_DIFFERENCING,
-    });
+    h.image_type = U32::new(image_type);
     let bmap_end = CREATE_BMAP_OFFSET + blocks * 4;
     let data = bmap_end.next_multiple_of(DATA_ALIGN);
     // Both fit: blocks <= MAX_CREATE_BLOCKS, so data < 4 GiB + 4 KiB... and the map offset
@@ -134,7 +144,7 @@ fn new_header(kind: ImageKind, size: u64, block_size: u64, blocks: u64) -> Heade
     }
     h.uuid_image = *uuid::Uuid::new_v4().as_bytes();
     h.uuid_modify = *uuid::Uuid::new_v4().as_bytes();
-    h
+    Ok(h)
 }
 
 /// Writes the header, the map and (fixed) the data area, durably.
@@ -179,7 +189,7 @@ fn create_differencing(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Vdi
         _ => parent.block_size(),
     });
     let (size, blocks) = blocks_for(parent.size(), block_size)?;
-    let mut header = new_header(ImageKind::Differencing, size, block_size, blocks);
+    let mut header = new_header(ImageKind::Differencing, size, block_size, blocks)?;
     header.uuid_link = parent.header.uuid_image;
     header.uuid_parent_modify = parent.header.uuid_modify;
     write_new(&*file, &header, ImageKind::Differencing)?;

@@ -331,6 +331,11 @@ impl DiskImage for VdiImage {
     }
 
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {
+        self.as_compactable_ref()?;
+        Ok(self)
+    }
+
+    fn as_compactable_ref(&self) -> Result<&dyn Compactable> {
         if self.layout.kind == ImageKind::Fixed {
             return Err(Error::new(
                 ErrorKind::WrongType,

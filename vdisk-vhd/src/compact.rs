@@ -37,6 +37,7 @@ impl Compactable for VhdImage {
         Ok(HostLayout {
             data_start: FOOTER_LEN,
             block_footprint: st.layout.footprint(),
+            data_offset: Some(st.layout.footprint() - st.layout.block_size),
             alignment: SECTOR,
             reserved,
             trailer_len: FOOTER_LEN,

@@ -64,6 +64,13 @@ pub(crate) fn check_spec(spec: &CreateSpec) -> Result<()> {
             spec.size
         )));
     }
+    if spec.kind == ImageKind::Fixed && spec.block_size.is_some() {
+        return Err(invalid(
+            "a fixed vhd has no blocks (it is the disk's bytes followed by a footer); leave out \
+             the block size"
+                .to_string(),
+        ));
+    }
     let (size, _) =
         created_size(spec.size).ok_or_else(|| invalid("disk size overflows".to_string()))?;
     if spec.kind == ImageKind::Dynamic {
@@ -81,6 +88,15 @@ pub(crate) fn create(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<VhdIm
     let invalid = |msg: String| Error::new(ErrorKind::InvalidInput, msg);
     if spec.kind == ImageKind::Differencing {
         return create_differencing(file, spec);
+    }
+    if !matches!(spec.kind, ImageKind::Fixed | ImageKind::Dynamic) {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "vhd images are fixed, dynamic or differencing; a {} image cannot be created",
+                spec.kind.as_str()
+            ),
+        ));
     }
     check_spec(spec)?;
     check_empty(&*file)?;

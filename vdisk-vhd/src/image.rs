@@ -437,6 +437,11 @@ impl DiskImage for VhdImage {
     }
 
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {
+        self.as_compactable_ref()?;
+        Ok(self)
+    }
+
+    fn as_compactable_ref(&self) -> Result<&dyn Compactable> {
         if self.disk_type == DiskType::Fixed {
             return Err(Error::new(
                 ErrorKind::WrongType,

@@ -36,6 +36,12 @@ impl VhdxImage {
     /// Refuses fixed images. Read-only opens get the primitives too (a dry run plans with
     /// `host_layout`); the writing ones then fail with [`ErrorKind::ReadOnly`].
     pub(crate) fn compactable(&mut self) -> Result<&mut VhdxImage> {
+        self.compactable_ref()?;
+        Ok(self)
+    }
+
+    /// The read-only side of [`VhdxImage::compactable`]: the same refusals.
+    pub(crate) fn compactable_ref(&self) -> Result<&VhdxImage> {
         if self.kind() == ImageKind::Fixed {
             return Err(Error::new(
                 ErrorKind::WrongType,
@@ -124,6 +130,7 @@ impl Compactable for VhdxImage {
         Ok(HostLayout {
             data_start: HEADER_SECTION_LEN,
             block_footprint: self.bat().block_size,
+            data_offset: Some(0),
             alignment: MIB,
             reserved: self.metadata_ranges(),
             trailer_len: 0,

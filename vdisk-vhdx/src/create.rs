@@ -140,6 +140,16 @@ fn shape(spec: &CreateSpec, parent: Option<&ParentFacts>) -> Result<Shape> {
         (ImageKind::Differencing, None) => {
             return Err(invalid("a differencing image needs its parent".to_string()));
         }
+        (other, _) => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "vhdx images are fixed, dynamic or differencing; a {} image cannot be \
+                     created",
+                    other.as_str()
+                ),
+            ));
+        }
     };
     let logical_sector = parent.map_or(spec.logical_sector_size.unwrap_or(512), |p| {
         p.logical_sector

@@ -514,4 +514,8 @@ impl DiskImage for VhdxImage {
     fn as_compactable(&mut self) -> Result<&mut dyn vdisk_core::Compactable> {
         Ok(self.compactable()?)
     }
+
+    fn as_compactable_ref(&self) -> Result<&dyn vdisk_core::Compactable> {
+        Ok(self.compactable_ref()?)
+    }
 }

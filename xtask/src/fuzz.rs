@@ -19,6 +19,7 @@ use vdisk_core::{CreateSpec, DiskImage, FormatDriver, ImageKind, MemFile};
 
 #[path = "../../fuzz/src/sparse.rs"]
 mod sparse;
+mod volumes;
 
 /// How a target's seeds are made.
 #[derive(Clone, Copy)]
@@ -36,6 +37,10 @@ enum Seeds {
     Ext4Sparse,
     /// XFS volumes made by `mkfs.xfs` (v5 and v4) in the sparse encoding.
     XfsSparse,
+    /// FAT12/16/32, exFAT and swap volumes made by their `mkfs` tools in the sparse encoding.
+    FatSparse,
+    /// btrfs volumes made by `mkfs.btrfs` in the sparse encoding.
+    BtrfsSparse,
     /// LVM2 metadata texts as LVM writes them, after an 8-byte physical volume size.
     LvmText,
 }
@@ -50,8 +55,8 @@ const TARGETS: &[(&str, Seeds)] = &[
     ("disk_analysis", Seeds::DiskSparse),
     ("ext4_analysis", Seeds::Ext4Sparse),
     ("xfs_analysis", Seeds::XfsSparse),
-    ("fat_volume", Seeds::DiskSparse),
-    ("btrfs_analysis", Seeds::DiskSparse),
+    ("fat_volume", Seeds::FatSparse),
+    ("btrfs_analysis", Seeds::BtrfsSparse),
     ("lvm_metadata", Seeds::LvmText),
 ];
 
@@ -67,6 +72,11 @@ const WITHOUT_OVERFLOW_CHECKS: &[&str] = &["disk_analysis"];
 /// libFuzzer limits: bounded memory is one of the oracles.
 const RSS_LIMIT_MB: u32 = 2048;
 const MALLOC_LIMIT_MB: u32 = 512;
+
+/// The names of every target, in run order.
+pub fn target_names() -> Vec<&'static str> {
+    TARGETS.iter().map(|(n, _)| *n).collect()
+}
 
 /// Runs the task.
 pub fn run(args: &[String]) -> Result<(), String> {
@@ -106,7 +116,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .status()
         .is_ok_and(|s| s.success());
     if !installed {
-        return Err("cargo-fuzz is not installed: run `cargo install cargo-fuzz`".into());
+        return Err(
+            "cargo-fuzz is not installed: run `cargo install cargo-fuzz --locked` \
+             (0.13.2 builds with the stable toolchain)"
+                .into(),
+        );
     }
     let work = crate::shared::target_dir().join("fuzz");
     let mut summary = Vec::new();
@@ -174,7 +188,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn workspace_root() -> PathBuf {
+/// The workspace folder (the parent of xtask/).
+pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest
         .parent()
@@ -221,19 +236,12 @@ fn write_seeds(dir: &Path, seeds: Seeds) -> Result<usize, String> {
     let mut files = match seeds {
         Seeds::Vhd => vhd_seeds()?,
         Seeds::Vdi => vdi_seeds()?,
-        Seeds::XfsSparse => xfs_seeds()?
-            .into_iter()
-            .filter_map(|(n, b)| Some((n, sparse::encode(&b)?)))
-            .collect(),
-        Seeds::Ext4Sparse => ext4_seeds()?
-            .into_iter()
-            .filter_map(|(n, b)| Some((n, sparse::encode(&b)?)))
-            .collect(),
+        Seeds::XfsSparse => encoded(volumes::xfs_seeds()?)?,
+        Seeds::Ext4Sparse => encoded(volumes::ext4_seeds()?)?,
+        Seeds::FatSparse => encoded(volumes::fat_family_seeds()?)?,
+        Seeds::BtrfsSparse => encoded(volumes::btrfs_seeds()?)?,
         Seeds::LvmText => lvm_seeds(),
-        Seeds::DiskSparse => disk_seeds()?
-            .into_iter()
-            .filter_map(|(n, b)| Some((n, sparse::encode(&b)?)))
-            .collect(),
+        Seeds::DiskSparse => encoded(volumes::disk_seeds()?)?,
         Seeds::VhdxSparse => vhdx_seeds()?
             .into_iter()
             .map(|(n, b)| match sparse::encode(&b) {
@@ -254,6 +262,17 @@ fn write_seeds(dir: &Path, seeds: Seeds) -> Result<usize, String> {
         }
     }
     Ok(files.len())
+}
+
+/// Raw volumes in the sparse encoding; a volume it cannot hold is a bug of the seed maker.
+fn encoded(volumes: Vec<(String, Vec<u8>)>) -> Result<Vec<(String, Vec<u8>)>, String> {
+    volumes
+        .into_iter()
+        .map(|(n, b)| match sparse::encode(&b) {
+            Some(e) => Ok((n, e)),
+            None => Err(format!("seed {n} is larger than the sparse limit")),
+        })
+        .collect()
 }
 
 fn created(
@@ -357,11 +376,16 @@ fn vhdx_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
 /// qemu-made images when `qemu-img` is installed (skipped with a note otherwise: the seeds
 /// of our own still cover every structure).
 fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
-    let Ok(dir) = tempdir() else {
+    let Ok(dir) = volumes::tempdir() else {
         return Vec::new();
     };
     let (fmt, opts, size, name) = match seeds {
-        Seeds::DiskSparse | Seeds::Ext4Sparse | Seeds::XfsSparse | Seeds::LvmText => {
+        Seeds::DiskSparse
+        | Seeds::Ext4Sparse
+        | Seeds::XfsSparse
+        | Seeds::FatSparse
+        | Seeds::BtrfsSparse
+        | Seeds::LvmText => {
             return Vec::new();
         }
         Seeds::Vhd => ("vpc", "subformat=dynamic", "4M", "qemu-dynamic-empty"),
@@ -391,7 +415,12 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
     let bytes = match seeds {
         Seeds::Vhd | Seeds::Vdi => Some(bytes),
         Seeds::VhdxSparse => sparse::encode(&bytes),
-        Seeds::DiskSparse | Seeds::Ext4Sparse | Seeds::XfsSparse | Seeds::LvmText => None,
+        Seeds::DiskSparse
+        | Seeds::Ext4Sparse
+        | Seeds::XfsSparse
+        | Seeds::FatSparse
+        | Seeds::BtrfsSparse
+        | Seeds::LvmText => None,
     };
     bytes
         .map(|b| vec![(name.to_string(), b)])
@@ -483,167 +512,4 @@ fn lvm_seeds() -> Vec<(String, Vec<u8>)> {
             (format!("lvm-{name}"), bytes)
         })
         .collect()
-}
-
-fn tempdir() -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("vdisk-fuzz-seed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// Raw disks for `disk_analysis`: a 4 MiB NTFS volume (4 KiB clusters) and an 8 MiB MBR disk
-/// holding a 1 KiB-cluster NTFS volume at sector 2048. Made with ntfs-3g and sfdisk, which
-/// must be installed (packages ntfs-3g, fdisk).
-fn disk_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
-    let dir = tempdir().map_err(|e| format!("seed folder: {e}"))?;
-    let run = |cmd: &mut Command| -> Result<(), String> {
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run {cmd:?} (packages ntfs-3g, fdisk): {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{cmd:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    let vol = dir.join("vol.raw");
-    let set_len = |p: &Path, len: u64| {
-        std::fs::File::create(p)
-            .and_then(|f| f.set_len(len))
-            .map_err(|e| format!("{}: {e}", p.display()))
-    };
-    set_len(&vol, 4 << 20)?;
-    run(Command::new("mkntfs")
-        .args(["-Q", "-F", "-q", "-c", "4096"])
-        .arg(&vol))?;
-    let whole = std::fs::read(&vol).map_err(|e| e.to_string())?;
-    let disk = dir.join("disk.raw");
-    set_len(&disk, 8 << 20)?;
-    let mut sfdisk = Command::new("sfdisk");
-    sfdisk
-        .arg("-q")
-        .arg(&disk)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null());
-    let mut child = sfdisk
-        .spawn()
-        .map_err(|e| format!("cannot run sfdisk (package fdisk): {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        use std::io::Write as _;
-        stdin
-            .write_all(b"label: dos\nstart=2048, size=12288, type=7\n")
-            .map_err(|e| e.to_string())?;
-    }
-    if !child.wait().is_ok_and(|s| s.success()) {
-        return Err("sfdisk failed to write the seed's MBR".into());
-    }
-    let part = dir.join("part.raw");
-    set_len(&part, 12288 * 512)?;
-    run(Command::new("mkntfs")
-        .args([
-            "-Q", "-F", "-q", "-c", "1024", "-p", "2048", "-H", "0", "-S", "0",
-        ])
-        .arg(&part))?;
-    let mut bytes = std::fs::read(&disk).map_err(|e| e.to_string())?;
-    let part_bytes = std::fs::read(&part).map_err(|e| e.to_string())?;
-    bytes[1 << 20..(1 << 20) + part_bytes.len()].copy_from_slice(&part_bytes);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(vec![
-        ("ntfs-4k-whole-disk".to_string(), whole),
-        ("mbr-ntfs-1k".to_string(), bytes),
-    ])
-}
-
-/// Raw volumes for `ext4_analysis`, made with e2fsprogs (package e2fsprogs) from a folder of
-/// two small files: ext4 as WSL formats it (4 KiB blocks, flex_bg, metadata_csum, 64bit),
-/// ext4 with 1 KiB blocks and uninitialised groups, ext3 and ext2 (no checksums), bigalloc.
-fn ext4_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
-    let dir = tempdir().map_err(|e| format!("seed folder: {e}"))?;
-    let src = dir.join("src");
-    std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
-    for (name, len) in [("a", 5000usize), ("b", 70_000)] {
-        let data: Vec<u8> = (0..len)
-            .map(|i| u8::try_from(i * 7 % 251).unwrap_or(0))
-            .collect();
-        std::fs::write(src.join(name), data).map_err(|e| e.to_string())?;
-    }
-    let kinds: [(&str, u64, &[&str]); 5] = [
-        ("ext4-wsl", 8, &["-t", "ext4", "-b", "4096", "-G", "4096"]),
-        (
-            "ext4-1k-uninit",
-            8,
-            &["-t", "ext4", "-b", "1024", "-O", "^flex_bg"],
-        ),
-        ("ext3-1k", 4, &["-t", "ext3", "-b", "1024"]),
-        ("ext2-1k", 2, &["-t", "ext2", "-b", "1024"]),
-        (
-            "ext4-bigalloc",
-            8,
-            &["-t", "ext4", "-O", "bigalloc", "-C", "16384"],
-        ),
-    ];
-    let mut out = Vec::new();
-    for (name, mib, opts) in kinds {
-        let vol = dir.join(format!("{name}.raw"));
-        std::fs::File::create(&vol)
-            .and_then(|f| f.set_len(mib << 20))
-            .map_err(|e| format!("{}: {e}", vol.display()))?;
-        let status = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-d"])
-            .arg(&src)
-            .args(opts)
-            .arg(&vol)
-            .status()
-            .map_err(|e| format!("cannot run mkfs.ext4 (package e2fsprogs): {e}"))?;
-        if !status.success() {
-            return Err(format!("mkfs.ext4 {opts:?} failed"));
-        }
-        out.push((
-            name.to_string(),
-            std::fs::read(&vol).map_err(|e| e.to_string())?,
-        ));
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(out)
-}
-
-/// XFS volumes for `xfs_analysis`: 16 MiB, version 5 (4 KiB blocks) and version 4 (1 KiB
-/// blocks), made by `mkfs.xfs` (package xfsprogs; the TEST_* variables let it make file
-/// systems under 300 MB, as the XFS test suite does).
-fn xfs_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
-    let dir = tempdir().map_err(|e| format!("seed folder: {e}"))?;
-    let mut seeds = Vec::new();
-    for (name, args) in [
-        ("xfs-v5-4k", &["-b", "size=4096"][..]),
-        ("xfs-v4-1k", &["-m", "crc=0", "-b", "size=1024"][..]),
-    ] {
-        let vol = dir.join(name);
-        std::fs::File::create(&vol)
-            .and_then(|f| f.set_len(16 << 20))
-            .map_err(|e| format!("{}: {e}", vol.display()))?;
-        let out = Command::new("mkfs.xfs")
-            .env("TEST_DIR", "1")
-            .env("TEST_DEV", "1")
-            .env("QA_CHECK_FS", "1")
-            .args(["-q", "-f"])
-            .args(args)
-            .arg(&vol)
-            .output()
-            .map_err(|e| format!("cannot run mkfs.xfs (package xfsprogs): {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mkfs.xfs failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        seeds.push((
-            name.to_string(),
-            std::fs::read(&vol).map_err(|e| e.to_string())?,
-        ));
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(seeds)
 }

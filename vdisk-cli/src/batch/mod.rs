@@ -34,6 +34,7 @@ use vdisk_core::{
 use crate::cli::CompactArgs;
 use crate::commands::compact::{request, sparse_note, withheld_note};
 use crate::exit;
+use crate::host_space;
 use crate::progress::Bar;
 use crate::report::{self, Stage, human_size, shown};
 use report_file::ReportFile;
@@ -66,9 +67,9 @@ pub fn run(
         .transpose()
     {
         Ok(r) => r,
-        Err(e) => {
+        Err((code, e)) => {
             report::err(&format!("vdisk: {e}"));
-            return exit::OTHER;
+            return code;
         }
     };
     let walk = walk::walk(&args.files, args.recursive, &selection);
@@ -96,8 +97,8 @@ pub fn run(
         },
     };
     let mut rows: Vec<Option<Row>> = Vec::with_capacity(total);
-    for (path, why) in &walk.errors {
-        let row = batch.unwalkable(path, why);
+    for (path, why, code) in &walk.errors {
+        let row = batch.unwalkable(path, why, *code);
         batch.sink.emit(&row);
         rows.push(Some(row));
     }
@@ -239,14 +240,14 @@ impl Batch<'_> {
             return;
         }
         if let Some(min) = self.args.min_savings.filter(|_| !self.args.dry_run) {
-            let bar = Bar::new(&shown(file), self.bars_per_file);
+            let bar = Bar::new(file, self.bars_per_file);
             let estimate = compact_path(file, self.toolkit, &self.estimate, &bar, self.cancel);
             let engine_notes = bar.finish();
             match estimate {
                 Err(f) => return self.failed(file, f, row),
                 Ok(est) => {
                     let r = &est.report;
-                    let would = saved(r);
+                    let would = saved(r, None);
                     if !nothing_to_reclaim(r) && !min.reached(would, r.bytes_before) {
                         row.state = State::BelowThreshold;
                         row.format = est.format.to_string();
@@ -270,7 +271,8 @@ impl Batch<'_> {
                 }
             }
         }
-        let bar = Bar::new(&shown(file), self.bars_per_file);
+        let bar = Bar::new(file, self.bars_per_file);
+        let allocated_before = host_space::allocated(file);
         let outcome = compact_path(file, self.toolkit, &self.request, &bar, self.cancel);
         let engine_notes = bar.finish();
         match outcome {
@@ -284,8 +286,9 @@ impl Batch<'_> {
                 row.format = done.format.to_string();
                 row.bytes_before = r.bytes_before;
                 row.bytes_after = r.bytes_after;
-                row.bytes_saved = saved(r);
-                let line = report::compact_human(file, r);
+                let space = host_space::measured(file, allocated_before);
+                row.bytes_saved = saved(r, space);
+                let line = report::compact_human(file, r, space);
                 let name = shown(file);
                 let what = line.strip_prefix(name.as_str()).unwrap_or(&line);
                 row.message = what.trim_start_matches(':').trim().to_string();
@@ -340,7 +343,7 @@ impl Batch<'_> {
     }
 
     /// The row of a folder the walk could not read.
-    fn unwalkable(&self, path: &Path, why: &str) -> Row {
+    fn unwalkable(&self, path: &Path, why: &str, exit_code: u8) -> Row {
         let now = rfc3339(SystemTime::now());
         Row {
             path: shown(path),
@@ -355,7 +358,7 @@ impl Batch<'_> {
             message: why.to_string(),
             format: String::new(),
             dry_run: self.args.dry_run,
-            exit_code: exit::OTHER,
+            exit_code,
             host: self.host.clone(),
         }
     }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use clap::ValueEnum;
 
 use super::row::{CSV_HEADER, Row};
+use crate::exit;
 
 /// The report's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,27 +48,34 @@ impl ReportFile {
     /// Opens (or creates) the report at `path` for appending, in `format` or the one its
     /// extension names. A CSV file that already has rows must start with this version's
     /// header: rows of another layout would make the table unreadable.
-    pub fn open(path: &Path, format: Option<ReportFormat>) -> Result<ReportFile, String> {
+    ///
+    /// Errors carry the exit code of their kind: a name or file that cannot be a report is a
+    /// usage error, a host error has its own kind's code (no such folder, read-only, ...).
+    pub fn open(path: &Path, format: Option<ReportFormat>) -> Result<ReportFile, (u8, String)> {
+        let usage = |m: String| (exit::USAGE, m);
         let shown = path.display();
         let format = format
             .or_else(|| ReportFormat::from_extension(path))
             .ok_or_else(|| {
-                format!(
+                usage(format!(
                     "{shown}: cannot tell the report format from the extension; name the file \
                      .csv or .jsonl, or give --report-format csv|jsonl"
-                )
+                ))
             })?;
         let file = OpenOptions::new()
             .append(true)
             .create(true)
             .read(true)
             .open(path)
-            .map_err(|e| format!("{shown}: cannot open the report file: {e}"))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("{shown}: cannot read the report file's metadata: {e}"))?;
+            .map_err(|e| host(&e, format!("{shown}: cannot open the report file: {e}")))?;
+        let meta = file.metadata().map_err(|e| {
+            host(
+                &e,
+                format!("{shown}: cannot read the report file's metadata: {e}"),
+            )
+        })?;
         if !meta.is_file() {
-            return Err(format!("{shown}: the report must be a regular file"));
+            return Err(usage(format!("{shown}: the report must be a regular file")));
         }
         let report = ReportFile {
             file,
@@ -75,7 +83,7 @@ impl ReportFile {
             format,
         };
         if format == ReportFormat::Csv {
-            report.check_header()?;
+            report.check_header().map_err(usage)?;
         }
         Ok(report)
     }
@@ -171,6 +179,11 @@ impl Drop for Lock<'_> {
     }
 }
 
+/// A host error opening the report, with the exit code of its kind.
+fn host(e: &io::Error, message: String) -> (u8, String) {
+    (exit::code_for(vdisk_core::ErrorKind::of_io(e)), message)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,8 +227,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.csv");
         std::fs::write(&path, "name,size\nx,1\n").unwrap();
-        let err = ReportFile::open(&path, None).unwrap_err();
+        let (code, err) = ReportFile::open(&path, None).unwrap_err();
         assert!(err.contains("does not start with the header"), "{err}");
+        assert_eq!(code, exit::USAGE);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "name,size\nx,1\n");
     }
 
@@ -228,8 +242,11 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(std::fs::read_to_string(&p).unwrap().trim()).unwrap();
         assert_eq!(v["bytes_saved"], 6);
-        let err = ReportFile::open(&dir.path().join("r.txt"), None).unwrap_err();
+        let (code, err) = ReportFile::open(&dir.path().join("r.txt"), None).unwrap_err();
         assert!(err.contains("--report-format"), "{err}");
+        assert_eq!(code, exit::USAGE);
+        let (code, _) = ReportFile::open(&dir.path().join("no/such/r.csv"), None).unwrap_err();
+        assert_eq!(code, exit::NOT_FOUND, "a missing folder is a missing file");
         assert!(ReportFile::open(&dir.path().join("r.txt"), Some(ReportFormat::Csv)).is_ok());
     }
 }

@@ -3,6 +3,7 @@
 use vdisk_core::CompactReport;
 
 use crate::cli::parse_size;
+use crate::host_space::HostSpace;
 use crate::report::human_size;
 
 /// The least a compaction must save to be worth doing.
@@ -49,11 +50,14 @@ impl MinSavings {
 }
 
 /// Host bytes a compaction saves (or would): the bytes the file got shorter by, or, for
-/// retrim, which keeps the length, the bytes punched out of it.
-pub fn saved(r: &CompactReport) -> u64 {
-    r.bytes_before
-        .saturating_sub(r.bytes_after)
-        .max(r.bytes_punched)
+/// retrim, which keeps the length, what the host gave back as `du` counts it (`space`,
+/// measured around a compaction that ran) or, for an estimate, the bytes it would punch out.
+pub fn saved(r: &CompactReport, space: Option<HostSpace>) -> u64 {
+    let shorter = r.bytes_before.saturating_sub(r.bytes_after);
+    match space {
+        Some(s) if !r.dry_run && r.mode == vdisk_core::Mode::Retrim => s.given_back(),
+        _ => shorter.max(r.bytes_punched),
+    }
 }
 
 #[cfg(test)]

@@ -80,8 +80,8 @@ pub struct Walk {
     /// The files to compact, in walk order (each folder's entries sorted by name), each once.
     pub files: Vec<PathBuf>,
     /// Paths that could not be walked (a folder named that does not exist, one that cannot
-    /// be read), with the reason: reported as failed.
-    pub errors: Vec<(PathBuf, String)>,
+    /// be read), with the reason and the exit code of its kind: reported as failed.
+    pub errors: Vec<(PathBuf, String, u8)>,
     /// Symbolic links that matched the selection and were not followed.
     pub links_skipped: Vec<PathBuf>,
 }
@@ -106,8 +106,12 @@ fn walk_dir(root: &Path, dir: &Path, selection: &Selection, seen: &mut Seen, w: 
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            w.errors
-                .push((dir.to_path_buf(), format!("cannot read the folder: {e}")));
+            let code = crate::exit::code_for(vdisk_core::ErrorKind::of_io(&e));
+            w.errors.push((
+                dir.to_path_buf(),
+                format!("cannot read the folder: {e}"),
+                code,
+            ));
             return;
         }
     };
@@ -122,8 +126,11 @@ fn walk_dir(root: &Path, dir: &Path, selection: &Selection, seen: &mut Seen, w: 
         }
         // The entry itself, not what a link points to.
         let Ok(kind) = entry.file_type() else {
-            w.errors
-                .push((path, "cannot tell what this entry is".to_string()));
+            w.errors.push((
+                path,
+                "cannot tell what this entry is".to_string(),
+                crate::exit::OTHER,
+            ));
             continue;
         };
         if kind.is_symlink() {

@@ -10,6 +10,7 @@ use vdisk_core::{
 
 use crate::cli::CompactArgs;
 use crate::exit::FirstFailure;
+use crate::host_space::{self, HostSpace};
 use crate::progress::Bar;
 use crate::report::{self, CompactJson, Stage};
 
@@ -26,7 +27,8 @@ pub fn run(
     let mut result = FirstFailure::default();
     let request = request(args, parents);
     for file in &args.files {
-        let bar = Bar::new(&report::shown(file), !args.json);
+        let bar = Bar::new(file, !args.json);
+        let allocated_before = host_space::allocated(file);
         let outcome = compact_path(file, toolkit, &request, &bar, cancel);
         let engine_notes = bar.finish();
         let code = match outcome {
@@ -35,7 +37,8 @@ pub fn run(
                 notes.extend(withheld_note(&done.withheld_for));
                 notes.extend(engine_notes);
                 notes.extend(sparse_note(file));
-                print_done(file, args, &done, notes);
+                let space = host_space::measured(file, allocated_before);
+                print_done(file, args, &done, notes, space);
                 0
             }
             Err(Failure {
@@ -90,7 +93,13 @@ pub fn sparse_note(file: &Path) -> Option<String> {
     })
 }
 
-fn print_done(file: &Path, args: &CompactArgs, done: &Outcome, notes: Vec<String>) {
+fn print_done(
+    file: &Path,
+    args: &CompactArgs,
+    done: &Outcome,
+    notes: Vec<String>,
+    space: Option<HostSpace>,
+) {
     if args.json {
         report::json_line(&CompactJson::new(
             file,
@@ -99,12 +108,13 @@ fn print_done(file: &Path, args: &CompactArgs, done: &Outcome, notes: Vec<String
             &done.report,
             notes,
             done.analysis.as_ref(),
+            space,
         ));
     } else {
         for n in &notes {
             report::note(file, n);
         }
-        report::out(&report::compact_human(file, &done.report));
+        report::out(&report::compact_human(file, &done.report, space));
         if done.analysis.is_some() && !report::nothing_to_reclaim(&done.report) {
             report::out(&report::reclaim_sources(&done.report));
         }

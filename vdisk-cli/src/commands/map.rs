@@ -7,7 +7,12 @@
 //! - `unallocated`: not stored; reads as zeros in a base image;
 //! - `parent`: not stored in this differencing image; reads what its parent holds;
 //! - `trimmed`: released by the guest (its content is undefined); it may still take space in
-//!   the file at `host_offset` until a compaction gives it back.
+//!   the file at `host_offset` until a compaction gives it back;
+//! - `other`: a state this version of vdisk does not name (a format brought it).
+//!
+//! `host_offset` is where the guest's bytes start, as the format's layout says
+//! ([`vdisk_core::HostLayout::data_offset`]); none when the format does not store them in
+//! order there.
 
 use serde::Serialize;
 use vdisk_core::{
@@ -53,7 +58,7 @@ pub fn run(args: &MapArgs, registry: &Registry, parents: &ParentPolicy) -> u8 {
     for (i, file) in args.files.iter().enumerate() {
         let mapped = registry
             .open_path(file, &opts)
-            .and_then(|mut image| Ok((extents(&mut *image)?, image)));
+            .and_then(|image| Ok((extents(&*image)?, image)));
         match mapped {
             Ok((extents, image)) if args.json => report::json_line(&MapJson {
                 file: report::shown(file),
@@ -76,18 +81,20 @@ pub fn run(args: &MapArgs, registry: &Registry, parents: &ParentPolicy) -> u8 {
 }
 
 /// The extents of `image`, in guest order, covering `0..image.size()` exactly.
-pub fn extents(image: &mut dyn DiskImage) -> Result<Vec<Extent>> {
+pub fn extents(image: &dyn DiskImage) -> Result<Vec<Extent>> {
     let block = image.block_size();
     let size = image.size();
     let child = image.kind() == ImageKind::Differencing;
-    // Where a block's data starts within its host footprint (VHD: after the sector bitmap).
+    // Where a block's data starts within its host footprint, as the format says (VHD: after
+    // the sector bitmap); a fixed image's block is its data.
     let data_within = match image.kind() {
-        ImageKind::Fixed => 0,
+        ImageKind::Fixed => Some(0),
         _ => image
-            .as_compactable()
+            .as_compactable_ref()
             .and_then(|c| c.host_layout())
-            .map_or(0, |l| l.block_footprint.saturating_sub(block)),
+            .map_or(Some(0), |l| l.data_offset),
     };
+    let at = |h: vdisk_core::HostOffset| data_within.and_then(|d| h.0.checked_add(d));
     let mut out: Vec<Extent> = Vec::new();
     for i in 0..image.block_count() {
         let start = i.saturating_mul(block);
@@ -96,11 +103,12 @@ pub fn extents(image: &mut dyn DiskImage) -> Result<Vec<Extent>> {
         }
         let length = block.min(size - start);
         let (state, host) = match image.block_state(BlockIndex(i))? {
-            BlockState::Allocated { host } => ("data", Some(host.0 + data_within)),
+            BlockState::Allocated { host } => ("data", at(host)),
             BlockState::Zero => ("zero", None),
             BlockState::Unallocated if child => ("parent", None),
             BlockState::Unallocated => ("unallocated", None),
-            BlockState::Trimmed { host } => ("trimmed", host.map(|h| h.0 + data_within)),
+            BlockState::Trimmed { host } => ("trimmed", host.and_then(at)),
+            _ => ("other", None),
         };
         if let Some(last) = out.last_mut()
             && last.state == state

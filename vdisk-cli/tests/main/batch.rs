@@ -508,7 +508,7 @@ fn batch_options_without_a_batch_are_usage_errors_and_a_bad_report_stops_before_
         dir.path().join("r.txt").as_os_str(),
         disk.as_os_str(),
     ]);
-    out.expect_code(1);
+    out.expect_code(2);
     assert!(out.stderr.contains("--report-format"), "{}", out.stderr);
     before.assert_unchanged(&disk, true, "a run refused before it started");
 }

@@ -162,7 +162,7 @@ fn parents_outside_the_folder_need_parent_dir_or_parent() {
     std::fs::rename(&base, &moved).unwrap();
     // The W2ku locator names the old absolute path: not found now.
     let out = run(vdisk_cmd().args(["info", "--json"]).arg(&mid));
-    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.code, 9, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("base.vhd"), "{}", out.stdout);
     let out = run(vdisk_cmd()
         .args(["info", "--json", "--parent"])
@@ -218,7 +218,7 @@ fn create_differencing_refuses_missing_parent_size_and_stray_parent() {
         .args(["create", "--type", "differencing", "--parent"])
         .arg(d.join("missing.vhd"))
         .arg(&child));
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 9, "{}", out.stderr);
     assert!(out.stderr.contains("missing.vhd"), "{}", out.stderr);
     assert!(!child.exists(), "no file left behind");
     let out = run(vdisk_cmd()

@@ -26,13 +26,13 @@ fn missing_subcommand_or_file_is_a_usage_error_with_exit_2() {
 }
 
 #[test]
-fn nonexistent_file_fails_with_exit_1_naming_the_file() {
+fn nonexistent_file_fails_with_exit_9_naming_the_file() {
     let dir = tempdir();
     let missing = dir.path().join("nope.vhd");
     let out = run(vdisk_cmd()
         .args(["compact", "--mode", "prezeroed"])
         .arg(&missing));
-    out.expect_code(1);
+    out.expect_code(9);
     assert!(out.stderr.contains("nope.vhd"), "{}", out.stderr);
     assert!(!missing.exists(), "compaction must not create the file");
 }
@@ -246,7 +246,7 @@ fn several_files_are_each_handled_and_the_exit_code_is_the_first_failures() {
     );
     assert_eq!(
         lines[2]["error"]["exit_code"].as_u64(),
-        Some(1),
+        Some(9),
         "{}",
         lines[2]
     );

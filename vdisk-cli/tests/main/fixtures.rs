@@ -200,7 +200,7 @@ fn fat_differential_without_its_parent_fails_naming_the_stored_parent_path() {
     for mode in ["prezeroed", "full", "pretrimmed", "quick"] {
         let out = vdisk_compact(&fat, mode, &[]);
         assert_eq!(
-            out.code, 1,
+            out.code, 9,
             "`{}`\n{}{}",
             out.cmdline, out.stdout, out.stderr
         );
@@ -211,7 +211,7 @@ fn fat_differential_without_its_parent_fails_naming_the_stored_parent_path() {
         pristine.assert_unchanged(&fat, true, &format!("{mode} on a child without parent"));
     }
     let out = run(vdisk_cmd().args(["info"]).arg(&fat));
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 9, "{}", out.stderr);
     assert!(out.stderr.contains(parent), "{}", out.stderr);
 }
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::support::vhd::checksum;
 use super::support::{
-    EXIT_INVALID, assert_qemu_checked_same, file_len, info_ok, qemu_create_vhdx, qemu_img,
-    qemu_io_as, run, tempdir, text, vdisk, vdisk_cmd,
+    EXIT_INVALID, assert_qemu_checked_same, file_len, info_ok, qemu_create_as, qemu_create_vhdx,
+    qemu_img, qemu_io_as, run, tempdir, text, vdisk, vdisk_cmd,
 };
 
 const MIB: u64 = 1 << 20;
@@ -182,17 +182,7 @@ fn a_vhdx_ending_in_a_valid_fixed_vhd_footer_is_refused_as_ambiguous_until_forma
 /// A qemu-made fixed VHD of `size` whose guest wrote `guest` at offset 0.
 fn fixed_vhd_with_guest_head(dir: &Path, name: &str, size: &str, guest: &[u8]) -> PathBuf {
     let file = dir.join(name);
-    qemu_img([
-        OsStr::new("create"),
-        OsStr::new("-q"),
-        OsStr::new("-f"),
-        OsStr::new("vpc"),
-        OsStr::new("-o"),
-        OsStr::new("subformat=fixed"),
-        file.as_os_str(),
-        OsStr::new(size),
-    ])
-    .ok();
+    qemu_create_as(&file, "vpc", "subformat=fixed", size);
     guest_write("vpc", &file, 0, guest);
     file
 }

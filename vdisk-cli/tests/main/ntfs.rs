@@ -205,7 +205,7 @@ fn a_dirty_ntfs_volume_is_not_trusted_and_only_zero_scanned() {
     assert!(
         notes.iter().any(|n| n.starts_with("partition 5 (ntfs): ")
             && n.contains("dirty")
-            && n.ends_with("; zero scan only")),
+            && n.ends_with("; only its blocks that hold nothing but zeros are given back")),
         "{notes:?}"
     );
     assert_eq!(volume(&r, 1)["state"], "trusted", "{r}");
@@ -299,7 +299,7 @@ fn an_inconsistent_partition_table_is_unknown_and_the_disk_gets_the_zero_scan_on
         n.iter()
             .any(|n| n.starts_with("partition table not understood (")
                 && n.contains("overlaps")
-                && n.ends_with("file-system free space is not used on this disk")),
+                && n.ends_with("the space of deleted files is not given back on this disk")),
         "{n:?}"
     );
 }

@@ -7,7 +7,7 @@
 //!                    │                   are not volumes (PartitionKind::not_a_volume): Skipped
 //!                    └► Unknown ───────► no volume: nothing is free
 //!  each volume (a list of disk segments) ─► a VolumeView over them
-//!    ─► analysers in order (first that is not NotMine wins)
+//!    ─► every analyser: the one that is not NotMine decides; two or more ─► Untrusted
 //!    ─► Analysed: free map cut to the volume, mapped segment by segment into the disk's map
 //!    ─► Guarded: hazard accepted in AnalysisOptions ─► as Analysed
 //!                keep ranges known ─► Analysed minus the keep ranges
@@ -43,8 +43,10 @@ pub const MAX_NESTING: u32 = 3;
 /// whose inner volumes would exceed it is untrusted.
 pub const MAX_VOLUMES: usize = 4096;
 
-/// What was learnt about one volume.
+/// What was learnt about one volume. Non-exhaustive: states may be added, so a match needs an
+/// arm for the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum VolumeState {
     /// A file system whose free-space map is trusted; its free ranges (relative to the volume,
     /// clamped to it) are part of [`DiskAnalysis::free`].

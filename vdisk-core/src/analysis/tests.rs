@@ -393,3 +393,62 @@ fn a_guarded_volume_keeps_what_its_hazard_needs_or_is_untrusted_unless_the_hazar
 }
 
 mod container;
+
+/// A second reader of the toy format (as if another file system's signature sat in the same
+/// place): it claims the same volume and calls all of it free.
+#[derive(Debug)]
+struct Impostor;
+
+static IMPOSTOR: Impostor = Impostor;
+
+impl FsAnalyzer for Impostor {
+    fn id(&self) -> &'static str {
+        "impostor"
+    }
+
+    fn analyze(&self, volume: &dyn BlockDevice) -> Result<FsVerdict> {
+        let mut head = [0u8; 5];
+        volume.read_at(&mut head, 0)?;
+        if &head != MAGIC {
+            return Ok(FsVerdict::NotMine);
+        }
+        Ok(FsVerdict::Analysed(FsUsage {
+            fs: "impostor",
+            cluster_size: 512,
+            free: FreeMap::from_ranges(volume.size(), 512, [0..volume.size()]),
+            details: Vec::new(),
+        }))
+    }
+}
+
+/// Two file systems' signatures on one volume: whichever analyser comes first, none decides,
+/// nothing is freed, and the note names both. A volume only one recognises is unaffected.
+#[test]
+fn a_volume_two_analysers_claim_is_untrusted_whatever_their_order() {
+    let mut d = Disk::new(1 << 20, 512);
+    d.boot_record(0, &[(0, 0x07, 64, 512), (0, 0x07, 700, 200)]);
+    let v = Vol {
+        start: 64,
+        len: 512,
+        fs: Some((512, vec![true; 512], false)),
+    };
+    put_fs(&mut d, &v, 512);
+    for order in [[&TOY as &dyn FsAnalyzer, &IMPOSTOR], [&IMPOSTOR, &TOY]] {
+        let a = analyze_disk(&d, &order).unwrap();
+        assert!(a.free.is_empty(), "nothing freed: {:?}", a.free.runs());
+        match &a.volumes[0].state {
+            VolumeState::Untrusted { reason, .. } => {
+                assert!(
+                    reason.contains("toy") && reason.contains("impostor"),
+                    "{reason}"
+                );
+                assert!(reason.contains("wipefs"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.volumes[1].state, VolumeState::Unrecognised);
+    }
+    // Alone, each decides as before.
+    let a = analyze_disk(&d, &[&TOY]).unwrap();
+    assert!(a.any_trusted());
+}

@@ -229,9 +229,14 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
-    /// Runs the analysers on one volume; the first that recognises it decides. Free ranges
-    /// are clamped to the volume, whatever the analyser returned.
+    /// Runs every analyser on one volume. The one that recognises it decides; if more than one
+    /// does (one file system written over another without wiping it: both signatures read as
+    /// valid), nothing says which is live, and the stale one's free map would free the live
+    /// one's data, so the volume is untrusted (blkid refuses such volumes the same way). Free
+    /// ranges are clamped to the volume, whatever the analyser returned.
     fn examine(&self, view: &VolumeView<'_>) -> Result<Examined> {
+        let mut decided: Option<(&'static str, Examined)> = None;
+        let mut others: Vec<&'static str> = Vec::new();
         for a in self.analyzers {
             let verdict = match a.analyze(view) {
                 Ok(v) => v,
@@ -242,22 +247,46 @@ impl<'a> Walk<'a> {
                 },
                 Err(e) => return Err(e),
             };
-            let (state, guard) = match verdict {
+            let examined = match verdict {
                 FsVerdict::NotMine => continue,
                 FsVerdict::Untrusted { fs, reason } => {
-                    (VolumeState::Untrusted { fs, reason }, None)
+                    Examined::Volume(VolumeState::Untrusted { fs, reason }, None)
                 }
                 FsVerdict::Analysed(usage) => {
-                    (VolumeState::Trusted(clamped(usage, view.size())), None)
+                    Examined::Volume(VolumeState::Trusted(clamped(usage, view.size())), None)
                 }
                 FsVerdict::Guarded { usage, hazard } => {
-                    guarded(clamped(usage, view.size()), hazard, self.options)
+                    let (state, guard) = guarded(clamped(usage, view.size()), hazard, self.options);
+                    Examined::Volume(state, guard)
                 }
-                FsVerdict::Container(c) => return Ok(Examined::Container(c)),
+                FsVerdict::Container(c) => Examined::Container(c),
             };
-            return Ok(Examined::Volume(state, guard));
+            if decided.is_none() {
+                decided = Some((a.id(), examined));
+            } else {
+                others.push(a.id());
+            }
         }
-        Ok(Examined::Volume(VolumeState::Unrecognised, None))
+        Ok(match decided {
+            None => Examined::Volume(VolumeState::Unrecognised, None),
+            Some((_, examined)) if others.is_empty() => examined,
+            Some((first, _)) => {
+                let mut all = vec![first];
+                all.extend(others);
+                Examined::Volume(
+                    VolumeState::Untrusted {
+                        fs: first,
+                        reason: format!(
+                            "it reads as {} at once: one was written over another without \
+                             wiping it, and nothing tells which is in use (in the guest, \
+                             `wipefs` shows the signatures and removes the stale one)",
+                            all.join(" and ")
+                        ),
+                    },
+                    None,
+                )
+            }
+        })
     }
 
     /// Marks free in the disk's map the disk bytes of `free`, a map of the volume `view`.

@@ -20,7 +20,8 @@ pub struct MovePlan {
 ///
 /// Free space is every byte at or after `layout.data_start` not covered by a survivor's
 /// footprint or a reserved range. Surviving blocks are taken from the highest down; each goes
-/// into the lowest aligned free gap that fits it, if that gap lies below it. Blocks therefore
+/// into the lowest free gap that fits it at an offset aligned from `layout.data_start`, if that
+/// gap lies below it. Blocks therefore
 /// only move towards the start, into space that no live block or metadata uses at any point,
 /// and each moves at most once.
 ///
@@ -84,7 +85,7 @@ pub fn plan_moves(layout: &HostLayout, survivors: &[(BlockIndex, HostOffset)]) -
             let Some(gap) = gaps.get(gap_idx) else {
                 break None;
             };
-            match align_up(gap.start, align) {
+            match on_grid(layout.data_start, gap.start, align) {
                 Some(start)
                     if start
                         .checked_add(footprint)
@@ -116,6 +117,12 @@ pub fn plan_moves(layout: &HostLayout, survivors: &[(BlockIndex, HostOffset)]) -
     Ok(MovePlan { moves, data_end })
 }
 
+/// The first offset at or after `at` that lies `k * align` bytes after `base` (`at >= base`):
+/// alignment is measured from the start of the block area, not from the start of the file.
+fn on_grid(base: u64, at: u64, align: u64) -> Option<u64> {
+    align_up(at.checked_sub(base)?, align)?.checked_add(base)
+}
+
 #[cfg(test)]
 #[allow(
     clippy::single_range_in_vec_init,
@@ -134,6 +141,7 @@ mod tests {
         HostLayout {
             data_start,
             block_footprint: footprint,
+            data_offset: Some(0),
             alignment: align,
             reserved,
             trailer_len: 512,
@@ -205,6 +213,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("metadata"), "{err}");
+    }
+
+    #[test]
+    fn alignment_is_measured_from_the_start_of_the_block_area() {
+        // Slots of 3072 bytes from 512 (a table holding slot numbers): the free slot at 3584 is
+        // taken, not the file offset 3072 (a multiple of the alignment but not a slot).
+        let l = layout(512, 3072, 3072, vec![]);
+        let plan = plan_moves(&l, &[(BlockIndex(0), HostOffset(512 + 3 * 3072))]).unwrap();
+        assert_eq!(plan.moves[0].to, HostOffset(512));
+        let plan = plan_moves(
+            &l,
+            &[
+                (BlockIndex(0), HostOffset(512)),
+                (BlockIndex(1), HostOffset(512 + 3 * 3072)),
+            ],
+        )
+        .unwrap();
+        assert_eq!(plan.moves[0].to, HostOffset(512 + 3072));
+        // After a reserved range ending off the grid, the next slot on the grid.
+        let l = layout(512, 3072, 3072, vec![512..1000]);
+        let plan = plan_moves(&l, &[(BlockIndex(0), HostOffset(512 + 3 * 3072))]).unwrap();
+        assert_eq!(plan.moves[0].to, HostOffset(512 + 3072));
     }
 
     #[test]

@@ -12,6 +12,8 @@ mod ownership;
 mod scan;
 #[cfg(test)]
 mod space_tests;
+#[cfg(test)]
+mod toy;
 
 use std::fmt;
 use std::ops::Range;
@@ -114,8 +116,10 @@ impl FromStr for Mode {
     }
 }
 
-/// Why a block is reclaimed.
+/// Why a block is reclaimed. Non-exhaustive: reasons may be added as formats bring states
+/// (discarded extents, shared data), so a match needs an arm for the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Reason {
     /// Its content is all zeros.
     Zero,
@@ -255,11 +259,12 @@ pub struct CompactReport {
 /// image, whose content file-system-aware reclaim would change. Use [`crate::compact_path`]
 /// (or [`crate::compact_image`]), which does both, unless you do them yourself.
 pub trait Compactor {
-    /// Works out what to reclaim and move. Reads only: nothing is written. `image` is taken
-    /// mutably only to reach its compaction primitives' layout.
+    /// Works out what to reclaim and move. Reads only: nothing is written. The compaction
+    /// primitives are reached through their read-only view
+    /// ([`DiskImage::as_compactable_ref`]), asked for once, with the layout asked for once.
     fn plan(
         &self,
-        image: &mut dyn DiskImage,
+        image: &dyn DiskImage,
         opts: &CompactOptions,
         progress: &dyn Progress,
         cancel: &CancelToken,
@@ -297,6 +302,30 @@ fn retrim_cannot_punch() -> Error {
     )
 }
 
+/// Where a block's guest bytes start in its footprint, from `layout`
+/// ([`crate::HostLayout::data_offset`]); refused, before anything is read or written, when the
+/// format places them past the footprint's end (the zero scan would skip holes that are not the
+/// block's data, and could free live data as zeros).
+fn data_within(layout: &crate::HostLayout, block_size: u64) -> Result<Option<u64>> {
+    match layout.data_offset {
+        None => Ok(None),
+        Some(d)
+            if d.checked_add(block_size)
+                .is_some_and(|e| e <= layout.block_footprint) =>
+        {
+            Ok(Some(d))
+        }
+        Some(d) => Err(Error::new(
+            ErrorKind::Internal,
+            format!(
+                "the format places a block's {block_size} data bytes at offset {d} of its \
+                 {}-byte host footprint, past its end; nothing was changed",
+                layout.block_footprint
+            ),
+        )),
+    }
+}
+
 /// True if `ranges` (sorted, disjoint) cover all of `r`.
 fn covered(ranges: &[Range<u64>], r: &Range<u64>) -> bool {
     let i = ranges.partition_point(|x| x.end <= r.start);
@@ -308,16 +337,24 @@ fn covered(ranges: &[Range<u64>], r: &Range<u64>) -> bool {
 impl Compactor for GenericCompactor {
     fn plan(
         &self,
-        image: &mut dyn DiskImage,
+        image: &dyn DiskImage,
         opts: &CompactOptions,
         progress: &dyn Progress,
         cancel: &CancelToken,
     ) -> Result<CompactPlan> {
         image.compaction_allowed()?;
         let mode = opts.mode;
-        if mode == Mode::Retrim
-            && image.kind() != ImageKind::Fixed
-            && !image.as_compactable()?.holes_allowed()
+        let fixed = image.kind() == ImageKind::Fixed;
+        // The primitives' read-only view and their layout, asked for once. A fixed image's
+        // retrim needs neither (each block is its data, in place); its moving modes are
+        // refused by the view ([`crate::ErrorKind::WrongType`]).
+        let view = match fixed && !mode.moves_blocks() {
+            true => None,
+            false => Some(image.as_compactable_ref()?),
+        };
+        let host_layout = view.map(|v| v.host_layout()).transpose()?;
+        if let (Mode::Retrim, Some(view)) = (mode, view)
+            && !view.holes_allowed()
         {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -332,11 +369,7 @@ impl Compactor for GenericCompactor {
         if !mode.moves_blocks() && !image.host_file().punches_holes() {
             return Err(retrim_cannot_punch());
         }
-        let layout = if mode.moves_blocks() {
-            Some(image.as_compactable()?.host_layout()?)
-        } else {
-            None
-        };
+        let layout = host_layout.clone().filter(|_| mode.moves_blocks());
         let block_size = image.block_size();
         let size = image.size();
         let blocks_total = image.block_count();
@@ -350,18 +383,12 @@ impl Compactor for GenericCompactor {
         // A differencing image can only free a block to "zero" if its format has a zero
         // state; otherwise the block would start showing the parent's data.
         let differencing = image.kind() == ImageKind::Differencing;
-        let zero_ok = !differencing || image.as_compactable()?.can_free_as_zero();
-        // Where a block's data starts within its host footprint, so the zero scan can skip
-        // host-file holes: the footprint ends with the block's data (VHD: sector bitmap, then
-        // data; VHDX: data only); a fixed image's block is its data.
-        let footprint = match (image.kind(), &layout) {
-            (ImageKind::Fixed, _) => None,
-            (_, Some(l)) => Some(l.block_footprint),
-            (_, None) => Some(image.as_compactable()?.host_layout()?.block_footprint),
-        };
-        let data_within = match footprint {
-            None => Some(0),
-            Some(f) => f.checked_sub(block_size),
+        let zero_ok = !differencing || view.is_some_and(|v| v.can_free_as_zero());
+        // Where a block's data starts within its host footprint, as the format says, so the
+        // zero scan can skip host-file holes; a fixed image's block is its data.
+        let (footprint, data_within) = match host_layout.as_ref().filter(|_| !fixed) {
+            None => (None, Some(0)),
+            Some(l) => (Some(l.block_footprint), data_within(l, block_size)?),
         };
         // Nothing is punched or reused unless the layout proves whose it is.
         let owned = ownership::owned_ranges(image, footprint)?;
@@ -398,13 +425,12 @@ impl Compactor for GenericCompactor {
         }
         cancel.check()?;
         progress.phase(Phase::ZeroScan, scan.len() as u64);
-        let image_ref: &dyn DiskImage = image;
         let mut blocks_from_holes = 0;
-        match image_ref.parent().filter(|_| differencing) {
+        match image.parent().filter(|_| differencing) {
             Some(parent) => {
                 let blocks: Vec<BlockIndex> = scan.iter().map(|&(b, _)| b).collect();
                 reclaim.extend(scan::child_blocks(
-                    image_ref, parent, zero_ok, &blocks, progress, cancel,
+                    image, parent, zero_ok, &blocks, progress, cancel,
                 )?);
             }
             None if differencing => {
@@ -414,7 +440,7 @@ impl Compactor for GenericCompactor {
                 ));
             }
             None => {
-                let found = scan::zero_blocks(image_ref, &scan, progress, cancel)?;
+                let found = scan::zero_blocks(image, &scan, progress, cancel)?;
                 blocks_from_holes = found.from_holes;
                 reclaim.extend(found.zero.into_iter().map(|b| (b, Reason::Zero)));
             }

@@ -16,7 +16,7 @@ use crate::units::BlockIndex;
 /// Every block that holds host space, with its host range: the footprint for images with a
 /// block layout, the visible part of the block for fixed images.
 pub(crate) fn owned_ranges(
-    image: &mut dyn DiskImage,
+    image: &dyn DiskImage,
     footprint: Option<u64>,
 ) -> Result<Vec<(BlockIndex, Range<u64>)>> {
     let (bs, size) = (image.block_size(), image.size());

@@ -162,6 +162,9 @@ impl DiskImage for Toy {
     fn as_compactable(&mut self) -> Result<&mut dyn Compactable> {
         Ok(self)
     }
+    fn as_compactable_ref(&self) -> Result<&dyn Compactable> {
+        Ok(self)
+    }
 }
 
 impl Compactable for Toy {
@@ -169,6 +172,7 @@ impl Compactable for Toy {
         Ok(HostLayout {
             data_start: BLOCK,
             block_footprint: BLOCK,
+            data_offset: Some(0),
             alignment: BLOCK,
             reserved: Vec::new(),
             trailer_len: 0,
@@ -229,7 +233,7 @@ fn peak_extra_host_space_of_a_compaction_is_one_batch_whatever_it_moves() {
     let c = GenericCompactor;
     let plan = c
         .plan(
-            &mut toy,
+            &toy,
             &CompactOptions::new(Mode::Prezeroed),
             &NoProgress,
             &CancelToken::new(),
@@ -279,19 +283,14 @@ fn retrim_is_refused_before_any_write_where_the_host_cannot_punch_and_moving_mod
     let mut toy = zeros_then_data(4, 4, true);
     let before = toy.file.bytes.to_vec();
     let err = c
-        .plan(&mut toy, &CompactOptions::new(Mode::Retrim), &go, &cancel)
+        .plan(&toy, &CompactOptions::new(Mode::Retrim), &go, &cancel)
         .unwrap_err();
     assert_eq!(err.kind(), crate::ErrorKind::Unsupported, "{err}");
     assert!(err.message().contains("sparse"), "{err}");
     assert!(err.message().contains("nothing was changed"), "{err}");
-    let mut punching = zeros_then_data(4, 4, false);
+    let punching = zeros_then_data(4, 4, false);
     let plan = c
-        .plan(
-            &mut punching,
-            &CompactOptions::new(Mode::Retrim),
-            &go,
-            &cancel,
-        )
+        .plan(&punching, &CompactOptions::new(Mode::Retrim), &go, &cancel)
         .unwrap();
     assert!(!plan.punch.is_empty(), "the punching host would punch");
     let err = c.apply(&mut toy, &plan, &go, &cancel).unwrap_err();
@@ -301,12 +300,7 @@ fn retrim_is_refused_before_any_write_where_the_host_cannot_punch_and_moving_mod
         "the refused retrim wrote"
     );
     let plan = c
-        .plan(
-            &mut toy,
-            &CompactOptions::new(Mode::Prezeroed),
-            &go,
-            &cancel,
-        )
+        .plan(&toy, &CompactOptions::new(Mode::Prezeroed), &go, &cancel)
         .unwrap();
     let report = c.apply(&mut toy, &plan, &go, &cancel).unwrap();
     assert_eq!(report.bytes_after, BLOCK * 5, "header + the 4 data blocks");

@@ -26,10 +26,12 @@
 //! What every analyser needs and none should write again: [`FreeMap`] (free space in bounded
 //! memory, whatever its fragmentation), [`MetaReader`] (bounded, budgeted, cached metadata
 //! reads), [`Doubt`] and [`examine_guarded`] (damage and panics become an untrusted verdict,
-//! device failures stay errors), [`StreamReader`] (`Read + Seek` for parser crates) and
-//! [`MemDevice`] (a device in memory for tests and fuzz targets).
+//! device failures stay errors), [`StreamReader`] (`Read + Seek` for parser crates),
+//! [`MemDevice`] (a device in memory for tests and fuzz targets) and [`FileDevice`] (a raw
+//! volume file on the host, for examples, tests and tools).
 
 mod container;
+mod file_device;
 mod free_map;
 mod mem_device;
 mod metadata;
@@ -42,13 +44,16 @@ use crate::block::BlockDevice;
 use crate::error::Result;
 
 pub use container::{ContainerUsage, InnerVolume};
+pub use file_device::FileDevice;
 pub use free_map::{FreeMap, Runs};
 pub use mem_device::MemDevice;
 pub use metadata::{Doubt, Examined, MetaReader, damaged, examine_guarded};
 pub use stream::StreamReader;
 
-/// What an analyser concluded about a volume.
+/// What an analyser concluded about a volume. Non-exhaustive: verdicts may be added, so a
+/// match needs an arm for the rest (treat an unknown verdict as one that frees nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FsVerdict {
     /// Not this analyser's file system (no signature).
     NotMine,
@@ -122,6 +127,10 @@ pub trait FsAnalyzer: Send + Sync + fmt::Debug + 'static {
     /// before allocating. [`FsVerdict::Guarded`] when the volume is sound but its free
     /// clusters hold data another reader still needs (see [`Hazard`]). [`FsVerdict::Container`]
     /// when the volume holds other volumes (see [`ContainerUsage`] for what it promises).
+    ///
+    /// Core offers every volume to every registered analyser. Claim a volume (anything but
+    /// `NotMine`) only on your file system's own signature: if two analysers claim one volume
+    /// (one file system written over another without wiping), core trusts neither.
     fn analyze(&self, volume: &dyn BlockDevice) -> Result<FsVerdict>;
 }
 

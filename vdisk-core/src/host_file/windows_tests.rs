@@ -102,3 +102,16 @@ fn copies_and_lengths_are_positional_and_durable() {
     f.read_at(&mut back, 4096).unwrap();
     assert!(back == data);
 }
+
+#[test]
+fn a_written_file_takes_at_least_its_length_and_a_folder_is_not_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.vhdx");
+    let f = StdFile::create_new(&path).unwrap();
+    f.write_at(&[3u8; 1 << 20], 0).unwrap();
+    f.sync().unwrap();
+    let taken = allocated_size(&path).expect("windows says what a file takes");
+    assert!(taken >= 1 << 20, "never sparse, so all of it: {taken}");
+    assert_eq!(allocated_size(dir.path()), None, "a folder is not measured");
+    assert_eq!(allocated_size(&dir.path().join("missing")), None);
+}

@@ -81,13 +81,24 @@ impl BootSector {
 
     /// True if the sector has the signature and four plausible entries (boot flags 0x00 or
     /// 0x80, at least one entry used), and is not a volume boot record: a file system at LBA 0
-    /// (NTFS or exFAT, whose OEM id sits at offset 3) has boot code where the entries would be.
+    /// has boot code where the entries would be.
     fn is_table(&self) -> bool {
-        let oem = self.code.get(3..11);
         self.signature == SIGNATURE
-            && !VOLUME_OEM_IDS.iter().any(|id| oem == Some(&id[..]))
+            && !self.is_volume_boot_record()
             && self.entries.iter().all(|e| matches!(e.boot, 0x00 | 0x80))
             && self.entries.iter().any(MbrEntry::is_used)
+    }
+
+    /// True if the sector is a file system's own boot sector: NTFS or exFAT (their OEM id at
+    /// offset 3), or FAT12/16/32 on the whole disk (a "superfloppy": an x86 jump at 0 and the
+    /// file-system type "FAT" at 0x36, or "FAT32" at 0x52). Bytes a partition table never
+    /// holds there, so a boot code that happens to look like entries (or an image crafted so)
+    /// is not read as a table pointing into the file system's own data.
+    fn is_volume_boot_record(&self) -> bool {
+        let at = |range: std::ops::Range<usize>| self.code.get(range).unwrap_or(&[]);
+        let jump = matches!(at(0..1), [0xEB] | [0xE9]);
+        VOLUME_OEM_IDS.iter().any(|id| at(3..11) == &id[..])
+            || (jump && (at(0x36..0x39) == b"FAT" || at(0x52..0x57) == b"FAT32"))
     }
 }
 

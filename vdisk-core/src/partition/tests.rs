@@ -246,6 +246,35 @@ fn a_disk_without_a_table_is_unpartitioned() {
     assert_eq!(read_layout(&d).unwrap(), Layout::Unpartitioned);
 }
 
+/// FAT on the whole disk (a superfloppy, as `mkfs.fat` or Windows make on removable media):
+/// whatever its boot code holds where entries would sit, it is one volume, never a table
+/// whose "partitions" point into the FAT volume's own data. An MBR is still read as one.
+#[test]
+fn a_fat_superfloppy_is_one_volume_even_if_its_boot_code_looks_like_entries() {
+    for (at, name) in [
+        (0x36, &b"FAT12   "[..]),
+        (0x36, b"FAT16   "),
+        (0x52, b"FAT32   "),
+    ] {
+        let mut d = Disk::new(MIB, 512);
+        d.boot_record(0, &[(0x00, 0x83, 128, 512)]);
+        d.put(0, &[0xEB, 0x58, 0x90]);
+        d.put(3, b"mkfs.fat");
+        d.put(at, name);
+        assert_eq!(
+            read_layout(&d).unwrap(),
+            Layout::Unpartitioned,
+            "{}",
+            String::from_utf8_lossy(name)
+        );
+        // The same entries under an MBR's boot code (no FAT type string) are a table.
+        let mut d = Disk::new(MIB, 512);
+        d.boot_record(0, &[(0x00, 0x83, 128, 512)]);
+        d.put(0, &[0xEB, 0x58, 0x90]);
+        assert!(matches!(read_layout(&d).unwrap(), Layout::Table(_)));
+    }
+}
+
 fn gpt_disk(sector: u32) -> Disk {
     let ss = u64::from(sector);
     let mut d = Disk::new(32 * MIB, sector);

@@ -15,12 +15,13 @@ use std::os::windows::io::AsRawHandle;
 use std::path::{Path, PathBuf};
 
 use windows_sys::Win32::Foundation::{
-    ERROR_LOCK_VIOLATION, ERROR_MORE_DATA, ERROR_SHARING_VIOLATION, ERROR_SUCCESS, HANDLE,
+    ERROR_LOCK_VIOLATION, ERROR_MORE_DATA, ERROR_SHARING_VIOLATION, ERROR_SUCCESS, GetLastError,
+    HANDLE, NO_ERROR,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     FILE_ATTRIBUTE_READONLY, FILE_ATTRIBUTE_REPARSE_POINT, FILE_ATTRIBUTE_SPARSE_FILE,
-    FILE_FLAG_OPEN_REPARSE_POINT, FILE_NAME_NORMALIZED, FILE_SHARE_READ, GetFinalPathNameByHandleW,
-    VOLUME_NAME_DOS,
+    FILE_FLAG_OPEN_REPARSE_POINT, FILE_NAME_NORMALIZED, FILE_SHARE_READ, GetCompressedFileSizeW,
+    GetFinalPathNameByHandleW, INVALID_FILE_SIZE, VOLUME_NAME_DOS,
 };
 use windows_sys::Win32::System::RestartManager::{
     CCH_RM_SESSION_KEY, RM_PROCESS_INFO, RmEndSession, RmGetList, RmRegisterResources,
@@ -55,6 +56,22 @@ pub(crate) fn is_in_use(err: &io::Error) -> bool {
 /// then refuses to attach the disk).
 pub(crate) fn has_sparse_flag(meta: &std::fs::Metadata) -> bool {
     meta.file_attributes() & FILE_ATTRIBUTE_SPARSE_FILE != 0
+}
+
+/// The bytes of disk the file at `path` takes (`GetCompressedFileSizeW`): its length for an
+/// ordinary file, less for a sparse or compressed one; `None` if Windows cannot say.
+pub(crate) fn allocated_size(path: &Path) -> Option<u64> {
+    let wide: Vec<u16> = path.as_os_str().encode_wide().chain([0]).collect();
+    let mut high = 0u32;
+    // SAFETY: `wide` is a NUL-terminated UTF-16 string alive for the call; `high` is valid
+    // for a write of one u32.
+    let low = unsafe { GetCompressedFileSizeW(wide.as_ptr(), &mut high) };
+    // INVALID_FILE_SIZE is also a valid low half: only the thread's last error tells.
+    // SAFETY: reads the calling thread's last-error value; no pointers involved.
+    if low == INVALID_FILE_SIZE && unsafe { GetLastError() } != NO_ERROR {
+        return None;
+    }
+    Some(u64::from(high) << 32 | u64::from(low))
 }
 
 /// Whether the file has `FILE_ATTRIBUTE_READONLY`. Windows already refuses to open such a

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use proptest::prelude::*;
 use vdisk_core::fs::MemDevice;
+use vdisk_core::testing::noise;
 use vdisk_core::{FsAnalyzer, FsUsage, FsVerdict};
 use vdisk_exfat::ANALYZER;
 
@@ -34,15 +35,7 @@ fn format() -> Vec<u8> {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("vol");
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let bytes: Vec<u8> = (0..32 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let bytes = noise(32 << 20, 0x9E37_79B9_7F4A_7C15);
     std::fs::write(&file, bytes).unwrap();
     let out = Command::new(tool("mkfs.exfat"))
         .args(["-c", "4K", "-L", "TESTEX"])

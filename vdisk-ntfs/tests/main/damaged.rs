@@ -173,13 +173,13 @@ fn device_read_failure_is_an_error_not_a_verdict() {
     let dir = tempfile::tempdir().unwrap();
     let v = fresh(dir.path());
     let device = FailingDevice {
-        inner: FileDevice::open(&v),
+        inner: FileDevice::open(&v).unwrap(),
         fail_from: 4096,
     };
     let err = vdisk_ntfs::ANALYZER.analyze(&device).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
     let first = FailingDevice {
-        inner: FileDevice::open(&v),
+        inner: FileDevice::open(&v).unwrap(),
         fail_from: 0,
     };
     assert_eq!(

@@ -144,7 +144,7 @@ fn analysis_reads_only_metadata() {
     for (name, size) in [("small.img", 32usize << 20), ("large.img", 128 << 20)] {
         let volume = make_volume(dir.path(), name, size, 4096);
         copy_in(&volume, "data.bin", &pseudo_random(3 << 20, 5));
-        let device = FileDevice::open(&volume);
+        let device = FileDevice::open(&volume).unwrap();
         let verdict = vdisk_ntfs::ANALYZER.analyze(&device);
         assert!(matches!(verdict, Ok(vdisk_core::FsVerdict::Analysed(_))));
         read.push(device.bytes_read());

@@ -1,4 +1,4 @@
-//! Shared helpers: NTFS volumes built by ntfs-3g in temp files, a file-backed block device.
+//! Shared helpers: NTFS volumes built by ntfs-3g in temp files, a device that fails reads.
 //!
 //! Every helper that runs an external tool panics when the tool is missing or fails: tests
 //! fail, never skip.
@@ -7,50 +7,10 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use vdisk_core::fs::FileDevice;
 pub use vdisk_core::testing::noise as pseudo_random;
 use vdisk_core::{BlockDevice, Error, ErrorKind, FsAnalyzer, FsUsage, FsVerdict, Result};
-
-/// A read-only [`BlockDevice`] over a raw file that counts the bytes read.
-#[derive(Debug)]
-pub struct FileDevice {
-    file: File,
-    size: u64,
-    /// Bytes read so far.
-    pub read: AtomicU64,
-}
-
-impl FileDevice {
-    pub fn open(path: &Path) -> FileDevice {
-        let file = File::open(path).unwrap();
-        let size = file.metadata().unwrap().len();
-        FileDevice {
-            file,
-            size,
-            read: AtomicU64::new(0),
-        }
-    }
-
-    pub fn bytes_read(&self) -> u64 {
-        self.read.load(Ordering::Relaxed)
-    }
-}
-
-impl BlockDevice for FileDevice {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        vdisk_core::check_range(self.size, offset, buf.len())?;
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| Error::io(e, "reading the test volume"))?;
-        self.read.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-}
 
 /// A device that fails every read at or past `fail_from`.
 #[derive(Debug)]
@@ -147,7 +107,7 @@ pub fn cat(volume: &Path, name: &str) -> Vec<u8> {
 /// Analyses the volume in `path`.
 pub fn analyze(path: &Path) -> FsVerdict {
     vdisk_ntfs::ANALYZER
-        .analyze(&FileDevice::open(path))
+        .analyze(&FileDevice::open(path).unwrap())
         .unwrap()
 }
 

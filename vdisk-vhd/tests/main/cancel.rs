@@ -69,7 +69,7 @@ fn cancelled_at_any_step_leaves_a_valid_equal_image_and_a_rerun_finishes() {
         let c = GenericCompactor;
         let result = c
             .plan(
-                &mut *img,
+                &*img,
                 &CompactOptions::new(Mode::Prezeroed),
                 &progress,
                 &token,

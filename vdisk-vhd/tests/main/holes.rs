@@ -105,7 +105,7 @@ fn zero_scan_reads_only_what_the_host_file_stores() {
     let c = GenericCompactor;
     let plan = c
         .plan(
-            &mut *img,
+            &*img,
             &CompactOptions::new(Mode::Prezeroed),
             &NoProgress,
             &CancelToken::new(),

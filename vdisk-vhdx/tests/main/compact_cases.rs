@@ -54,7 +54,7 @@ fn compaction_changes_file_write_guid_once_and_keeps_data_write_guid() {
         use vdisk_core::{CancelToken, CompactOptions, Compactor, GenericCompactor, NoProgress};
         GenericCompactor
             .plan(
-                &mut *image,
+                &*image,
                 &CompactOptions::new(Mode::Prezeroed),
                 &NoProgress,
                 &CancelToken::new(),

@@ -293,7 +293,7 @@ fn a_zero_child_block_over_parent_data_reads_zero_after_compaction() {
         use vdisk_core::{CancelToken, CompactOptions, Compactor, GenericCompactor, NoProgress};
         let plan = GenericCompactor
             .plan(
-                &mut *image,
+                &*image,
                 &CompactOptions::new(Mode::Prezeroed),
                 &NoProgress,
                 &CancelToken::new(),

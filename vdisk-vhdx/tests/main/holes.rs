@@ -94,7 +94,7 @@ fn blocks_wholly_in_host_holes_are_reclaimed_without_a_read() {
     let c = GenericCompactor;
     let plan = c
         .plan(
-            &mut *img,
+            &*img,
             &CompactOptions::new(Mode::Prezeroed),
             &NoProgress,
             &CancelToken::new(),

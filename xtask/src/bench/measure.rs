@@ -184,15 +184,18 @@ pub fn settle(path: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot sync {}: {e}", path.display()))
 }
 
+/// The unsigned number of field `name` in vdisk's `--json` report (the first occurrence).
+pub fn report_field(report: &str, name: &str) -> Option<u64> {
+    let key = format!("\"{name}\":");
+    let rest = report[report.find(&key)? + key.len()..].trim_start();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 /// What the vdisk run of a case moved, from its `--json` report: bytes moved and the final
 /// file length. `None` when it moved nothing (no floor to measure).
 pub fn moved_by(report: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| -> Option<u64> {
-        let key = format!("\"{name}\":");
-        let rest = &report[report.find(&key)? + key.len()..];
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    };
+    let field = |name: &str| report_field(report, name);
     let moved = field("blocks_moved")?.checked_mul(field("block_size")?)?;
     (moved > 0).then_some((moved, field("bytes_after")?))
 }

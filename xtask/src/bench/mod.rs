@@ -1,6 +1,6 @@
 //! `cargo xtask bench [--quick] [--runs N] [--out DIR] [--only CASE] [--keep]`: vdisk's
 //! in-place compaction against the copy-based compaction users run today,
-//! `qemu-img convert -O <same format>`.
+//! `qemu-img convert -O <same format>`, and for Linux guests `virt-sparsify`.
 //!
 //! 1. `cargo build --release -p vdisk-cli` (with the `cargo` that runs us).
 //! 2. Reference images made with our own drivers (see `cases`), in a work folder under the
@@ -15,9 +15,21 @@
 //!    then two peers: `qemu-img convert` as
 //!    users run it (the output is never flushed) and `qemu-img convert -t writeback` (flushed
 //!    before exit, durable like vdisk's result).
-//! 4. A table on stdout, `bench.json` and `bench.md` in --out (default `<target>/bench`).
+//! 4. Cases e (`e-wsl`) and f (`f-linux-guests`) are Linux guests built with the kernel and
+//!    the file systems' own tools, timed from a cold page cache against `virt-sparsify` and
+//!    `qemu-img convert` (see [`linux`]); they need root and fail before any work when a tool
+//!    is missing.
+//! 5. A table on stdout, `bench.json` and `bench.md` in --out (default `<target>/bench`).
+//!
+//! `--only CASE` (repeatable) keeps the cases whose name contains CASE (`--only wsl`,
+//! `--only linux-guests`, `--only a-`); the rows of f are `f-linux-guests/<id>` (`ext4-bare`,
+//! `ext4-gpt`, `xfs`, `btrfs`, `fat32`, `exfat`, `lvm`).
 
 mod cases;
+mod ceiling;
+mod guests;
+mod host;
+mod linux;
 mod measure;
 mod ntfs;
 
@@ -33,6 +45,11 @@ use crate::shared::{build_vdisk, target_dir};
 
 const MIB: f64 = 1_048_576.0;
 
+/// The names of the Linux-guest cases ([`linux`]).
+const WSL: &str = "e-wsl-64g";
+const TIB: &str = "e-wsl-1tib";
+const GUESTS: &str = "f-linux-guests";
+
 /// The name of the hardware-floor row ([`measure::floor_command`]).
 const FLOOR: &str = "floor: copy + sync + truncate";
 
@@ -41,10 +58,17 @@ struct Options {
     quick: bool,
     runs: usize,
     out: Option<PathBuf>,
-    /// Only cases whose name starts with one of these.
+    /// Only cases whose name contains one of these.
     only: Vec<String>,
     /// Keep the work folder (images stay for profiling).
     keep: bool,
+}
+
+/// The names of every case (full size), for the help.
+pub fn case_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = cases::all(false).iter().map(|c| c.name).collect();
+    names.extend([WSL, TIB, GUESTS]);
+    names
 }
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
@@ -151,14 +175,27 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let mut warnings = Vec::new();
     let mut results = Vec::new();
+    let chosen =
+        |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| name.contains(o.as_str()));
     let cases: Vec<Case> = cases::all(opts.quick)
         .into_iter()
-        .filter(|c| {
-            opts.only.is_empty() || opts.only.iter().any(|o| c.name.starts_with(o.as_str()))
-        })
+        .filter(|c| chosen(c.name))
         .collect();
-    if cases.is_empty() {
+    let rows: Vec<guests::Guest> = guests::Guest::ALL
+        .into_iter()
+        .filter(|g| chosen(&format!("{GUESTS}/{}", g.id())))
+        .collect();
+    let (wsl, tib, guests) = (chosen(WSL), chosen(TIB), !rows.is_empty());
+    if cases.is_empty() && !wsl && !tib && !guests {
         return Err(format!("no case matches --only {:?}", opts.only));
+    }
+    // The Linux-guest cases need root and peers that may be missing: fail before any work.
+    if wsl || tib || guests {
+        let mut needed = rows.clone();
+        if wsl || tib {
+            needed.push(guests::Guest::Ext4Bare);
+        }
+        linux::preflight(&needed)?;
     }
     for case in cases {
         let tools = (vdisk.as_path(), xtask.as_path());
@@ -169,6 +206,21 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
         }
     }
+    let mut linux_sections = Vec::new();
+    let sizes = linux::Sizes::new(opts.quick);
+    let keep_note = |e: String| format!("{e}\n(the work folder {} is kept)", work.display());
+    if wsl {
+        let s = linux::wsl(&vdisk, &work, opts.runs, &sizes).map_err(keep_note)?;
+        linux_sections.push(("e_wsl_64g", s));
+    }
+    if tib {
+        let s = linux::tib_analysis(&vdisk, &work, opts.runs, &sizes).map_err(keep_note)?;
+        linux_sections.push(("e_wsl_1tib", s));
+    }
+    if guests {
+        let s = linux::linux_guests(&vdisk, &work, &sizes, &rows).map_err(keep_note)?;
+        linux_sections.push(("f_linux_guests", s));
+    }
     if opts.keep {
         println!("kept the work folder {}", work.display());
     } else {
@@ -176,15 +228,24 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
 
     let facts = machine_facts(&opts);
-    let table = markdown(&results);
+    let table = if results.is_empty() {
+        String::new()
+    } else {
+        markdown(&results)
+    };
+    let linux_md: String = linux_sections
+        .iter()
+        .map(|(_, s)| format!("{}\n", s.markdown))
+        .collect();
     println!("\n{}\n\n{table}", facts_text(&facts));
     println!("{}", scaling_text(&results));
     println!("{}", floor_text(&results));
+    println!("{linux_md}");
     for w in &warnings {
         println!("!! {w}");
     }
     let md = format!(
-        "# vdisk bench\n\n{}\n\n{table}\n{}\n{}\n{}",
+        "# vdisk bench\n\n{}\n\n{table}\n{}\n{}\n{}\n{linux_md}",
         facts_text(&facts),
         scaling_text(&results),
         floor_text(&results),
@@ -194,7 +255,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
             .collect::<String>()
     );
     write(&out.join("bench.md"), &md)?;
-    write(&out.join("bench.json"), &json(&facts, &results, &warnings))?;
+    let linux_json: Vec<String> = linux_sections
+        .iter()
+        .map(|(k, s)| format!("\"{k}\": {}", s.json))
+        .collect();
+    write(
+        &out.join("bench.json"),
+        &json(&facts, &results, &warnings, &linux_json),
+    )?;
     println!("\nwrote {} and bench.json", out.join("bench.md").display());
     Ok(())
 }
@@ -520,7 +588,12 @@ fn json_tool(t: &ToolResult) -> String {
     )
 }
 
-fn json(facts: &[(&str, String)], results: &[CaseResult], warnings: &[String]) -> String {
+fn json(
+    facts: &[(&str, String)],
+    results: &[CaseResult],
+    warnings: &[String],
+    linux: &[String],
+) -> String {
     let facts: Vec<String> = facts
         .iter()
         .map(|(k, v)| format!("    {}: {}", js(k), js(v)))
@@ -548,9 +621,10 @@ fn json(facts: &[(&str, String)], results: &[CaseResult], warnings: &[String]) -
         .collect();
     let warnings: Vec<String> = warnings.iter().map(|w| js(w)).collect();
     format!(
-        "{{\n  \"machine\": {{\n{}\n  }},\n  \"cases\": [\n{}\n  ],\n  \"warnings\": [{}]\n}}\n",
+        "{{\n  \"machine\": {{\n{}\n  }},\n  \"cases\": [\n{}\n  ],\n  \"linux\": {{{}}},\n  \"warnings\": [{}]\n}}\n",
         facts.join(",\n"),
         cases.join(",\n"),
+        linux.join(", "),
         warnings.join(", ")
     )
 }

@@ -37,7 +37,7 @@ pub fn make_volume(raw: &Path, size: u64, files: u64, work: &Path) -> Result<(),
 }
 
 /// Writes `len` deterministic random bytes to a new file at `path`.
-fn write_random(path: &Path, len: u64, seed: u64) -> Result<(), String> {
+pub(super) fn write_random(path: &Path, len: u64, seed: u64) -> Result<(), String> {
     let err = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
     let mut f = File::create(path).map_err(err)?;
     let mut buf = vec![0u8; 1 << 20];
@@ -52,7 +52,7 @@ fn write_random(path: &Path, len: u64, seed: u64) -> Result<(), String> {
 }
 
 /// The bytes [`write_random`] writes for `len` and `seed`.
-fn random_bytes(len: u64, seed: u64) -> Vec<u8> {
+pub(super) fn random_bytes(len: u64, seed: u64) -> Vec<u8> {
     let mut out = vec![0u8; usize::try_from(len).unwrap_or(0)];
     for (i, chunk) in out.chunks_mut(1 << 20).enumerate() {
         fill_random(chunk, seed.wrapping_mul(1 << 32) + ((i as u64) << 20));

@@ -46,8 +46,6 @@ const TESTED_CRATES: [&str; 5] = [
     "vdisk-ntfs",
 ];
 
-const USAGE: &str = "usage: cargo xtask windows build|test|cli-test [--full]|all";
-
 /// `cargo xtask windows ...`.
 pub fn run(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
@@ -58,7 +56,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             lib_tests()?;
             cli::run(true)
         }
-        _ => Err(USAGE.into()),
+        _ => Err(crate::help::task("windows").unwrap_or_default()),
     }
 }
 

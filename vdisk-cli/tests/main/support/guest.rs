@@ -1,4 +1,5 @@
-//! Helpers shared by the guest-disk builders ([`super::ntfs`], [`super::guest_ext4`]): random
+//! Helpers shared by the guest-disk builders ([`super::ntfs`], [`super::guest_ext4`] and the
+//! other `guest_*` modules, the XFS test): random
 //! bytes (vdisk-core's), running a file-system tool, converting a raw disk to an image with every block
 //! allocated, reading a compacted image back as a raw disk, and checking that only the file
 //! system's free space changed.
@@ -12,12 +13,15 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use serde_json::Value;
+
 pub use vdisk_core::testing::noise;
 
-use super::{qemu_img, require};
+use super::{compact_ok, num, qemu_img, require};
 
 /// Runs a tool of `package`, feeding `stdin`; returns stdout; panics with its output on failure.
 #[track_caller]
@@ -126,6 +130,79 @@ pub fn assert_kept_outside(before: &[u8], now: &[u8], free: &[Range<u64>], what:
         // Skip to the end of this free range (any content is allowed there).
         i = free[k].end as usize;
     }
+}
+
+/// After compaction of `image` (`format`: `vpc`, `vhdx`): qemu checks it and reads it back
+/// (see [`read_back`]; `scratch` is a path for its raw copy), and every byte of what it reads
+/// outside `free` equals `before`, the raw disk it was made from (see [`assert_kept_outside`]).
+/// Returns the disk as it reads now, for the file system's own checker and readers.
+#[track_caller]
+pub fn read_back_kept_outside(
+    image: &Path,
+    format: &str,
+    scratch: &Path,
+    before: &[u8],
+    free: &[Range<u64>],
+    what: &str,
+) -> Vec<u8> {
+    let now = read_back(image, format, scratch, before.len());
+    assert_kept_outside(before, &now, free, what);
+    now
+}
+
+/// Compacts `image` in `mode` (`vdisk compact --json`) and checks what every file-system-aware
+/// end-to-end test checks against `ceiling(block_size)`, the bytes of image blocks wholly in
+/// the file system's free space as its own tools say: it is not empty; the bytes reclaimed by
+/// file-system knowledge are at least 97% of it and no more; the host file gave back at least
+/// 97% of it (it shrank to the report's `bytes_after`, or for `retrim` kept its length and
+/// lost that much storage); `quick` scanned no block for zeros. Prints the numbers under
+/// `what`; returns the report and the bytes reclaimed by file-system knowledge.
+#[track_caller]
+pub fn compact_to_ceiling(
+    image: &Path,
+    mode: &str,
+    what: &str,
+    ceiling: impl Fn(u64) -> u64,
+) -> (Value, u64) {
+    let before = fs::metadata(image).unwrap();
+    let r = compact_ok(image, mode, &[]);
+    let after = fs::metadata(image).unwrap();
+    let block = num(&r, "block_size");
+    let ceiling = ceiling(block);
+    let fs_bytes = num(&r, "bytes_reclaimed_fs");
+    let gone = if mode == "retrim" {
+        assert_eq!(
+            after.len(),
+            before.len(),
+            "{what}: retrim keeps the length: {r}"
+        );
+        (before.blocks() - after.blocks()) * 512
+    } else {
+        assert_eq!(after.len(), num(&r, "bytes_after"), "{what}: {r}");
+        before.len() - after.len()
+    };
+    eprintln!(
+        "{what} {mode}: ceiling {} KiB in whole {} KiB blocks, reclaimed by the file system's \
+         map {} KiB, host file gave back {} KiB",
+        ceiling >> 10,
+        block >> 10,
+        fs_bytes >> 10,
+        gone >> 10
+    );
+    assert!(ceiling > 0, "{what}: no whole free block of {block} bytes");
+    assert!(
+        fs_bytes * 100 >= ceiling * 97 && fs_bytes <= ceiling,
+        "{what} {mode}: reclaimed {fs_bytes} bytes by the file system's map; its free space \
+         holds {ceiling} bytes of whole {block}-byte blocks: {r}"
+    );
+    assert!(
+        gone * 100 >= ceiling * 97,
+        "{what} {mode}: the host file gave back {gone} bytes, want 97% of {ceiling}: {r}"
+    );
+    if mode == "quick" {
+        assert_eq!(num(&r, "blocks_reclaimed_zero"), 0, "{what}: {r}");
+    }
+    (r, fs_bytes)
 }
 
 /// Bytes of the `block`-sized blocks that lie wholly in `free`.

@@ -19,7 +19,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::guest::{noise, os, tool};
+use super::guest::{noise, os, read_back_kept_outside, tool, whole_blocks_in};
 use super::qemu_img;
 
 #[path = "../../../../vdisk-btrfs/tests/main/dump_tree.rs"]
@@ -180,51 +180,15 @@ impl Disk {
 
     /// The ceiling: bytes of whole `block`-byte blocks inside btrfs's free ranges.
     pub fn whole_block_free(&self, block: u64) -> u64 {
-        self.free
-            .iter()
-            .map(|r| (r.end / block * block).saturating_sub(r.start.next_multiple_of(block)))
-            .sum()
+        whole_blocks_in(&self.free, block)
     }
 
     /// After compaction: qemu checks `image`, every byte outside btrfs's free ranges reads as
     /// before, `btrfs check --readonly` is clean and a read-only mount reads every file back.
     #[track_caller]
     pub fn assert_content_kept(&self, image: &Path, format: &str) {
-        let check = qemu_img([os("check"), os("-f"), os(format), image.as_os_str()]);
-        let all = format!("{}{}", check.stdout, check.stderr);
-        assert!(
-            check.code == 0 || (check.code == 63 && all.contains("does not support checks")),
-            "qemu-img check -f {format} failed ({}):\n{all}",
-            check.code
-        );
         let back = self.dir.path().join("back.raw");
-        let _ = fs::remove_file(&back);
-        qemu_img([
-            os("convert"),
-            os("-f"),
-            os(format),
-            os("-O"),
-            os("raw"),
-            image.as_os_str(),
-            back.as_os_str(),
-        ])
-        .ok();
-        let mut now = fs::read(&back).unwrap();
-        assert!(now.len() >= self.bytes.len(), "virtual size shrank");
-        assert!(now[self.bytes.len()..].iter().all(|&b| b == 0));
-        now.truncate(self.bytes.len());
-        let mut i = 0usize;
-        while i < now.len() {
-            if now[i] == self.bytes[i] {
-                i += 1;
-                continue;
-            }
-            let at = i as u64;
-            let k = self.free.partition_point(|r| r.end <= at);
-            let inside = self.free.get(k).is_some_and(|r| r.start <= at);
-            assert!(inside, "byte {at:#x} changed outside btrfs's free space");
-            i = self.free[k].end as usize;
-        }
+        let now = read_back_kept_outside(image, format, &back, &self.bytes, &self.free, "btrfs");
         let vol = self.dir.path().join("check.btrfs");
         let r = &self.volume;
         fs::write(&vol, &now[r.start as usize..r.end as usize]).unwrap();

@@ -17,10 +17,11 @@ use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::guest::{
-    assert_kept_outside, convert_allocated, noise, os, read_back, tool, whole_blocks_in,
-};
+use super::guest::{convert_allocated, noise, os, read_back_kept_outside, tool, whole_blocks_in};
 use super::tempdir;
+
+/// Files of a volume: (name in the root directory, content).
+pub type Files = Vec<(String, Vec<u8>)>;
 
 /// A guest disk holding one ext4 volume, and what e2fsprogs says about it.
 pub struct Ext4Disk {
@@ -75,38 +76,8 @@ impl Ext4Disk {
         };
         let volume = dir.path().join("vol.img");
         fs::write(&volume, noise((vol.end - vol.start) as usize, mib + 11)).unwrap();
-        let src = dir.path().join("src");
-        fs::create_dir(&src).unwrap();
-        let mut all = Vec::new();
-        for i in 0..fill.count {
-            let name = format!("file{i:03}.bin");
-            let data = noise(fill.len + i * 4099, 1000 + i as u64);
-            fs::write(src.join(&name), &data).unwrap();
-            all.push((name, data));
-        }
-        let mut args = vec!["-q", "-F", "-E", "nodiscard", "-L", "guest", "-d"];
-        let src_s = src.to_string_lossy().into_owned();
-        args.push(&src_s);
-        args.extend_from_slice(mkfs);
-        e2("mkfs.ext4", &[&volume], &args);
-        let mut files = Vec::new();
-        let mut rm = String::new();
-        for (i, (name, data)) in all.into_iter().enumerate() {
-            if i % fill.keep_every == 0 {
-                files.push((name, data));
-            } else {
-                rm.push_str(&format!("rm /{name}\n"));
-            }
-        }
-        let script = dir.path().join("rm.cmd");
-        fs::write(&script, rm).unwrap();
-        e2(
-            "debugfs",
-            &[&volume],
-            &["-w", "-f", &script.to_string_lossy()],
-        );
-        e2("e2fsck", &[&volume], &["-fn"]);
-        let free = dumpe2fs_free(&volume)
+        let (files, free) = format_volume(dir.path(), &volume, mkfs, fill);
+        let free = free
             .into_iter()
             .map(|r| r.start + vol.start..r.end + vol.start)
             .collect();
@@ -167,8 +138,14 @@ impl Ext4Disk {
     #[track_caller]
     pub fn assert_content_kept(&self, image: &Path, format: &str) {
         let back = self.dir.path().join("back.raw");
-        let now = read_back(image, format, &back, self.bytes.len());
-        assert_kept_outside(&self.bytes, &now, &self.free, "compacted image");
+        let now = read_back_kept_outside(
+            image,
+            format,
+            &back,
+            &self.bytes,
+            &self.free,
+            "compacted image",
+        );
         self.assert_volume_sound(&now, "compacted image");
     }
 
@@ -177,17 +154,70 @@ impl Ext4Disk {
     pub fn assert_volume_sound(&self, disk: &[u8], what: &str) {
         let vol = self.dir.path().join("check.vol");
         fs::write(&vol, &disk[self.vol.start as usize..self.vol.end as usize]).unwrap();
-        e2("e2fsck", &[&vol], &["-fn"]);
-        for (name, data) in &self.files {
-            let read = e2("debugfs", &[&vol], &["-R", &format!("cat /{name}")]);
-            assert!(
-                read == *data,
-                "{what}: {name} reads back different through debugfs ({} bytes, wanted {})",
-                read.len(),
-                data.len()
-            );
-        }
+        assert_files_read_back(&vol, &self.files, what);
         fs::remove_file(&vol).unwrap();
+    }
+}
+
+/// Formats the volume file `volume` (whatever bytes it holds stay in its free blocks) with
+/// `mkfs.ext4 -d` from `fill`'s random files made under `dir`, removes all but every
+/// `keep_every`-th with `debugfs -w` (their blocks keep the old bytes) and checks it with
+/// `e2fsck -fn`. Returns the files left (name in the root directory, content) and
+/// dumpe2fs's free blocks as byte ranges of the volume.
+pub fn format_volume(
+    dir: &Path,
+    volume: &Path,
+    mkfs: &[&str],
+    fill: Fill,
+) -> (Files, Vec<Range<u64>>) {
+    let src = dir.join("src");
+    fs::create_dir(&src).unwrap();
+    let mut all = Vec::new();
+    for i in 0..fill.count {
+        let name = format!("file{i:03}.bin");
+        let data = noise(fill.len + i * 4099, 1000 + i as u64);
+        fs::write(src.join(&name), &data).unwrap();
+        all.push((name, data));
+    }
+    let mut args = vec!["-q", "-F", "-E", "nodiscard", "-L", "guest", "-d"];
+    let src_s = src.to_string_lossy().into_owned();
+    args.push(&src_s);
+    args.extend_from_slice(mkfs);
+    e2("mkfs.ext4", &[volume], &args);
+    fs::remove_dir_all(&src).unwrap();
+    let mut files = Vec::new();
+    let mut rm = String::new();
+    for (i, (name, data)) in all.into_iter().enumerate() {
+        if i % fill.keep_every == 0 {
+            files.push((name, data));
+        } else {
+            rm.push_str(&format!("rm /{name}\n"));
+        }
+    }
+    let script = dir.join("rm.cmd");
+    fs::write(&script, rm).unwrap();
+    e2(
+        "debugfs",
+        &[volume],
+        &["-w", "-f", &script.to_string_lossy()],
+    );
+    e2("e2fsck", &[volume], &["-fn"]);
+    (files, dumpe2fs_free(volume))
+}
+
+/// Reads every file of `files` back through `debugfs` from the ext4 volume file `vol` and
+/// compares it; `e2fsck -fn` must be clean first.
+#[track_caller]
+pub fn assert_files_read_back(vol: &Path, files: &[(String, Vec<u8>)], what: &str) {
+    e2("e2fsck", &[vol], &["-fn"]);
+    for (name, data) in files {
+        let read = e2("debugfs", &[vol], &["-R", &format!("cat /{name}")]);
+        assert!(
+            read == *data,
+            "{what}: {name} reads back different through debugfs ({} bytes, wanted {})",
+            read.len(),
+            data.len()
+        );
     }
 }
 

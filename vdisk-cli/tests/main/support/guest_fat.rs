@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::guest::{noise, os, tool};
-use super::{num, qemu_img, tempdir};
+use super::guest::{
+    compact_to_ceiling, convert_allocated, noise, os, read_back_kept_outside, tool, whole_blocks_in,
+};
+use super::{num, tempdir};
 
 pub const MIB: u64 = 1 << 20;
 pub const SECTOR: u64 = 512;
@@ -85,34 +87,14 @@ impl GuestDisk {
     /// block is allocated (`-S 0`), so the ceiling counts every free block.
     pub fn image(&self, format: &str, opts: &str, name: &str) -> PathBuf {
         let path = self.dir.path().join(name);
-        qemu_img([
-            os("convert"),
-            os("-S"),
-            os("0"),
-            os("-f"),
-            os("raw"),
-            os("-O"),
-            os(format),
-            os("-o"),
-            os(opts),
-            self.raw.as_os_str(),
-            path.as_os_str(),
-        ])
-        .ok();
+        let _ = fs::remove_file(&path);
+        convert_allocated(&self.raw, format, opts, &path);
         path
     }
 
     /// The ceiling: bytes of the `block`-sized image blocks that lie wholly in the free space.
     pub fn whole_block_free(&self, block: u64) -> u64 {
-        let mut total = 0;
-        for r in &self.free {
-            let first = r.start.next_multiple_of(block);
-            let last = r.end / block * block;
-            if last > first {
-                total += last - first;
-            }
-        }
-        total
+        whole_blocks_in(&self.free, block)
     }
 
     /// Checks `image` after compaction: qemu checks it, every byte outside the free space
@@ -120,47 +102,9 @@ impl GuestDisk {
     /// own checker and readers.
     #[track_caller]
     pub fn assert_kept_outside_free(&self, image: &Path, format: &str) -> PathBuf {
-        let check = qemu_img([os("check"), os("-f"), os(format), image.as_os_str()]);
-        let all = format!("{}{}", check.stdout, check.stderr);
-        assert!(
-            check.code == 0 || (check.code == 63 && all.contains("does not support checks")),
-            "qemu-img check -f {format} failed ({}):\n{all}",
-            check.code
-        );
         let back = self.dir.path().join("back.raw");
-        let _ = fs::remove_file(&back);
-        qemu_img([
-            os("convert"),
-            os("-f"),
-            os(format),
-            os("-O"),
-            os("raw"),
-            image.as_os_str(),
-            back.as_os_str(),
-        ])
-        .ok();
-        let mut now = fs::read(&back).unwrap();
-        assert!(now.len() >= self.bytes.len(), "virtual size shrank");
-        assert!(
-            now[self.bytes.len()..].iter().all(|&b| b == 0),
-            "padding past the disk is not zero"
-        );
-        now.truncate(self.bytes.len());
-        let mut i = 0usize;
-        while i < now.len() {
-            if now[i] == self.bytes[i] {
-                i += 1;
-                continue;
-            }
-            let at = i as u64;
-            let k = self.free.partition_point(|r| r.end <= at);
-            let inside = self.free.get(k).is_some_and(|r| r.start <= at);
-            assert!(
-                inside,
-                "byte {at:#x} changed outside the file system's free space"
-            );
-            i = self.free[k].end as usize;
-        }
+        let what = "the file system's free space";
+        let now = read_back_kept_outside(image, format, &back, &self.bytes, &self.free, what);
         let vol = self.dir.path().join("volume-after");
         fs::write(&vol, &now[self.part.start as usize..self.part.end as usize]).unwrap();
         vol
@@ -198,4 +142,35 @@ pub fn assert_reclaimed_near_ceiling(disk: &GuestDisk, report: &Value, what: &st
          {ceiling} bytes of whole {block}-byte blocks: {report}"
     );
     (ceiling, fs_bytes)
+}
+
+/// Compacts a copy of `image` (`format`: `vpc`, `vhdx`) in `mode` and checks it: partition 1
+/// is a trusted `fs`; the bytes reclaimed by the file system's map reach 97% of the ceiling
+/// and no more, and so do the host bytes given back (the file shrank, or for `retrim` kept
+/// its length and lost that much storage); `quick` read no block for zeros; every byte outside
+/// the free space reads as before (see [`GuestDisk::assert_kept_outside_free`]). The copy is
+/// removed; returns the report and the volume file as it reads now, for the file system's
+/// own checker and readers.
+#[track_caller]
+pub fn compact_copy_and_check(
+    disk: &GuestDisk,
+    image: &Path,
+    format: &str,
+    mode: &str,
+    fs: &str,
+) -> (Value, PathBuf) {
+    let name = image.file_name().unwrap().to_string_lossy();
+    let copy = disk.dir.path().join(format!("{mode}-{name}"));
+    fs::copy(image, &copy).unwrap();
+    let what = format!("{fs} in {name}");
+    let (r, _) = compact_to_ceiling(&copy, mode, &what, |block| disk.whole_block_free(block));
+    let v = volume(&r, 1);
+    assert_eq!(
+        (v["fs"].as_str(), v["state"].as_str()),
+        (Some(fs), Some("trusted")),
+        "{r}"
+    );
+    let vol = disk.assert_kept_outside_free(&copy, format);
+    fs::remove_file(&copy).unwrap();
+    (r, vol)
 }

@@ -6,7 +6,8 @@
 //! LV's extents as LVM reports them (`pvs --segments`); LVM's own view also gives the free
 //! extents. The test oracle for free space is therefore LVM's map plus each file system's.
 //!
-//! Tools (a missing one fails the test): `lvm2`, `fdisk` (sfdisk), `mount` (losetup).
+//! Tools (a missing one fails the test): `lvm2`, `fdisk` (sfdisk), `mount` (losetup),
+//! `qemu-utils`, and the file systems' own: `ntfs-3g`, `e2fsprogs`.
 #![allow(
     clippy::cast_possible_truncation,
     reason = "test disks are tens of MiB and tests run on 64-bit hosts"
@@ -21,7 +22,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
-use super::guest::{noise, os, tool};
+use super::guest::{noise, os, read_back_kept_outside, tool, whole_blocks_in};
+use super::guest_ext4::{Files, Fill, assert_files_read_back, format_volume};
 use super::ntfs::{MIB, SECTOR};
 use super::{require, run, tempdir};
 
@@ -72,8 +74,6 @@ pub fn lvm(dev: &str, args: &[&str]) -> String {
     out.stdout
 }
 
-/// Files of a file system: (name, content).
-type Files = Vec<(String, Vec<u8>)>;
 /// One LV's pieces: (first logical extent, disk bytes).
 type Pieces = Vec<(u64, Range<u64>)>;
 
@@ -84,6 +84,9 @@ pub enum Content {
     Noise,
     /// NTFS made by `mkntfs -Q` over random bytes, with files copied in by `ntfscp`.
     Ntfs,
+    /// ext4 made by `mkfs.ext4 -d` over random bytes from random files, most of them then
+    /// removed by `debugfs -w` (their blocks keep the old bytes).
+    Ext4,
 }
 
 /// One logical volume of the test disk.
@@ -94,7 +97,7 @@ pub struct Lv {
     /// Its bytes on the disk, in logical order (from LVM's own report).
     pub extents: Vec<Range<u64>>,
     /// Files written into its file system: (name, content).
-    pub files: Vec<(String, Vec<u8>)>,
+    pub files: Files,
 }
 
 /// A raw LVM test disk and what LVM and the file systems' own tools say about it.
@@ -181,6 +184,14 @@ pub fn build(data: Content) -> LvmDisk {
         let (files, fs_free) = match content {
             Content::Noise => (Vec::new(), Vec::new()),
             Content::Ntfs => ntfs(&dir, &file, len),
+            Content::Ext4 => {
+                let fill = Fill {
+                    count: 36,
+                    len: 1 << 20,
+                    keep_every: 4,
+                };
+                format_volume(dir.path(), &file, &["-t", "ext4", "-b", "4096"], fill)
+            }
         };
         // The file system's free clusters, mapped through the LV's extents to the disk.
         free.extend(map_through(&extents, &fs_free));
@@ -359,59 +370,19 @@ fn ntfs(dir: &tempfile::TempDir, file: &Path, len: u64) -> (Files, Vec<Range<u64
 impl LvmDisk {
     /// Bytes of the blocks of `block` size wholly inside the oracle's free space: the ceiling.
     pub fn whole_block_free(&self, block: u64) -> u64 {
-        self.free
-            .iter()
-            .map(|r| {
-                let (a, b) = (r.start.next_multiple_of(block), r.end / block * block);
-                b.saturating_sub(a)
-            })
-            .sum()
+        whole_blocks_in(&self.free, block)
     }
 
-    /// The raw disk an image reads as (through `qemu-img convert`), cut to the disk's size.
-    pub fn read_back(&self, image: &Path, format: &str) -> Vec<u8> {
-        let back = self.dir.path().join("back.raw");
-        let _ = fs::remove_file(&back);
-        super::qemu_img([
-            os("convert"),
-            os("-f"),
-            os(format),
-            os("-O"),
-            os("raw"),
-            image.as_os_str(),
-            back.as_os_str(),
-        ])
-        .ok();
-        let mut now = fs::read(&back).unwrap();
-        assert!(now.len() >= self.bytes.len(), "virtual size shrank");
-        assert!(
-            now[self.bytes.len()..].iter().all(|&b| b == 0),
-            "padding past the disk is not zero"
-        );
-        now.truncate(self.bytes.len());
-        fs::write(&back, &now).unwrap();
-        now
-    }
-
-    /// Checks `now` (the disk read back after compaction): every byte outside the oracle's
+    /// After compaction of `image`: qemu checks it, every byte it reads outside the oracle's
     /// free space is unchanged; LVM's own check of the volume group passes and it lists the
-    /// same logical volumes; every file reads back identical through the file system's tool.
+    /// same logical volumes; every file reads back identical through the file system's tools
+    /// (for ext4, after a clean `e2fsck -fn`).
     #[track_caller]
-    pub fn assert_content_kept(&self, now: &[u8]) {
-        let mut i = 0usize;
-        while i < now.len() {
-            if now[i] == self.bytes[i] {
-                i += 1;
-                continue;
-            }
-            let at = i as u64;
-            let k = self.free.partition_point(|r| r.end <= at);
-            let free = self.free.get(k).filter(|r| r.start <= at);
-            let Some(r) = free else {
-                panic!("byte {at:#x} changed outside the free space of lvm and its file systems");
-            };
-            i = r.end as usize;
-        }
+    pub fn assert_content_kept(&self, image: &Path, format: &str) {
+        let back = self.dir.path().join("back.raw");
+        let what = "the free space of lvm and its file systems";
+        let now = read_back_kept_outside(image, format, &back, &self.bytes, &self.free, what);
+        fs::write(&back, &now).unwrap();
         let back = self.dir.path().join("back.raw");
         let dev = Loop::attach(
             &back,
@@ -425,16 +396,20 @@ impl LvmDisk {
         names.sort_unstable();
         assert_eq!(names, vec!["data", "raw"]);
         for lv in &self.lvs {
-            let bytes = gather(now, &lv.extents);
+            let bytes = gather(&now, &lv.extents);
             let vol = self.dir.path().join(format!("check-{}", lv.name));
             fs::write(&vol, &bytes).unwrap();
-            for (name, data) in &lv.files {
-                let read = match lv.content {
-                    Content::Ntfs => tool("ntfscat", "ntfs-3g", &[vol.as_os_str(), os(name)], None),
-                    Content::Noise => unreachable!("no files in a volume of random bytes"),
-                };
-                assert!(read == *data, "{}: {name} reads back different", lv.name);
+            match lv.content {
+                Content::Ext4 => assert_files_read_back(&vol, &lv.files, &lv.name),
+                Content::Ntfs => {
+                    for (name, data) in &lv.files {
+                        let read = tool("ntfscat", "ntfs-3g", &[vol.as_os_str(), os(name)], None);
+                        assert!(read == *data, "{}: {name} reads back different", lv.name);
+                    }
+                }
+                Content::Noise => assert!(lv.files.is_empty()),
             }
+            fs::remove_file(&vol).unwrap();
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Helpers shared by the oracle tests: running `vdisk` and the external oracles (qemu-img,
-//! qemu-io, libvhdi through `/usr/bin/python3`), building qemu-made images, and a small
-//! spec-level VHD structure check written from the VHD 1.0 specification.
+//! Helpers shared by the oracle tests: running `vdisk` and tools, reading its JSON reports,
+//! temporary files and fixtures. The external oracles have their own modules ([`qemu`]:
+//! qemu-img and qemu-io; [`libvhdi`]: libvhdi through `/usr/bin/python3`), re-exported here;
+//! [`vhd`] is a small spec-level VHD structure check written from the VHD 1.0 specification.
 //!
 //! A missing oracle is a test failure that names the package to install, never a skip.
 
@@ -12,8 +13,13 @@ pub mod guest_ext4;
 pub mod guest_fat;
 pub mod guest_lvm;
 pub mod interrupt;
+pub mod libvhdi;
 pub mod ntfs;
+pub mod qemu;
 pub mod vhd;
+
+pub use libvhdi::*;
+pub use qemu::*;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -39,9 +45,10 @@ pub const EXIT_INVALID: i32 = 4;
 pub const EXIT_UNSUPPORTED: i32 = 5;
 /// Read-only file or permission denied.
 pub const EXIT_READ_ONLY: i32 = 6;
-
-/// The interpreter that has Debian's `pyvhdi` (the pyenv `python3` on PATH does not).
-const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+/// No such file: the image, or the parent it names.
+pub const EXIT_NOT_FOUND: i32 = 9;
+/// `create`: the file exists already.
+pub const EXIT_EXISTS: i32 = 10;
 
 /// What a finished process left behind.
 #[derive(Debug)]
@@ -254,302 +261,6 @@ pub fn assert_report_fields(report: &Value) {
     assert!(
         report["notes"].is_array(),
         "notes is not an array: {report}"
-    );
-}
-
-/// Runs `qemu-img ARGS...`.
-pub fn qemu_img<I, S>(args: I) -> Out
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    run(Command::new(require("qemu-img", "qemu-utils")).args(args))
-}
-
-/// Runs `qemu-io -f vpc` with one `-c` per command on `file`, expecting success.
-#[track_caller]
-pub fn qemu_io(file: &Path, cmds: &[String]) {
-    qemu_io_as("vpc", file, cmds);
-}
-
-/// Runs `qemu-io -f FORMAT` with one `-c` per command on `file`, expecting success.
-#[track_caller]
-pub fn qemu_io_as(format: &str, file: &Path, cmds: &[String]) {
-    if cmds.is_empty() {
-        return;
-    }
-    let mut cmd = Command::new(require("qemu-io", "qemu-utils"));
-    cmd.args(["-f", format]);
-    for c in cmds {
-        cmd.arg("-c").arg(c);
-    }
-    cmd.arg(file);
-    let out = run(&mut cmd);
-    out.ok();
-    // qemu-io reports failed commands on stderr/stdout but may still exit 0.
-    let all = format!("{}{}", out.stdout, out.stderr);
-    assert!(
-        !all.contains("failed") && !all.contains("Pattern verification"),
-        "`{}` reported a failure:\n{all}",
-        out.cmdline
-    );
-}
-
-/// Creates a qemu-made VHDX with `qemu-img create -o OPTIONS` of `size` bytes.
-#[track_caller]
-pub fn qemu_create_vhdx(file: &Path, options: &str, size: u64) {
-    qemu_img([
-        OsStr::new("create"),
-        OsStr::new("-q"),
-        OsStr::new("-f"),
-        OsStr::new("vhdx"),
-        OsStr::new("-o"),
-        OsStr::new(options),
-        file.as_os_str(),
-        OsStr::new(&size.to_string()),
-    ])
-    .ok();
-}
-
-/// Creates a qemu-made VHD of `subformat` (`dynamic` or `fixed`) with requested size `size`
-/// (qemu rounds up to CHS geometry); returns the real virtual size qemu reports.
-#[track_caller]
-pub fn qemu_create(file: &Path, subformat: &str, size: u64) -> u64 {
-    qemu_img([
-        OsStr::new("create"),
-        OsStr::new("-q"),
-        OsStr::new("-f"),
-        OsStr::new("vpc"),
-        OsStr::new("-o"),
-        OsStr::new(&format!("subformat={subformat}")),
-        file.as_os_str(),
-        OsStr::new(&size.to_string()),
-    ])
-    .ok();
-    qemu_virtual_size(file)
-}
-
-/// The virtual size qemu sees.
-#[track_caller]
-pub fn qemu_virtual_size(file: &Path) -> u64 {
-    let out = qemu_img([
-        OsStr::new("info"),
-        OsStr::new("--output=json"),
-        OsStr::new("-f"),
-        OsStr::new("vpc"),
-        file.as_os_str(),
-    ]);
-    out.ok();
-    num(&out.json(), "virtual-size")
-}
-
-/// `qemu-img compare -f vpc -F vpc a b`: exit code 0 identical, 1 different.
-pub fn qemu_compare(a: &Path, b: &Path) -> Out {
-    qemu_compare_as("vpc", a, b)
-}
-
-/// `qemu-img compare -f FORMAT -F FORMAT a b` (`vpc` for VHD, `vhdx`).
-pub fn qemu_compare_as(format: &str, a: &Path, b: &Path) -> Out {
-    qemu_img([
-        OsStr::new("compare"),
-        OsStr::new("-f"),
-        OsStr::new(format),
-        OsStr::new("-F"),
-        OsStr::new(format),
-        a.as_os_str(),
-        b.as_os_str(),
-    ])
-}
-
-/// Asserts qemu sees the same content in the VHDs `a` and `b`.
-#[track_caller]
-pub fn assert_qemu_identical(a: &Path, b: &Path) {
-    assert_qemu_identical_as("vpc", a, b);
-}
-
-/// Asserts qemu sees the same content in `a` and `b`, both in `format`.
-#[track_caller]
-pub fn assert_qemu_identical_as(format: &str, a: &Path, b: &Path) {
-    let out = qemu_compare_as(format, a, b);
-    assert_eq!(
-        out.code,
-        0,
-        "qemu-img compare says {} and {} differ:\n{}{}",
-        a.display(),
-        b.display(),
-        out.stdout,
-        out.stderr
-    );
-}
-
-/// `qemu-img check` passes on `a`, and qemu reads `a` as `b` (both in `format`).
-#[track_caller]
-pub fn assert_qemu_checked_same(format: &str, a: &Path, b: &Path) {
-    let check = qemu_img([
-        OsStr::new("check"),
-        OsStr::new("-f"),
-        OsStr::new(format),
-        a.as_os_str(),
-    ]);
-    assert_eq!(
-        check.code,
-        0,
-        "qemu-img check {}: {}{}",
-        a.display(),
-        check.stdout,
-        check.stderr
-    );
-    assert_qemu_identical_as(format, a, b);
-}
-
-/// qemu's verdict on an image: `qemu-img check` where qemu supports it (its vpc driver has no
-/// checker and says so with exit 63), then `qemu-img info` (qemu's vpc open validates the
-/// footer, header, BAT size and that no block lies past EOF) and a full read through qemu-io.
-#[track_caller]
-pub fn assert_qemu_valid(file: &Path) {
-    let out = qemu_img([
-        OsStr::new("check"),
-        OsStr::new("-f"),
-        OsStr::new("vpc"),
-        file.as_os_str(),
-    ]);
-    let all = format!("{}{}", out.stdout, out.stderr);
-    assert!(
-        out.code == 0 || (out.code == 63 && all.contains("does not support checks")),
-        "qemu-img check -f vpc {} failed ({}):\n{all}",
-        file.display(),
-        out.code
-    );
-    let size = qemu_virtual_size(file);
-    qemu_read_all(file, size);
-}
-
-/// qemu opens `file` (`qemu-img info`) and reads its first `limit` bytes; for huge fixtures.
-#[track_caller]
-pub fn assert_qemu_opens(file: &Path, limit: u64) {
-    let size = qemu_virtual_size(file).min(limit);
-    qemu_read_all(file, size);
-}
-
-#[track_caller]
-fn qemu_read_all(file: &Path, size: u64) {
-    let out = run(Command::new(require("qemu-io", "qemu-utils"))
-        .args(["-r", "-f", "vpc", "-c"])
-        .arg(format!("read 0 {size}"))
-        .arg(file));
-    out.ok();
-    let all = format!("{}{}", out.stdout, out.stderr);
-    assert!(
-        all.contains(&format!("read {size}/{size} bytes")),
-        "qemu-io could not read all of {}:\n{all}",
-        file.display()
-    );
-}
-
-/// What libvhdi reads through an image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Libvhdi {
-    /// Media size libvhdi reports.
-    pub media_size: u64,
-    /// SHA-256 of the bytes read (every virtual byte, or the prefix asked for).
-    pub sha256: String,
-    /// Indexes of `block`-sized units that hold a non-zero byte.
-    pub nonzero_blocks: Vec<u64>,
-    /// Disk type libvhdi reports (2 fixed, 3 dynamic, 4 differencing).
-    pub disk_type: u64,
-}
-
-const PYVHDI_SCRIPT: &str = r#"
-import hashlib, json, sys
-import pyvhdi
-path, block, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-f = pyvhdi.file()
-f.open(path)
-n = f.get_media_size()
-h = hashlib.sha256()
-nonzero = []
-off = 0
-chunk = min(1 << 20, block)
-end = n if limit < 0 else min(n, limit)
-while off < end:
-    want = min(chunk, end - off)
-    b = f.read_buffer_at_offset(want, off)
-    if len(b) != want:
-        sys.exit("short read at %d: %d of %d" % (off, len(b), want))
-    h.update(b)
-    if b.count(0) != len(b):
-        blk = off // block
-        if not nonzero or nonzero[-1] != blk:
-            nonzero.append(blk)
-    off += want
-print(json.dumps({"media_size": n, "sha256": h.hexdigest(),
-                  "nonzero_blocks": nonzero, "disk_type": f.get_disk_type()}))
-f.close()
-"#;
-
-fn pyvhdi(file: &Path, block: u64, limit: Option<u64>) -> Libvhdi {
-    let python = require(SYSTEM_PYTHON, "python3-libvhdi");
-    let limit = limit.map_or_else(|| "-1".to_string(), |l| l.to_string());
-    let out = run(Command::new(python)
-        .arg("-c")
-        .arg(PYVHDI_SCRIPT)
-        .arg(file)
-        .arg(block.to_string())
-        .arg(limit));
-    assert!(
-        !out.stderr.contains("No module named 'pyvhdi'"),
-        "pyvhdi is missing for {SYSTEM_PYTHON}: install the Debian package `python3-libvhdi`"
-    );
-    out.ok();
-    let v = out.json();
-    Libvhdi {
-        media_size: num(&v, "media_size"),
-        sha256: text(&v, "sha256").to_string(),
-        nonzero_blocks: v["nonzero_blocks"]
-            .as_array()
-            .expect("nonzero_blocks")
-            .iter()
-            .map(|x| x.as_u64().expect("block index"))
-            .collect(),
-        disk_type: num(&v, "disk_type"),
-    }
-}
-
-/// Opens `file` with libvhdi and reads every virtual byte.
-#[track_caller]
-pub fn libvhdi_read(file: &Path) -> Libvhdi {
-    pyvhdi(file, BLOCK, None)
-}
-
-/// Like [`libvhdi_read`], with non-zero blocks counted in units of `block` bytes.
-#[track_caller]
-pub fn libvhdi_read_blocks(file: &Path, block: u64) -> Libvhdi {
-    pyvhdi(file, block, None)
-}
-
-/// Opens `file` with libvhdi and reads only the first `limit` bytes (for huge empty fixtures).
-#[track_caller]
-pub fn libvhdi_read_prefix(file: &Path, limit: u64) -> Libvhdi {
-    pyvhdi(file, BLOCK, Some(limit))
-}
-
-/// Asserts libvhdi reads exactly the same bytes from both images.
-#[track_caller]
-pub fn assert_libvhdi_identical(a: &Path, b: &Path) {
-    let (x, y) = (libvhdi_read(a), libvhdi_read(b));
-    assert_eq!(
-        x.media_size,
-        y.media_size,
-        "libvhdi media size differs: {} vs {}",
-        a.display(),
-        b.display()
-    );
-    assert_eq!(
-        x.sha256,
-        y.sha256,
-        "libvhdi reads different content from {} and {}",
-        a.display(),
-        b.display()
     );
 }
 
