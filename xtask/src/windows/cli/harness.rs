@@ -103,12 +103,15 @@ pub(super) fn winpath(p: &Path) -> String {
     format!("Z:{}", p.display()).replace('/', "\\")
 }
 
-/// The Linux `vdisk` (debug build of the default toolchain; quick when `cargo test` ran).
+/// The Linux `vdisk`: the binary `cargo test --workspace` builds for the CLI's integration
+/// tests, asked for with the same feature resolution (every member's tests), so right after
+/// that run (CI) this builds nothing. A `cargo build -p vdisk-cli` would resolve fewer
+/// features (serde, zerocopy, vdisk-core) or another profile and rebuild the whole workspace.
 pub(super) fn linux_vdisk() -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     crate::windows::run_status(
-        Command::new(cargo).args(["build", "-p", "vdisk-cli", "--bin", "vdisk"]),
-        "cargo build -p vdisk-cli (linux)",
+        Command::new(cargo).args(["test", "--workspace", "--no-run", "--test", "main"]),
+        "cargo test --workspace --no-run --test main (the linux vdisk)",
     )?;
     Ok(crate::shared::target_dir().join("debug/vdisk"))
 }

@@ -117,7 +117,7 @@ fn startup_time_and_size_are_reported(t: &Tools) -> Result<(), String> {
     let linux = Instant::now();
     t.lin(&["--version"])?.expect(0)?;
     println!(
-        "windows cli: vdisk.exe (test profile) is {:.1} MiB; `vdisk.exe --version` under wine \
+        "windows cli: vdisk.exe (windows profile) is {:.1} MiB; `vdisk.exe --version` under wine \
          takes {} ms (the Linux binary: {} ms)",
         size as f64 / MIB as f64,
         each.as_millis(),
