@@ -20,22 +20,12 @@ impl HostSpace {
     }
 }
 
-/// The bytes of host storage allocated to `path` (`st_blocks` × 512, what `du` shows), or
-/// `None` where the host does not say (not Unix) or the file cannot be examined.
+/// The bytes of host storage allocated to `path` ([`vdisk_core::allocated_size`]: `st_blocks`
+/// × 512 on Unix, what `du` shows; `GetCompressedFileSizeW` on Windows, where vdisk never
+/// punches, so only a file that was sparse already takes less than its length), or `None` for
+/// a folder or a file that cannot be examined.
 pub fn allocated(path: &Path) -> Option<u64> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path)
-            .ok()
-            .filter(|m| m.is_file())
-            .map(|m| m.blocks().saturating_mul(512))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
-    }
+    vdisk_core::allocated_size(path)
 }
 
 /// Both measurements, if the host gave both (`before` measured by the caller before it started).

@@ -74,6 +74,9 @@ impl ErrorKind {
     /// The kind an `io::Error` belongs to.
     pub fn of_io(err: &io::Error) -> ErrorKind {
         use io::ErrorKind as K;
+        if crate::sys::is_in_use(err) {
+            return ErrorKind::InUse;
+        }
         match err.kind() {
             K::PermissionDenied | K::ReadOnlyFilesystem => ErrorKind::ReadOnly,
             K::StorageFull | K::QuotaExceeded | K::FileTooLarge => ErrorKind::NoSpace,

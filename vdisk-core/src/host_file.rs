@@ -47,6 +47,15 @@ pub trait HostFile: Send + Sync + fmt::Debug {
         ))
     }
 
+    /// Whether [`HostFile::punch_hole`] can give storage back. `false` where it always fails
+    /// with [`ErrorKind::Unsupported`] (Windows, where a sparse file cannot be attached as a
+    /// disk, so vdisk never makes one; hosts without an implementation), so that a mode whose
+    /// only way to free space is punching refuses before it writes anything. The default is
+    /// `true`: such an implementation still reports `Unsupported` from the punch itself.
+    fn punches_holes(&self) -> bool {
+        true
+    }
+
     /// Copies `len` bytes from `from` to `to` inside this file. The ranges must not overlap.
     /// Not durable until [`HostFile::sync`] returns. The default copies through a bounded
     /// buffer; files on a real file system use an in-kernel copy and start writing the copy
@@ -111,6 +120,26 @@ pub fn survive_file_size_limit() -> Result<()> {
         .map_err(|e| Error::io(e, "cannot block the file-size-limit signal (SIGXFSZ)"))
 }
 
+/// Whether the file at `path` carries the host's sparse attribute (Windows'
+/// `FILE_ATTRIBUTE_SPARSE_FILE`; always `false` on hosts without one, and when the file cannot
+/// be looked at). vdisk never sets it, since Windows refuses to attach a sparse VHD or VHDX;
+/// callers use this to tell the user about a file that already has it.
+pub fn has_sparse_attribute(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| sys::has_sparse_flag(&m))
+}
+
+/// The bytes of host storage a regular file at `path` takes, not its length: Unix `st_blocks`
+/// × 512 (what `du` shows, less than the length once holes are punched); Windows
+/// `GetCompressedFileSizeW` (the length of an ordinary file, less for a sparse or compressed
+/// one). `None` for anything but a regular file, when it cannot be examined, or on a host that
+/// does not say.
+pub fn allocated_size(path: &Path) -> Option<u64> {
+    std::fs::metadata(path)
+        .is_ok_and(|m| m.is_file())
+        .then(|| sys::allocated_size(path))
+        .flatten()
+}
+
 /// How long a conflicting lock is retried before the file counts as in use.
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -129,6 +158,9 @@ fn open_error(e: std::io::Error, path: &Path, writable: bool) -> Error {
         // The cause would only repeat "no such file or directory".
         return Error::new(ErrorKind::NotFound, "no such file").with_path(path);
     }
+    if sys::is_in_use(&e) {
+        return in_use(path, writable);
+    }
     let what = match (ErrorKind::of_io(&e), writable) {
         (ErrorKind::ReadOnly, true) => {
             "cannot open for writing (permission denied or read-only file system)"
@@ -137,6 +169,23 @@ fn open_error(e: std::io::Error, path: &Path, writable: bool) -> Error {
         _ => "cannot open",
     };
     Error::io(e, what).with_path(path)
+}
+
+/// The error for a file another program holds: names the holders where the host can tell
+/// (Windows' Restart Manager), and says what to do.
+fn in_use(path: &Path, writable: bool) -> Error {
+    let how = if writable { "open" } else { "open for writing" };
+    let holders = sys::holders(path);
+    let who = if holders.is_empty() {
+        "another program".to_owned()
+    } else {
+        holders.join(", ")
+    };
+    Error::new(
+        ErrorKind::InUse,
+        format!("in use: {who} has it {how} (close it or shut the VM down first)"),
+    )
+    .with_path(path)
 }
 
 /// What a file type is, for messages: "a folder", "a fifo", ...
@@ -194,6 +243,8 @@ impl StdFile {
         let writable = access == Access::ReadWrite;
         let mut options = OpenOptions::new();
         options.read(true).write(writable);
+        // Windows: the share mode is the lock (a conflicting open fails as "in use").
+        sys::share_for(&mut options, writable);
         // A FIFO or device would block in open() before its type can be checked.
         sys::open_without_blocking(&mut options);
         let file = options.open(path).map_err(|e| {
@@ -321,19 +372,17 @@ impl StdFile {
     /// Creates a new file (failing if it exists) opened for reading and writing, locked.
     pub fn create_new(path: impl AsRef<Path>) -> Result<StdFile> {
         let path = path.as_ref();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| {
-                let what = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    "already exists (vdisk never overwrites a file)"
-                } else {
-                    "cannot create"
-                };
-                Error::io(e, what).with_path(path)
-            })?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        sys::share_for(&mut options, true);
+        let file = options.open(path).map_err(|e| {
+            let what = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                "already exists (vdisk never overwrites a file)"
+            } else {
+                "cannot create"
+            };
+            Error::io(e, what).with_path(path)
+        })?;
         Self::lock_and_wrap(file, path, true, true)
     }
 
@@ -349,6 +398,13 @@ impl StdFile {
                 "a device, pipe or socket"
             };
             return Err(not_a_regular_file(path, what));
+        }
+        if writable && sys::has_read_only_attribute(&meta) {
+            return Err(Error::new(
+                ErrorKind::ReadOnly,
+                "cannot open for writing: the file has the read-only attribute",
+            )
+            .with_path(path));
         }
         sys::restore_blocking(&file)
             .map_err(|e| Error::io(e, "cannot set file flags").with_path(path))?;
@@ -366,14 +422,7 @@ impl StdFile {
             std::thread::sleep(std::time::Duration::from_millis(20));
         };
         if !locked {
-            let how = if writable { "open" } else { "open for writing" };
-            return Err(Error::new(
-                ErrorKind::InUse,
-                format!(
-                    "in use: another program has it {how} (close it or shut the VM down first)"
-                ),
-            )
-            .with_path(path));
+            return Err(in_use(path, writable));
         }
         Ok(StdFile {
             file,
@@ -389,11 +438,9 @@ impl StdFile {
     }
 }
 
-#[cfg(unix)]
 impl HostFile for StdFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file.read_exact_at(buf, offset).map_err(|e| {
+        sys::read_exact_at(&self.file, buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::new(ErrorKind::OutOfRange, "read past the end of the file")
                     .with_path(&self.path)
@@ -405,10 +452,7 @@ impl HostFile for StdFile {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file
-            .write_all_at(buf, offset)
-            .map_err(|e| self.ctx(e, "write failed", offset))
+        sys::write_all_at(&self.file, buf, offset).map_err(|e| self.ctx(e, "write failed", offset))
     }
 
     fn len(&self) -> Result<u64> {
@@ -426,14 +470,24 @@ impl HostFile for StdFile {
     }
 
     fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
-            .map_err(|e| self.ctx(e, "flush to stable storage failed", 0))
+        sys::sync_data(&self.file).map_err(|e| self.ctx(e, "flush to stable storage failed", 0))
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
-        sys::punch_hole(&self.file, offset, len)
-            .map_err(|e| self.ctx(e, "cannot punch a hole", offset))
+        sys::punch_hole(&self.file, offset, len).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::Unsupported {
+                // The host's reason (Windows: a sparse file cannot be attached) is the message.
+                Error::new(ErrorKind::Unsupported, format!("cannot punch a hole: {e}"))
+                    .with_path(&self.path)
+                    .with_offset(offset)
+            } else {
+                self.ctx(e, "cannot punch a hole", offset)
+            }
+        })
+    }
+
+    fn punches_holes(&self) -> bool {
+        sys::PUNCHES_HOLES
     }
 
     fn copy_within(&self, from: u64, to: u64, len: u64) -> Result<()> {
@@ -475,6 +529,7 @@ impl HostFile for StdFile {
 mod tests {
     use super::*;
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn sparse_queries_find_holes_and_never_call_data_a_hole() {
         let dir = tempfile::tempdir().unwrap();
@@ -539,6 +594,7 @@ mod tests {
     /// folder along the resolved path swapped for a link still reaches the file behind it,
     /// and the check of what was opened refuses that file. With `openat2` the open itself
     /// fails. A path that is not resolved is refused before any open.
+    #[cfg(unix)]
     #[test]
     fn a_file_reached_through_a_swapped_folder_is_refused_by_either_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -565,3 +621,8 @@ mod tests {
         }
     }
 }
+
+/// Windows: share modes are the lock, no sparse file, the read-only attribute (under Wine in
+/// CI: `cargo xtask windows test`).
+#[cfg(all(test, windows))]
+mod windows_tests;

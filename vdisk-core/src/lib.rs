@@ -82,7 +82,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use extent::{GuestExtent, extents_from_block_states};
 pub use format::{Confidence, CreateSpec, FormatDriver, OpenOptions, ParentReference, Registry};
 pub use fs::{ContainerUsage, FsAnalyzer, FsUsage, FsVerdict, Hazard, InnerVolume};
-pub use host_file::{Access, HostFile, StdFile, copy_through_buffer, survive_file_size_limit};
+pub use host_file::{
+    Access, HostFile, StdFile, allocated_size, copy_through_buffer, has_sparse_attribute,
+    survive_file_size_limit,
+};
 pub use image::{
     BlockState, Compactable, DiskImage, FreeAs, HostLayout, ImageInfo, ImageKind, Relocation,
     image_info,

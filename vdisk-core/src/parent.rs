@@ -103,12 +103,21 @@ pub fn host_candidates(locator: &Locator, child_dir: &Path) -> Vec<PathBuf> {
             if let Some(name) = stripped.rsplit('/').next().filter(|n| !n.is_empty()) {
                 out.push(child_dir.join(name));
             }
+            // On Windows the stored path is a host path: a drive letter, UNC share or volume
+            // path, as written (after the sibling, as elsewhere: a chain moved together).
+            if let Some(native) = crate::sys::native_windows_path(text) {
+                out.push(native);
+            }
             let bytes = stripped.as_bytes();
-            if bytes.len() > 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic() {
+            // Elsewhere a drive letter maps to WSL's mount and a rooted path is a host path;
+            // on Windows neither is (no `/mnt/c` there, and a rooted path without a drive
+            // would mean the current drive, which the stored path never meant).
+            let unix_host = !cfg!(windows);
+            if unix_host && bytes.len() > 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic() {
                 let drive = char::from(bytes[0].to_ascii_lowercase());
                 let rest = stripped[2..].trim_start_matches('/');
                 out.push(PathBuf::from(format!("/mnt/{drive}/{rest}")));
-            } else if unified.starts_with('/') && !unified.starts_with("//") {
+            } else if unix_host && unified.starts_with('/') && !unified.starts_with("//") {
                 out.push(PathBuf::from(&unified));
             }
         }
@@ -130,6 +139,17 @@ pub fn host_candidates(locator: &Locator, child_dir: &Path) -> Vec<PathBuf> {
     }
     out.dedup();
     out
+}
+
+/// Whether `path` lies in or under the folder `dir`, both canonical, compared as the host
+/// compares names (case-insensitively on Windows, where `C:\VMs` and `c:\vms` are one folder).
+fn lies_under(path: &Path, dir: &Path) -> bool {
+    crate::sys::fold_case(path).starts_with(crate::sys::fold_case(dir))
+}
+
+/// Whether `a` and `b` name the same file as the host compares names (see [`lies_under`]).
+fn same_path(a: &Path, b: &Path) -> bool {
+    crate::sys::fold_case(a) == crate::sys::fold_case(b)
 }
 
 /// A relative Windows path as a host-relative path: `\` and `/` both separate; `.` parts vanish.
@@ -176,7 +196,7 @@ pub fn find_parent(
     for locator in locators {
         for candidate in host_candidates(locator, &child_dir) {
             // Several locators often name the same file (W2ru and W2ku of a sibling).
-            if seen.contains(&candidate) {
+            if seen.iter().any(|s| same_path(s, &candidate)) {
                 continue;
             }
             seen.push(candidate.clone());
@@ -185,8 +205,8 @@ pub fn find_parent(
                 tried.push(format!("{} for {named}", candidate.display()));
                 continue;
             };
-            let allowed =
-                canon.starts_with(&child_dir) || allowed_dirs.iter().any(|d| canon.starts_with(d));
+            let allowed = lies_under(&canon, &child_dir)
+                || allowed_dirs.iter().any(|d| lies_under(&canon, d));
             if !allowed {
                 refused.push(format!(
                     "parent {} (named by {named}) lies outside the child's folder {}",
@@ -394,7 +414,7 @@ thread_local! {
 
 /// Opens the parent at `canon` (resolved, already allowed) once, following no link.
 fn open_candidate(chain: &ChainContext, canon: &Path) -> Result<FoundParent> {
-    if chain.visited.iter().any(|v| v == canon) {
+    if chain.visited.iter().any(|v| same_path(v, canon)) {
         return Err(Error::new(
             ErrorKind::InvalidImage,
             format!("parent chain loops back to {}", canon.display()),
@@ -454,6 +474,23 @@ pub fn relative_windows(from_dir: &Path, to: &Path) -> Option<String> {
         parts.push(c.as_os_str().to_str()?);
     }
     Some(parts.join("\\"))
+}
+
+/// A canonical Windows path as Windows itself writes it in a locator: the verbatim prefix
+/// `std::fs::canonicalize` adds is dropped (`\\?\C:\VMs\base.vhdx` becomes
+/// `C:\VMs\base.vhdx`, `\\?\UNC\server\share\x` becomes `\\server\share\x`), so Hyper-V and
+/// other readers that do not expect it still find the parent. Other text is unchanged.
+pub fn plain_windows_path(text: &str) -> String {
+    if let Some(rest) = text.strip_prefix("\\\\?\\UNC\\") {
+        format!("\\\\{rest}")
+    } else if let Some(rest) = text
+        .strip_prefix("\\\\?\\")
+        .filter(|r| r.as_bytes().get(1) == Some(&b':'))
+    {
+        rest.to_owned()
+    } else {
+        text.to_owned()
+    }
 }
 
 /// Refuses a parent path a locator cannot store: both formats store parent paths as UTF-16

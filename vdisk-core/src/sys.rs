@@ -1,7 +1,12 @@
 //! The one module that talks to the operating system beyond `std`: locks, opens that follow
-//! no symbolic link, hole punching, in-kernel copies and sparse-file queries. Everything goes
-//! through `rustix` (and `nix`), which wrap the system calls safely, so the workspace keeps
-//! `unsafe_code = "forbid"`.
+//! no symbolic link, hole punching, in-kernel copies, sparse-file queries and durable
+//! flushes. On Unix everything goes through `rustix` (and `nix`), which wrap the system calls
+//! safely. Windows lives in `windows`, the only module of the workspace allowed `unsafe`
+//! (calls into `windows-sys` with a `// SAFETY:` line each), for what `std` does not offer:
+//! the final path of an open handle and the Restart Manager's list of holders.
+//!
+//! Every platform difference is here: the rest of the crate calls these functions and never
+//! looks at `cfg(unix)` or `cfg(windows)` for I/O.
 
 use std::fs::File;
 use std::io;
@@ -56,7 +61,7 @@ pub(crate) fn try_lock(file: &File, exclusive: bool) -> io::Result<bool> {
 
 /// The byte qemu locks (shared, OFD) while it holds write permission on an image: its lock
 /// bytes start at 100, one per permission bit, and "write" is bit 1.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 const QEMU_WRITE_PERMISSION_BYTE: i64 = 101;
 
 /// Whether another program holds a lock that shows it is writing the file: qemu's
@@ -133,10 +138,93 @@ fn qemu_writer_present(_file: &File) -> io::Result<bool> {
     Ok(false)
 }
 
-/// Locks are advisory and not available here: report success.
+/// Windows: the lock is the share mode the file was opened with ([`share_for`]); an open that
+/// conflicts fails with a sharing violation ([`is_in_use`]) before a lock could be tried.
 #[cfg(not(unix))]
 pub(crate) fn try_lock(_file: &File, _exclusive: bool) -> io::Result<bool> {
     Ok(true)
+}
+
+/// Locks on Unix are taken after the open ([`try_lock`]): nothing to ask of the open itself.
+#[cfg(not(windows))]
+pub(crate) fn share_for(_options: &mut std::fs::OpenOptions, _writable: bool) {}
+
+/// Whether `err` says another program holds the file (Windows sharing and lock violations).
+/// Unix reports a held lock through [`try_lock`], never as an error.
+#[cfg(not(windows))]
+pub(crate) fn is_in_use(_err: &io::Error) -> bool {
+    false
+}
+
+/// The programs holding the file at `path`, where the host can tell (Windows: the Restart
+/// Manager); empty elsewhere.
+#[cfg(not(windows))]
+pub(crate) fn holders(_path: &std::path::Path) -> Vec<String> {
+    Vec::new()
+}
+
+/// The bytes of storage allocated to the file at `path` (`st_blocks` × 512, what `du` shows).
+#[cfg(unix)]
+pub(crate) fn allocated_size(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.blocks().saturating_mul(512))
+}
+
+/// Neither Unix nor Windows: the host does not say.
+#[cfg(not(any(unix, windows)))]
+pub(crate) fn allocated_size(_path: &std::path::Path) -> Option<u64> {
+    None
+}
+
+/// Whether the file carries the sparse attribute (Windows); Unix files have no such flag.
+#[cfg(not(windows))]
+pub(crate) fn has_sparse_flag(_meta: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// Whether the file carries a read-only attribute of its own (Windows); Unix has only
+/// permissions, which the open itself checks.
+#[cfg(not(windows))]
+pub(crate) fn has_read_only_attribute(_meta: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// Whether [`punch_hole`] can give host space back here without making the file something
+/// the host's hypervisor refuses. Linux: yes (a sparse file is an ordinary file there).
+#[cfg(target_os = "linux")]
+pub(crate) const PUNCHES_HOLES: bool = true;
+
+/// Not on macOS (not implemented) and never on Windows (`windows::punch_hole`).
+#[cfg(not(target_os = "linux"))]
+pub(crate) const PUNCHES_HOLES: bool = false;
+
+/// Reads exactly `buf.len()` bytes at `offset` without a seek cursor (`pread`).
+#[cfg(unix)]
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+/// Writes all of `buf` at `offset` without a seek cursor (`pwrite`).
+#[cfg(unix)]
+pub(crate) fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
+
+/// Makes every completed write and length change of `file` durable. macOS: `F_FULLFSYNC`,
+/// because plain `fsync` there only hands the data to the drive, whose cache may still lose
+/// it on power failure.
+#[cfg(target_os = "macos")]
+pub(crate) fn sync_data(file: &File) -> io::Result<()> {
+    rustix::fs::fcntl_fullfsync(file).map_err(io::Error::from)
+}
+
+/// Makes every completed write and length change of `file` durable: `fdatasync` on Unix,
+/// `FlushFileBuffers` on Windows (which flushes the metadata, the file length included).
+#[cfg(not(target_os = "macos"))]
+pub(crate) fn sync_data(file: &File) -> io::Result<()> {
+    file.sync_data()
 }
 
 /// Asks `open` not to block: opening a FIFO for reading otherwise waits for a writer, before
@@ -191,7 +279,7 @@ pub(crate) fn open_regular_file(path: &std::path::Path) -> io::Result<File> {
 
 /// Opens `path` read-only if it is a regular file (no symbolic-link or FIFO tricks to guard
 /// against here beyond the type check).
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 pub(crate) fn open_regular_file(path: &std::path::Path) -> io::Result<File> {
     let seen = std::fs::symlink_metadata(path)?;
     if !seen.file_type().is_file() {
@@ -239,8 +327,8 @@ pub(crate) fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
-/// Hole punching is only implemented on Linux so far.
-#[cfg(not(target_os = "linux"))]
+/// Hole punching is only implemented on Linux so far (Windows: see `windows::punch_hole`).
+#[cfg(not(any(target_os = "linux", windows)))]
 pub(crate) fn punch_hole(_file: &File, _offset: u64, _len: u64) -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
@@ -419,6 +507,9 @@ pub(crate) fn open_no_follow(path: &std::path::Path, writable: bool) -> io::Resu
 pub(crate) fn open_last_no_follow(path: &std::path::Path, writable: bool) -> io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.read(true).write(writable);
+    share_for(&mut options, writable);
+    #[cfg(windows)]
+    windows::open_reparse_point_itself(&mut options);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -457,7 +548,7 @@ pub(crate) fn opened_path(file: &File) -> Option<std::path::PathBuf> {
 }
 
 /// The host cannot tell where an open file lives.
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 pub(crate) fn opened_path(_file: &File) -> Option<std::path::PathBuf> {
     None
 }
@@ -474,3 +565,29 @@ pub(crate) fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
 pub(crate) fn file_id(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     None
 }
+
+/// `path` as the host compares file names: unchanged on Unix (case-sensitive).
+#[cfg(not(windows))]
+pub(crate) fn fold_case(path: &std::path::Path) -> std::path::PathBuf {
+    path.to_path_buf()
+}
+
+/// A Windows absolute path stored in an image as a path on this host: `None` on Unix, where
+/// the caller maps it itself (sibling, WSL's `/mnt/<drive>`).
+#[cfg(not(windows))]
+pub(crate) fn native_windows_path(_text: &str) -> Option<std::path::PathBuf> {
+    None
+}
+
+#[cfg(windows)]
+#[allow(
+    unsafe_code,
+    reason = "the one module of the workspace that calls windows-sys; each block has a SAFETY line"
+)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::{
+    allocated_size, fold_case, has_read_only_attribute, has_sparse_flag, holders, is_in_use,
+    native_windows_path, open_regular_file, opened_path, punch_hole, read_exact_at, share_for,
+    write_all_at,
+};

@@ -272,6 +272,7 @@ fn absolute_windows(path: &Path) -> String {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[test]
     fn created_locators_are_relative_dot_names_and_absolute_windows_paths() {
         let l = for_create(Path::new("/vms/base.vhd"), Path::new("/vms/snap.vhd"));
@@ -285,6 +286,22 @@ mod tests {
             Path::new("/mnt/d/vm/c.vhd"),
         );
         assert_eq!(utf16le(&l[1].1), "D:\\vm\\base.vhd");
+    }
+
+    /// On Windows the paths are host paths already: the absolute locator is the drive-letter
+    /// path as given (a rooted path without a drive would gain the current one).
+    #[cfg(windows)]
+    #[test]
+    fn created_locators_on_windows_are_relative_dot_names_and_drive_letter_paths() {
+        let l = for_create(Path::new(r"C:\vms\base.vhd"), Path::new(r"C:\vms\snap.vhd"));
+        assert_eq!(l[0].0, W2RU);
+        assert_eq!(utf16le(&l[0].1), ".\\base.vhd");
+        assert_eq!(utf16le(&l[1].1), "C:\\vms\\base.vhd");
+        let l = for_create(
+            Path::new(r"C:\vms\a\base.vhd"),
+            Path::new(r"C:\vms\b\snap.vhd"),
+        );
+        assert_eq!(utf16le(&l[0].1), "..\\a\\base.vhd");
     }
 
     #[test]

@@ -166,7 +166,10 @@ pub(crate) fn build_locator(linkage: Uuid, child: &Path, parent: &Path) -> Resul
     if cfg!(windows)
         && let Ok(abs) = parent.canonicalize()
     {
-        pairs.push(("absolute_win32_path".into(), abs.display().to_string()));
+        pairs.push((
+            "absolute_win32_path".into(),
+            vdisk_core::parent::plain_windows_path(&abs.display().to_string()),
+        ));
     }
     encode(&pairs)
 }

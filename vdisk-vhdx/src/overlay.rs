@@ -273,6 +273,10 @@ impl HostFile for HostView {
         self.file.punch_hole(offset, len)
     }
 
+    fn punches_holes(&self) -> bool {
+        self.file.punches_holes()
+    }
+
     fn copy_within(&self, from: u64, to: u64, len: u64) -> Result<()> {
         self.settled()?;
         self.file.copy_within(from, to, len)

@@ -106,13 +106,13 @@ impl Session {
     }
 
     /// Puts the next entry at `head` in the log (tests).
-    #[cfg(test)]
+    #[cfg(all(test, unix))] // only the crash tests use it
     pub(crate) fn set_log_head(&mut self, head: u32) {
         self.log.set_head(head);
     }
 
     /// Caps the pages per entry (tests).
-    #[cfg(test)]
+    #[cfg(all(test, unix))] // only the crash tests use it
     pub(crate) fn set_page_limit(&mut self, limit: usize) {
         self.page_limit = Some(limit);
     }

@@ -64,6 +64,45 @@ pub const TASKS: &[Task] = &[
         },
     },
     Task {
+        name: "windows",
+        synopsis: "build | test | cli-test [--full] | all",
+        about: || {
+            "vdisk for a Windows host, built with Debian's rustc-web toolchain (-Zbuild-std, \
+             x86_64-pc-windows-gnu, linked by mingw) into <target>/windows and run under Wine \
+             (wine64, its own prefix made once). vdisk.exe and the library tests come from one \
+             cargo run, so the standard library and the dependencies are built once.\n\
+             build           build vdisk.exe and print its path\n\
+             test            the library tests of vdisk-core and the format crates under wine\n\
+             cli-test        the real vdisk.exe under wine on images made by qemu-img and \
+             checked with qemu-img and libvhdi: share modes (exit 3), no sparse file, retrim \
+             refused, drive-letter locators, read-only attribute (exit 6), size and start-up\n\
+             cli-test --full also every mode, --dry-run and --json, and create, cross-checked \
+             against the Linux vdisk\n\
+             all             test, then cli-test --full"
+                .to_string()
+        },
+    },
+    Task {
+        name: "macos-check",
+        synopsis: "",
+        about: || {
+            "cargo check of vdisk (and so every crate it links) for aarch64-apple-darwin and \
+             x86_64-apple-darwin in one cargo run, with the standard library checked from \
+             source by Debian's rustc-web (no macOS linker or SDK needed)"
+                .to_string()
+        },
+    },
+    Task {
+        name: "dist",
+        synopsis: "",
+        about: || {
+            "the release binaries users download, in <target>/dist: vdisk (Linux x86-64, the \
+             default toolchain) and vdisk.exe (Windows x86-64, rustc-web and mingw), with \
+             SHA256SUMS as sha256sum --check reads it"
+                .to_string()
+        },
+    },
+    Task {
         name: "help",
         synopsis: "[TASK]",
         about: || "this text, or one task's (also: cargo xtask TASK --help)".to_string(),
@@ -215,6 +254,10 @@ mod tests {
         for format in ["vhd", "vhdx", "vdi", "all"] {
             assert!(crate::mutate::mutfuzz::parse_formats(format).is_ok());
             assert!(mutate.contains(format), "{format}: {mutate}");
+        }
+        let windows = task("windows").unwrap();
+        for option in ["build", "test", "cli-test", "--full", "all"] {
+            assert!(windows.contains(option), "{option}: {windows}");
         }
         assert!(task("nonsense").is_none());
     }

@@ -5,15 +5,20 @@
 //! - `bench`: vdisk's in-place compaction against `qemu-img convert` and `virt-sparsify`.
 //! - `fuzz`: the cargo-fuzz targets of `fuzz/`, each for a bounded time.
 //! - `mutate`: the mutation fuzzer driving the real `vdisk` binary over mutated images.
+//! - `windows`: `vdisk.exe` built with Debian's rustc-web and tested under Wine.
+//! - `macos-check`: `cargo check` for both macOS targets.
+//! - `dist`: the release binaries for Linux and Windows with SHA-256 checksums.
 //! - `help`: every task's options (`cargo xtask help [TASK]`, `cargo xtask TASK --help`).
 #![forbid(unsafe_code)]
 
 mod bench;
 mod demo;
+mod dist;
 mod fuzz;
 mod help;
 mod mutate;
 mod shared;
+mod windows;
 
 use std::process::ExitCode;
 
@@ -34,6 +39,9 @@ fn main() -> ExitCode {
         Some("bench-floor") => bench::floor(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("mutate") => mutate::run(&args[1..]),
+        Some("windows") => windows::run(&args[1..]),
+        Some("macos-check") => windows::macos_check(),
+        Some("dist") => dist::run(&args[1..]),
         Some("help" | "-h" | "--help") => match args.get(1) {
             None => {
                 println!("{}", help::overview());

@@ -32,7 +32,7 @@ use vdisk_core::{
 };
 
 use crate::cli::CompactArgs;
-use crate::commands::compact::{request, withheld_note};
+use crate::commands::compact::{request, sparse_note, withheld_note};
 use crate::exit;
 use crate::host_space;
 use crate::progress::Bar;
@@ -265,7 +265,7 @@ impl Batch<'_> {
                             human_size(r.bytes_before),
                             min.describe()
                         );
-                        append_notes(&mut row.message, &notes(&est, engine_notes));
+                        append_notes(&mut row.message, &notes(file, &est, engine_notes));
                         return;
                     }
                 }
@@ -296,7 +296,7 @@ impl Batch<'_> {
                     row.message.push_str("; ");
                     row.message.push_str(report::reclaim_sources(r).trim());
                 }
-                append_notes(&mut row.message, &notes(&done, engine_notes));
+                append_notes(&mut row.message, &notes(file, &done, engine_notes));
             }
             Err(f) => self.failed(file, f, row),
         }
@@ -365,11 +365,12 @@ impl Batch<'_> {
 }
 
 /// Every note about a compaction: the analysis' notes, why file-system free space was
-/// withheld, and the engine's own.
-fn notes(done: &Outcome, engine: Vec<String>) -> Vec<String> {
+/// withheld, the engine's own, and (Windows) that the file carries the sparse attribute.
+fn notes(file: &Path, done: &Outcome, engine: Vec<String>) -> Vec<String> {
     let mut notes = done.notes.clone();
     notes.extend(withheld_note(&done.withheld_for));
     notes.extend(engine);
+    notes.extend(sparse_note(file));
     notes
 }
 

@@ -148,25 +148,35 @@ fn walk_dir(root: &Path, dir: &Path, selection: &Selection, seen: &mut Seen, w: 
     }
 }
 
-/// Files already listed (by device and inode): overlapping roots and hard links would
-/// otherwise have two jobs fight over one file.
+/// Files already listed (Unix: by device and inode; elsewhere: by the path the host resolves
+/// them to, so overlapping roots and names spelt in another case count once, hard links
+/// twice): two jobs would otherwise fight over one file.
 #[derive(Debug, Default)]
-struct Seen(HashSet<(u64, u64)>);
+struct Seen {
+    #[cfg(unix)]
+    ids: HashSet<(u64, u64)>,
+    #[cfg(not(unix))]
+    paths: HashSet<std::path::PathBuf>,
+}
 
 impl Seen {
     #[cfg(unix)]
     fn first_time(&mut self, path: &Path) -> bool {
         use std::os::unix::fs::MetadataExt;
         match std::fs::symlink_metadata(path) {
-            Ok(m) => self.0.insert((m.dev(), m.ino())),
+            Ok(m) => self.ids.insert((m.dev(), m.ino())),
             // The compaction reports what is wrong with it.
             Err(_) => true,
         }
     }
 
     #[cfg(not(unix))]
-    fn first_time(&mut self, _path: &Path) -> bool {
-        true
+    fn first_time(&mut self, path: &Path) -> bool {
+        match std::fs::canonicalize(path) {
+            Ok(p) => self.paths.insert(p),
+            // The compaction reports what is wrong with it.
+            Err(_) => true,
+        }
     }
 }
 

@@ -36,6 +36,7 @@ pub fn run(
                 let mut notes = done.notes.clone();
                 notes.extend(withheld_note(&done.withheld_for));
                 notes.extend(engine_notes);
+                notes.extend(sparse_note(file));
                 let space = host_space::measured(file, allocated_before);
                 print_done(file, args, &done, notes, space);
                 0
@@ -76,6 +77,20 @@ pub fn request(args: &CompactArgs, parents: &ParentPolicy) -> CompactRequest {
                 .with_format(args.format.clone()),
         )
         .analysis_options(analysis_options(args))
+}
+
+/// Windows: the note for a file that carries the sparse attribute (WSL's sparse mode sets
+/// it). vdisk compacts such a file like any other and never changes the attribute: it does
+/// not set it (it never punches holes on Windows) and does not clear it (clearing allocates
+/// every hole, which can need more space than the disk has free).
+pub fn sparse_note(file: &Path) -> Option<String> {
+    vdisk_core::has_sparse_attribute(file).then(|| {
+        "the file carries windows' sparse attribute (wsl's sparse mode sets it); vdisk left it \
+         as it was: wsl attaches the disk as it is, but hyper-v and disk management refuse a \
+         sparse disk until the attribute is cleared (fsutil sparse setflag FILE 0, with the \
+         disk detached)"
+            .to_owned()
+    })
 }
 
 fn print_done(

@@ -42,6 +42,9 @@ pub(super) fn apply(
     let reclaimed = reclaimed_ranges(&plan.reclaim, &owned);
     let own: std::collections::HashSet<(u64, u64)> =
         reclaimed.iter().map(|r| (r.start, r.end)).collect();
+    if !plan.punch.is_empty() && !image.host_file().punches_holes() {
+        return Err(super::plan::retrim_cannot_punch());
+    }
     if plan.punch.iter().any(|r| !own.contains(&(r.start, r.end))) {
         return Err(Error::new(
             ErrorKind::Internal,

@@ -45,6 +45,10 @@ pub(crate) fn owned_ranges(
 /// non-sparse) keeps the bytes: the file is still valid, and the final truncation frees what
 /// lies past the new end. Returns the bytes punched.
 pub(crate) fn give_back(file: &dyn HostFile, ranges: &[Range<u64>]) -> Result<u64> {
+    if !file.punches_holes() {
+        // Windows: never asked, so the file never gains the sparse attribute.
+        return Ok(0);
+    }
     // Adjacent ranges (neighbouring blocks freed together) are given back in one call each: a
     // disk of small blocks would otherwise cost one system call per block. Only the union of
     // the ranges given is punched.

@@ -13,6 +13,20 @@ use crate::image::{BlockState, DiskImage, ImageKind};
 use crate::progress::{CancelToken, Phase, Progress};
 use crate::units::BlockIndex;
 
+/// The refusal of `retrim` on a host file that cannot punch holes (Windows, where vdisk never
+/// makes a file sparse because Windows refuses to attach a sparse VHD or VHDX; macOS, not
+/// implemented): retrim gives space back only by punching, so it would change the tables and
+/// free nothing. Given before anything is read or written, dry runs included.
+pub(super) fn retrim_cannot_punch() -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        "retrim gives space back only by punching holes, which this host does not do (on \
+         windows a punched file becomes sparse, and windows refuses to attach a sparse vhd or \
+         vhdx); dynamic and differencing images: use full, quick, prezeroed or pretrimmed, \
+         which move blocks and truncate; nothing was changed",
+    )
+}
+
 /// Where a block's guest bytes start in its footprint, from `layout`
 /// ([`crate::HostLayout::data_offset`]); refused, before anything is read or written, when the
 /// format places them past the footprint's end (the zero scan would skip holes that are not the
@@ -69,6 +83,9 @@ pub(super) fn plan(
 ) -> Result<CompactPlan> {
     image.compaction_allowed()?;
     let mode = opts.mode;
+    if !mode.moves_blocks() && !image.host_file().punches_holes() {
+        return Err(retrim_cannot_punch());
+    }
     let fixed = image.kind() == ImageKind::Fixed;
     // The primitives' read-only view and their layout, asked for once. A fixed image's
     // retrim needs neither (each block is its data, in place); its moving modes are

@@ -28,6 +28,8 @@ const BLOCK: u64 = 1 << 20;
 struct CountingFile {
     bytes: MemFile,
     pages: Mutex<(BTreeSet<u64>, u64)>,
+    /// Behave like a Windows host: never punch (a punched file would become sparse).
+    no_punch: bool,
 }
 
 impl CountingFile {
@@ -75,10 +77,19 @@ impl HostFile for CountingFile {
         Ok(())
     }
     fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+        if self.no_punch {
+            return Err(crate::Error::new(
+                crate::ErrorKind::Unsupported,
+                "this host does not punch",
+            ));
+        }
         self.bytes
             .write_at(&vec![0; usize::try_from(len).unwrap()], offset)?;
         self.touch(offset..offset + len, false);
         Ok(())
+    }
+    fn punches_holes(&self) -> bool {
+        !self.no_punch
     }
     fn next_data(&self, offset: u64) -> Result<Option<u64>> {
         let p = self.pages.lock().unwrap();
@@ -243,4 +254,58 @@ fn peak_extra_host_space_of_a_compaction_is_one_batch_whatever_it_moves() {
     let mut now = vec![0; toy.size() as usize];
     toy.read_at(&mut now, 0).unwrap();
     assert!(now == content, "content changed");
+}
+
+/// A toy of `zeros` allocated zero blocks followed by `data` blocks of data.
+fn zeros_then_data(zeros: u64, data: u64, no_punch: bool) -> Toy {
+    let file = CountingFile {
+        no_punch,
+        ..CountingFile::default()
+    };
+    file.write_at(&[1; 512], 0).unwrap();
+    let mut table = Vec::new();
+    for i in 0..zeros + data {
+        let host = BLOCK * (1 + i);
+        let byte = if i >= zeros { 0x5a } else { 0 };
+        file.write_at(&vec![byte; BLOCK as usize], host).unwrap();
+        table.push(Some(host));
+    }
+    Toy { file, table }
+}
+
+/// Windows never punches (a sparse VHD/VHDX cannot be attached there): retrim, which can only
+/// punch, is refused by the plan and by an apply of a plan made elsewhere, before anything is
+/// written; the modes that move blocks still give the space back by truncation.
+#[test]
+fn retrim_is_refused_before_any_write_where_the_host_cannot_punch_and_moving_modes_still_shrink() {
+    let c = GenericCompactor;
+    let (go, cancel) = (NoProgress, CancelToken::new());
+    let mut toy = zeros_then_data(4, 4, true);
+    let before = toy.file.bytes.to_vec();
+    let err = c
+        .plan(&toy, &CompactOptions::new(Mode::Retrim), &go, &cancel)
+        .unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Unsupported, "{err}");
+    assert!(err.message().contains("sparse"), "{err}");
+    assert!(err.message().contains("nothing was changed"), "{err}");
+    let punching = zeros_then_data(4, 4, false);
+    let plan = c
+        .plan(&punching, &CompactOptions::new(Mode::Retrim), &go, &cancel)
+        .unwrap();
+    assert!(!plan.punch.is_empty(), "the punching host would punch");
+    let err = c.apply(&mut toy, &plan, &go, &cancel).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Unsupported, "{err}");
+    assert!(
+        toy.file.bytes.to_vec() == before,
+        "the refused retrim wrote"
+    );
+    let plan = c
+        .plan(&toy, &CompactOptions::new(Mode::Prezeroed), &go, &cancel)
+        .unwrap();
+    let report = c.apply(&mut toy, &plan, &go, &cancel).unwrap();
+    assert_eq!(report.bytes_after, BLOCK * 5, "header + the 4 data blocks");
+    let mut now = vec![0; toy.size() as usize];
+    toy.read_at(&mut now, 0).unwrap();
+    let data_at = 4 * BLOCK as usize;
+    assert!(now[..data_at].iter().all(|&b| b == 0) && now[data_at..].iter().all(|&b| b == 0x5a));
 }

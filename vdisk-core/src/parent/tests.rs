@@ -20,6 +20,7 @@ fn relative_windows_paths_resolve_from_the_child_folder() {
     assert_eq!(c, vec![PathBuf::from("/data/vm/snap/base.vhdx")]);
 }
 
+#[cfg(unix)]
 #[test]
 fn absolute_windows_paths_try_the_sibling_then_wsl_mount() {
     let c = host_candidates(
@@ -167,6 +168,7 @@ fn swap_layout() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, inside, child)
 }
 
+#[cfg(unix)]
 fn with_hook<T>(hook: impl FnMut(&Path) + 'static, f: impl FnOnce() -> T) -> T {
     BEFORE_OPEN.with_borrow_mut(|h| *h = Some(Box::new(hook)));
     let out = f();
@@ -177,6 +179,7 @@ fn with_hook<T>(hook: impl FnMut(&Path) + 'static, f: impl FnOnce() -> T) -> T {
 /// The time-of-check/time-of-use window: the candidate passes the folder check, then a
 /// folder along its path (or the file itself) becomes a link out of the child's folder
 /// before the open. The one open follows no link, so nothing outside is opened.
+#[cfg(unix)]
 #[test]
 fn a_link_swapped_in_between_check_and_open_opens_nothing_outside() {
     for swap_folder in [true, false] {
@@ -209,6 +212,7 @@ fn a_link_swapped_in_between_check_and_open_opens_nothing_outside() {
 
 /// Links that stay inside the child's folder are followed (the check is on where they lead);
 /// the parent found is recorded at its resolved path, which its own parents start from.
+#[cfg(unix)]
 #[test]
 fn a_link_that_stays_inside_the_childs_folder_is_followed_to_its_target() {
     let (_dir, inside, child) = swap_layout();
@@ -230,6 +234,7 @@ fn a_link_that_stays_inside_the_childs_folder_is_followed_to_its_target() {
 
 /// A FIFO (or any non-regular file) named as the parent is refused without being opened,
 /// so it cannot hang the open, whether a locator or `--parent` names it.
+#[cfg(unix)]
 #[test]
 fn a_fifo_named_as_parent_is_refused_without_hanging() {
     let (_dir, inside, child) = swap_layout();
@@ -318,6 +323,7 @@ fn a_parent_named_by_identity_is_the_one_matching_file_of_the_folder_never_throu
     std::fs::write(dir.join("b.txt"), b"B").unwrap();
     std::fs::write(elsewhere.join("o.vdi"), b"B").unwrap();
     std::fs::write(elsewhere.join("z.vdi"), b"Z").unwrap();
+    #[cfg(unix)]
     std::os::unix::fs::symlink(elsewhere.join("z.vdi"), dir.join("l.vdi")).unwrap();
     let chain = ChainContext::root(&child);
     let none = ParentPolicy::default();
@@ -356,4 +362,80 @@ fn a_parent_named_by_identity_is_the_one_matching_file_of_the_folder_never_throu
     };
     let found = find_parent_by_id(&chain, &explicit, &["vdi"], &first_byte_is(b'Q')).unwrap();
     assert_eq!(found.path, elsewhere.canonicalize().unwrap().join("o.vdi"));
+}
+
+/// Hyper-V writes `C:\VMs\base.vhdx`, not the `\\?\` form `canonicalize` returns on
+/// Windows: a locator written with the prefix would not be found by readers that do not
+/// expect it.
+#[test]
+fn plain_windows_paths_drop_only_the_verbatim_prefix() {
+    assert_eq!(
+        plain_windows_path(r"\\?\C:\VMs\base.vhdx"),
+        r"C:\VMs\base.vhdx"
+    );
+    assert_eq!(
+        plain_windows_path(r"\\?\UNC\srv\share\b.vhd"),
+        r"\\srv\share\b.vhd"
+    );
+    for kept in [
+        r"C:\VMs\base.vhdx",
+        r"\\srv\share\b.vhd",
+        r"\\?\Volume{0b5e6a9c-0000-0000-0000-100000000000}\b.vhdx",
+        "/srv/b.vhd",
+    ] {
+        assert_eq!(plain_windows_path(kept), kept);
+    }
+}
+
+/// On Windows an absolute locator is a host path: drive letters and UNC shares are tried as
+/// written, after the sibling (a chain copied elsewhere together).
+#[cfg(windows)]
+#[test]
+fn drive_letter_and_unc_locators_are_tried_as_written_on_windows() {
+    let dir = Path::new(r"D:\child");
+    for (stored, native) in [
+        (r"C:\VMs\base.vhdx", r"C:\VMs\base.vhdx"),
+        (r"\\srv\share\vms\base.vhdx", r"\\srv\share\vms\base.vhdx"),
+        (r"\\?\C:\VMs\base.vhdx", r"\\?\C:\VMs\base.vhdx"),
+    ] {
+        let c = host_candidates(&loc(LocatorKind::WindowsAbsolute, stored), dir);
+        assert_eq!(c.first(), Some(&dir.join("base.vhdx")), "{stored}: {c:?}");
+        assert!(c.contains(&PathBuf::from(native)), "{stored}: {c:?}");
+    }
+    // A rooted path without a drive is not a Windows host path.
+    let c = host_candidates(&loc(LocatorKind::WindowsAbsolute, r"\srv\base.vhd"), dir);
+    assert_eq!(c, vec![dir.join("base.vhd")]);
+}
+
+/// Windows matches file names without regard to case: a locator that spells the parent's
+/// folder and name in another case still finds it, and the folder rule holds.
+#[cfg(windows)]
+#[test]
+fn a_parent_named_in_another_case_is_found_and_allowed_on_windows() {
+    let (dir, inside, child) = swap_layout();
+    let shouted = inside.join("SUB").join("P.VHD");
+    let stored = shouted.to_string_lossy().to_uppercase();
+    let chain = ChainContext::root(&child);
+    let found = find_parent(
+        &chain,
+        &ParentPolicy::default(),
+        &[loc(LocatorKind::WindowsAbsolute, &stored)],
+    );
+    // The sibling candidate (c.vhd's folder + P.VHD) does not exist; the drive-letter path
+    // as written (upper case) is the one found.
+    let found = found.unwrap();
+    let mut buf = [0u8; 6];
+    crate::HostFile::read_at(&found.file, &mut buf, 0).unwrap();
+    assert_eq!(&buf, b"inside");
+    let out = dir.path().join("OUT").join("P.VHD");
+    let err = find_parent(
+        &chain,
+        &ParentPolicy::default(),
+        &[loc(
+            LocatorKind::WindowsAbsolute,
+            &out.to_string_lossy().to_uppercase(),
+        )],
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
 }
