@@ -2,7 +2,9 @@
 //!
 //! Writes into `<target>/dist/`: `vdisk` (Linux x86-64, built by the default toolchain),
 //! `vdisk.exe` (Windows x86-64, built by `rustc-web` for `x86_64-pc-windows-gnu`, see
-//! `windows`), and `SHA256SUMS` in the format `sha256sum --check` reads.
+//! `windows`), both stripped of symbols and debug info (the release profile keeps line tables
+//! for backtraces in development; unstripped, vdisk.exe is 29 MiB instead of 5), and
+//! `SHA256SUMS` in the format `sha256sum --check` reads.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,6 +18,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Err("usage: cargo xtask dist".into());
     }
     require("sha256sum", "coreutils")?;
+    require("strip", "binutils")?;
+    require("x86_64-w64-mingw32-strip", "binutils-mingw-w64-x86-64")?;
     let linux = build_vdisk()?;
     println!("== dist: cargo build --release --target {TARGET} (rustc-web, -Zbuild-std)");
     require("x86_64-w64-mingw32-gcc", "gcc-mingw-w64-x86-64")?;
@@ -37,8 +41,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let dist = target_dir().join("dist");
     let _ = std::fs::remove_dir_all(&dist);
     std::fs::create_dir_all(&dist).map_err(|e| format!("{}: {e}", dist.display()))?;
-    for (from, name) in [(linux.as_path(), "vdisk"), (exe.as_path(), "vdisk.exe")] {
-        copy(from, &dist.join(name))?;
+    for (from, name, strip) in [
+        (linux.as_path(), "vdisk", "strip"),
+        (exe.as_path(), "vdisk.exe", "x86_64-w64-mingw32-strip"),
+    ] {
+        let to = dist.join(name);
+        copy(from, &to)?;
+        run_status(Command::new(strip).arg(&to), strip)?;
     }
     let out = Command::new("sha256sum")
         .args(["vdisk", "vdisk.exe"])
