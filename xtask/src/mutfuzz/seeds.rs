@@ -61,12 +61,34 @@ pub(super) fn vdisk_create(vdisk: &Path, args: &[&str], file: &Path) -> Result<(
     sh(Command::new(vdisk).arg("create").args(args).arg(file))
 }
 
-/// Writes through vdisk's own driver (for differencing children).
-pub(super) fn write(
+/// `vdisk create` of a differencing `child` over `base`, then writes through the library over
+/// the parent's data: a block of its own, a whole block and a sector of zeros over parent
+/// data, and a block past the parent's data.
+pub(super) fn differencing_child(
+    vdisk: &Path,
     format: Format,
-    file: &Path,
-    writes: &[(u64, u8, usize)],
+    base: &Path,
+    child: &Path,
 ) -> Result<(), String> {
+    sh(Command::new(vdisk)
+        .args(["create", "--type", "differencing", "--parent"])
+        .arg(base)
+        .arg(child))?;
+    write(
+        format,
+        child,
+        &[
+            (0, 0x88, 4096),
+            (1 << 20, 0, 1 << 20),
+            (2 << 20, 0, 4096),
+            (6 << 20, 0x99, 8192),
+        ],
+    )
+}
+
+/// Writes `(offset, byte, len)` through vdisk's own driver (qemu cannot write differencing
+/// VHD, VHDX or VDI chains).
+pub fn write(format: Format, file: &Path, writes: &[(u64, u8, usize)]) -> Result<(), String> {
     let driver: &dyn FormatDriver = match format {
         Format::Vhd => &vdisk_vhd::DRIVER,
         Format::Vhdx => &vdisk_vhdx::DRIVER,
@@ -280,20 +302,7 @@ pub fn make(vdisk: &Path, dir: &Path, formats: &[Format]) -> Result<Vec<Seed>, S
         let base = p("vhdx-base", f);
         std::fs::copy(&dynamic, &base).map_err(|e| e.to_string())?;
         let child = p("vhdx-child", f);
-        sh(Command::new(vdisk)
-            .args(["create", "--type", "differencing", "--parent"])
-            .arg(&base)
-            .arg(&child))?;
-        write(
-            f,
-            &child,
-            &[
-                (0, 0x88, 4096),
-                (1 << 20, 0, 1 << 20),
-                (2 << 20, 0, 4096),
-                (6 << 20, 0x99, 8192),
-            ],
-        )?;
+        differencing_child(vdisk, f, &base, &child)?;
         add("vhdx-child", f, Some(base));
     }
     if formats.contains(&Format::Vdi) {

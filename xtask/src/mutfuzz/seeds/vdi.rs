@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::layout::{Format, vdi};
-use super::{dig_holes, qemu_io, require, sh, vdisk_create, write};
+use super::{differencing_child, dig_holes, qemu_io, require, sh, vdisk_create};
 
 /// Sets map entries `(block, raw entry)` of a VDI as the file's header places the map.
 fn set_entries(file: &Path, entries: &[(u64, u32)]) -> Result<(), String> {
@@ -108,20 +108,7 @@ pub(super) fn make(
         ],
     )?;
     let child = p("vdi-child");
-    sh(Command::new(vdisk)
-        .args(["create", "--type", "differencing", "--parent"])
-        .arg(&base)
-        .arg(&child))?;
-    write(
-        f,
-        &child,
-        &[
-            (0, 0x88, 4096),
-            (1 << 20, 0, 1 << 20),
-            (2 << 20, 0, 4096),
-            (6 << 20, 0x99, 8192),
-        ],
-    )?;
+    differencing_child(vdisk, f, &base, &child)?;
     add("vdi-child", f, Some(base));
     Ok(())
 }

@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use vdisk_core::{Access, FormatDriver, OpenOptions, StdFile};
-
 use super::super::Wine;
 use crate::mutate::mutfuzz::layout::Format;
 use crate::mutate::mutfuzz::oracle::{qemu_check, qemu_compare};
@@ -205,29 +203,6 @@ pub(super) fn allocated(p: &Path) -> Result<u64, String> {
     std::fs::metadata(p)
         .map(|m| m.blocks() * 512)
         .map_err(|e| format!("{}: {e}", p.display()))
-}
-
-/// Writes `(offset, byte, len)` through vdisk's own driver (qemu cannot write differencing
-/// VHDX or VHD chains).
-pub(super) fn write_through_library(
-    format: Format,
-    file: &Path,
-    writes: &[(u64, u8, usize)],
-) -> Result<(), String> {
-    let driver: &dyn FormatDriver = match format {
-        Format::Vhd => &vdisk_vhd::DRIVER,
-        Format::Vhdx => &vdisk_vhdx::DRIVER,
-        Format::Vdi => &vdisk_vdi::DRIVER,
-    };
-    let f = StdFile::open(file, Access::ReadWrite).map_err(|e| e.to_string())?;
-    let img = driver
-        .open(Box::new(f), &OpenOptions::read_write())
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    for &(at, byte, len) in writes {
-        img.write_at(&vec![byte; len], at)
-            .map_err(|e| e.to_string())?;
-    }
-    img.flush().map_err(|e| e.to_string())
 }
 
 pub(super) fn utf16(text: &str) -> Vec<u8> {

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use harness::{
     Case, MIB, Tools, allocated, copy, len, linux_vdisk, normalise, qemu_image, qemu_same, read,
-    secs, utf16, winpath, write_through_library,
+    secs, utf16, winpath,
 };
 
 use super::Wine;
 use crate::mutate::mutfuzz::layout::Format;
 use crate::mutate::mutfuzz::oracle::{libvhdi_digest, qemu_check};
-use crate::mutate::mutfuzz::seeds::require;
+use crate::mutate::mutfuzz::seeds::{require, write};
 /// Every mode the CLI knows.
 const MODES: [&str; 5] = ["full", "quick", "prezeroed", "pretrimmed", "retrim"];
 
@@ -300,7 +300,7 @@ fn a_differencing_chain_made_on_windows_stores_drive_letter_paths_and_compacts_i
             ));
         }
         // Blocks that repeat the parent (reclaimable), blocks of its own, a zero block.
-        write_through_library(
+        write(
             format,
             &child,
             &[
