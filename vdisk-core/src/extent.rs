@@ -44,8 +44,8 @@ pub enum GuestExtent {
 /// The guest extent map of `range` (clamped to the virtual size) read from the allocation map:
 /// what [`DiskImage::guest_extents`] answers by default. An allocated block is
 /// [`GuestExtent::Data`] where the layout says its guest bytes lie
-/// ([`crate::HostLayout::data_offset`]; a fixed image's block is its data; a format without a
-/// layout, its footprint's start); trimmed blocks are discarded; unallocated blocks read the
+/// ([`crate::HostLayout::data_offset`]; a fixed image's block is its data; without a layout,
+/// `host: None`); trimmed blocks are discarded; unallocated blocks read the
 /// backing image in a differencing image and zeros elsewhere. Nothing is opaque: only the
 /// format knows what is compressed or shared. Neighbours of one kind (data contiguous in the
 /// host file) are merged.
@@ -62,7 +62,15 @@ pub fn extents_from_block_states<I: DiskImage + ?Sized>(
             .and_then(|c| c.host_layout())
             .ok(),
     };
-    let data_offset = layout.as_ref().map_or(Some(0), |l| l.data_offset);
+    // A fixed image's block is its data. Otherwise only the layout knows where the guest's
+    // bytes lie in a footprint (after a VHD's sector bitmap); without one (a format that is
+    // not compactable, or an image the view refuses, such as a VHD saved with its VM) the
+    // bytes are "not stored in order at a known offset", never assumed at the footprint's
+    // start.
+    let data_offset = match image.kind() {
+        ImageKind::Fixed => Some(0),
+        _ => layout.as_ref().and_then(|l| l.data_offset),
+    };
     let child = image.kind() == ImageKind::Differencing;
     let mut out: Vec<(Range<u64>, GuestExtent)> = Vec::new();
     let mut at = range.start;

@@ -92,7 +92,10 @@ pub fn extents(image: &dyn DiskImage) -> Result<Vec<Extent>> {
         _ => image
             .as_compactable_ref()
             .and_then(|c| c.host_layout())
-            .map_or(Some(0), |l| l.data_offset),
+            .ok()
+            // No layout (e.g. a VHD saved with its VM, which refuses the compaction view):
+            // the offset is unknown, never the footprint's start.
+            .and_then(|l| l.data_offset),
     };
     let at = |h: vdisk_core::HostOffset| data_within.and_then(|d| h.0.checked_add(d));
     let mut out: Vec<Extent> = Vec::new();

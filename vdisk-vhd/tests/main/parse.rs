@@ -1,9 +1,9 @@
 //! Footer and dynamic header from annotated hex literals (one field per line), then one-byte
 //! mutations that must each fail with a clear error.
 
-use vdisk_core::{ErrorKind, ImageKind};
+use vdisk_core::{ErrorKind, GuestExtent, ImageKind};
 
-use super::util::{check, open};
+use super::util::{check, create_dynamic, open};
 
 /// Parses a hex literal, ignoring whitespace and `#` comments.
 fn hex(text: &str) -> Vec<u8> {
@@ -169,6 +169,39 @@ fn saved_state_images_open_but_refuse_compaction_and_writes() {
         vhd.write_at(&[1], 0).unwrap_err().kind(),
         ErrorKind::WrongType
     );
+}
+
+/// A saved-state image refuses the compaction view and with it its layout, so its guest
+/// extent map gives no host offset for its data (the footprint's start would be the sector
+/// bitmap, not the data), where the same image unsaved gives the offset after the bitmap.
+#[test]
+fn a_saved_state_images_extent_map_never_places_data_at_its_sector_bitmap() {
+    let (img, mem) = create_dynamic(4 << 20, 2 << 20);
+    img.write_at(&[7u8; 4096], 2 << 20).unwrap();
+    drop(img);
+    let unsaved = open(mem.to_vec(), false).unwrap();
+    let data = |vhd: &dyn vdisk_core::DiskImage| -> Vec<Option<u64>> {
+        vhd.guest_extents(0..vhd.size())
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                GuestExtent::Data { host } => Some(host.map(|h| h.0)),
+                _ => None,
+            })
+            .collect()
+    };
+    let at = data(&*unsaved);
+    assert_eq!(at.len(), 1, "{at:?}");
+    let host = at[0].expect("an unsaved dynamic vhd says where its data lies");
+    let mut bytes = mem.to_vec();
+    assert_eq!(bytes[host as usize..host as usize + 4096], [7u8; 4096]);
+    let end = bytes.len() - 512;
+    for base in [0, end] {
+        bytes[base + 84] = 1; // saved state
+    }
+    reseal_footers(&mut bytes);
+    let saved = open(bytes, false).unwrap();
+    assert_eq!(data(&*saved), vec![None]);
 }
 
 /// Re-seals both footers of `img` after an edit.
