@@ -25,6 +25,17 @@ pub struct Seed {
 }
 
 /// Finds `tool` on PATH, or says which Debian package to install.
+/// What the 8 MiB dynamic seeds of every format hold: data at the start, a block written as
+/// zeros, and three small writes in later blocks (the last one in the last block), so each
+/// format's seed has allocated, zero-written and untouched blocks in the same places.
+pub(crate) const DYNAMIC_8M_PATTERN: &[&str] = &[
+    "write -P 0x55 0 100k",
+    "write -P 0 1M 1M",
+    "write -P 0x66 2M 4k",
+    "write -P 0x67 5M 4k",
+    "write -P 0x68 7M 4k",
+];
+
 pub fn require(tool: &str, package: &str) -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -280,17 +291,7 @@ pub fn make(vdisk: &Path, dir: &Path, formats: &[Format]) -> Result<Vec<Seed>, S
             ],
             &dynamic,
         )?;
-        qemu_io(
-            f,
-            &dynamic,
-            &[
-                "write -P 0x55 0 100k",
-                "write -P 0 1M 1M",
-                "write -P 0x66 2M 4k",
-                "write -P 0x67 5M 4k",
-                "write -P 0x68 7M 4k",
-            ],
-        )?;
+        qemu_io(f, &dynamic, DYNAMIC_8M_PATTERN)?;
         set_vhdx_states(&dynamic, &[(5, 3, false)])?;
         add("vhdx-dynamic", f, None);
 

@@ -61,17 +61,7 @@ pub(super) fn make(
         &["--format", "vdi", "--type", "dynamic", "--size", "8M"],
         &dynamic,
     )?;
-    qemu_io(
-        f,
-        &dynamic,
-        &[
-            "write -P 0x55 0 100k",
-            "write -P 0 1M 1M",
-            "write -P 0x66 2M 4k",
-            "write -P 0x67 5M 4k",
-            "write -P 0x68 7M 4k",
-        ],
-    )?;
+    qemu_io(f, &dynamic, super::DYNAMIC_8M_PATTERN)?;
     // Block 6 reads zeros without data (as a discard leaves it).
     set_entries(&dynamic, &[(6, vdi::ZERO)])?;
     add("vdi-dynamic", f, None);
