@@ -21,6 +21,9 @@
 //!    is missing.
 //! 5. A table on stdout, `bench.json` and `bench.md` in --out (default `<target>/bench`).
 //!
+//! Case g (`g-qcow2`) is a qcow2 disk with an ext4 guest, against `qemu-img convert` for time
+//! and against zeroing the guest's free space then `qemu-img convert` for size (see [`qcow2`]).
+//!
 //! `--only CASE` (repeatable) keeps the cases whose name contains CASE (`--only wsl`,
 //! `--only linux-guests`, `--only a-`); the rows of f are `f-linux-guests/<id>` (`ext4-bare`,
 //! `ext4-gpt`, `xfs`, `btrfs`, `fat32`, `exfat`, `lvm`).
@@ -32,6 +35,7 @@ mod host;
 mod linux;
 mod measure;
 mod ntfs;
+mod qcow2;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -49,6 +53,8 @@ const MIB: f64 = 1_048_576.0;
 const WSL: &str = "e-wsl-64g";
 const TIB: &str = "e-wsl-1tib";
 const GUESTS: &str = "f-linux-guests";
+/// The qcow2 case ([`qcow2`]).
+const QCOW2: &str = "g-qcow2";
 
 /// The name of the hardware-floor row ([`measure::floor_command`]).
 const FLOOR: &str = "floor: copy + sync + truncate";
@@ -67,7 +73,7 @@ struct Options {
 /// The names of every case (full size), for the help.
 pub fn case_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = cases::all(false).iter().map(|c| c.name).collect();
-    names.extend([WSL, TIB, GUESTS]);
+    names.extend([WSL, TIB, GUESTS, QCOW2]);
     names
 }
 
@@ -186,13 +192,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .filter(|g| chosen(&format!("{GUESTS}/{}", g.id())))
         .collect();
     let (wsl, tib, guests) = (chosen(WSL), chosen(TIB), !rows.is_empty());
-    if cases.is_empty() && !wsl && !tib && !guests {
+    let qcow2 = chosen(QCOW2);
+    if cases.is_empty() && !wsl && !tib && !guests && !qcow2 {
         return Err(format!("no case matches --only {:?}", opts.only));
     }
     // The Linux-guest cases need root and peers that may be missing: fail before any work.
-    if wsl || tib || guests {
+    if wsl || tib || guests || qcow2 {
         let mut needed = rows.clone();
-        if wsl || tib {
+        if wsl || tib || qcow2 {
             needed.push(guests::Guest::Ext4Bare);
         }
         linux::preflight(&needed)?;
@@ -220,6 +227,10 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if guests {
         let s = linux::linux_guests(&vdisk, &work, &sizes, &rows).map_err(keep_note)?;
         linux_sections.push(("f_linux_guests", s));
+    }
+    if qcow2 {
+        let s = qcow2::run(&vdisk, &work, opts.runs, opts.quick).map_err(keep_note)?;
+        linux_sections.push(("g_qcow2", s));
     }
     if opts.keep {
         println!("kept the work folder {}", work.display());
