@@ -328,9 +328,31 @@ impl DiskImage for Qcow2Image {
         self.parent.as_deref()
     }
 
+    /// Refused until core can keep compressed and snapshot-shared clusters where they are
+    /// (the map itself is [`Qcow2Image::host_map`]).
+    fn host_space(&self) -> Result<vdisk_core::HostSpaceMap> {
+        Err(not_yet())
+    }
+
+    fn as_compactable(&mut self) -> Result<&mut dyn vdisk_core::Compactable> {
+        Err(not_yet())
+    }
+
+    fn as_compactable_ref(&self) -> Result<&dyn vdisk_core::Compactable> {
+        Err(not_yet())
+    }
+
     fn parent_path(&self) -> Option<&Path> {
         self.parent_path.as_deref()
     }
+}
+
+/// Why compaction is refused for now.
+fn not_yet() -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        "compaction of qcow2 images is not yet supported",
+    )
 }
 
 /// Appends an extent, merged into the last one when it continues it.
