@@ -32,6 +32,7 @@
 mod chain;
 mod check;
 mod compressed;
+mod create;
 mod extension;
 mod format;
 mod header;
@@ -45,7 +46,7 @@ mod space;
 mod image;
 
 use vdisk_core::{
-    CheckReport, Confidence, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions,
+    CheckReport, Confidence, CreateSpec, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions,
     ParentReference, Problem, Result,
 };
 
@@ -69,6 +70,14 @@ impl FormatDriver for Qcow2Driver {
 
     fn probe(&self, file: &dyn HostFile) -> Result<Confidence> {
         header::probe(file)
+    }
+
+    fn check_spec(&self, spec: &CreateSpec) -> Result<()> {
+        create::check_spec(spec)
+    }
+
+    fn create(&self, file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Box<dyn DiskImage>> {
+        Ok(Box::new(create::create(file, spec)?))
     }
 
     fn open(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {

@@ -8,6 +8,7 @@ mod main {
     mod bad_input;
     mod chain;
     mod check;
+    mod create;
     mod qemu;
     pub mod util;
 }

@@ -69,3 +69,40 @@ fn a_qcow2_with_a_lowered_refcount_fails_check_and_a_dirty_one_names_qemu_img_ch
     );
     pristine.assert_unchanged(&file, true, "dirty qcow2");
 }
+
+#[test]
+fn vdisk_create_makes_a_qcow2_that_qemu_img_checks_clean_with_the_cluster_size_asked() {
+    let dir = tempdir();
+    let file = dir.path().join("new.qcow2");
+    run(vdisk_cmd()
+        .args([
+            "create", "--format", "qcow2", "--type", "dynamic", "--size", "64M",
+        ])
+        .args(["--block-size", "4096"])
+        .arg(&file))
+    .ok();
+    let out = super::support::qemu_img([
+        std::ffi::OsStr::new("check"),
+        std::ffi::OsStr::new("-f"),
+        std::ffi::OsStr::new("qcow2"),
+        file.as_os_str(),
+    ]);
+    out.ok();
+    let info = super::support::qemu_img([
+        std::ffi::OsStr::new("info"),
+        std::ffi::OsStr::new("--output=json"),
+        file.as_os_str(),
+    ]);
+    assert!(
+        info.stdout.contains("\"cluster-size\": 4096"),
+        "{}",
+        info.stdout
+    );
+    assert!(
+        info.stdout.contains("\"virtual-size\": 67108864"),
+        "{}",
+        info.stdout
+    );
+    let v = info_ok(&file);
+    assert_eq!(text(&v, "format"), "qcow2");
+}
