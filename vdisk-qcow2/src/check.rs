@@ -7,7 +7,7 @@
 
 use vdisk_core::{Error, ErrorKind, Problem, Result};
 
-use crate::format::{MAX_CHECKED_CLUSTERS, idx};
+use crate::format::{AUTOCLEAR_BITMAPS, MAX_CHECKED_CLUSTERS, idx};
 use crate::image::Qcow2Image;
 use crate::l1::{self, L1Entry};
 use crate::l2::{self, Entry};
@@ -129,6 +129,13 @@ pub(crate) fn check(image: &Qcow2Image) -> Result<Vec<Problem>> {
             Use::Meta("the snapshot table"),
             "the snapshot table",
         );
+    }
+    // Persistent bitmaps count only while the autoclear bit says they are consistent (qemu
+    // ignores the extension otherwise, and their clusters are then leaks).
+    if l.autoclear & AUTOCLEAR_BITMAPS != 0 {
+        for (start, len, what) in crate::bitmap::host_ranges(file, l)? {
+            r.add(start, len, Use::Meta(what), what);
+        }
     }
     let mut refcounts = Refcounts::new(file, l, &image.reftable);
     // The active tables, then each snapshot's.

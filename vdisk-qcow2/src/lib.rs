@@ -29,6 +29,7 @@
 //! not offered yet.
 #![forbid(unsafe_code)]
 
+mod bitmap;
 mod chain;
 mod check;
 mod compressed;

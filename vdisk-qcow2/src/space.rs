@@ -3,7 +3,8 @@
 //! ```text
 //!  header cluster, snapshot table, snapshot L1 tables,   FIXED (never moved, never freed)
 //!  snapshot-only L2 tables and data, compressed and
-//!  shared clusters, L2 tables shared with a snapshot
+//!  shared clusters, L2 tables shared with a snapshot,
+//!  persistent bitmaps (directory, tables, data)
 //!  active L1 table (one range), refcount table (one     Metadata { movable: true }
 //!  range), each refcount block, each unshared L2 table
 //!  each unshared standard data cluster of the active    BlockData(guest cluster)
@@ -45,6 +46,10 @@ impl Qcow2Image {
         if l.nb_snapshots > 0 {
             let end = l.snapshots_offset + l.cluster_align(self.snapshot_table_len);
             used.push((l.snapshots_offset..end, HostUse::FIXED));
+        }
+        // Persistent bitmaps: kept where they are.
+        for (start, len, _) in crate::bitmap::host_ranges(&*self.file, l)? {
+            used.push((start..start + l.cluster_align(len), HostUse::FIXED));
         }
         // The active tables: unshared L2 tables are movable, unshared clusters blocks.
         for (i, e) in self.l1.iter().enumerate() {

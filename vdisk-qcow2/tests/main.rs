@@ -10,5 +10,6 @@ mod main {
     mod check;
     mod create;
     mod qemu;
+    mod space;
     pub mod util;
 }
