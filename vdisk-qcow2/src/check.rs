@@ -147,8 +147,14 @@ pub(crate) fn check(image: &Qcow2Image) -> Result<Vec<Problem>> {
             Use::Meta("a snapshot l1 table"),
             &format!("the l1 table of snapshot {}", s.id),
         );
-        let table = l1::read(file, l, s.l1_offset, s.l1_size, "a snapshot l1 table")?;
-        walk(image, &table, &mut r, &s.id, false, &mut refcounts)?;
+        match l1::read(file, l, s.l1_offset, s.l1_size, "a snapshot l1 table") {
+            Ok(table) => walk(image, &table, &mut r, &s.id, false, &mut refcounts)?,
+            Err(e) if e.kind() == ErrorKind::InvalidImage => r.problems.push(Problem::error(
+                format!("snapshot {}: {}", s.id, e.message()),
+                e.offset(),
+            )),
+            Err(e) => return Err(e),
+        }
     }
     // Stored refcounts against references, for every cluster of the file and any refcount
     // block entry past it.

@@ -95,9 +95,13 @@ impl Qcow2Image {
             for e in table.iter().filter(|e| e.l2 != 0) {
                 used.push((e.l2..e.l2 + cs, HostUse::FIXED));
                 for raw in l2::read_table(&*self.file, l, e.l2)? {
-                    let Ok(entry) = Entry::decode(raw, l) else {
-                        continue;
-                    };
+                    // A snapshot entry that does not decode could hold any cluster: no map.
+                    let entry = Entry::decode(raw, l).map_err(|err| {
+                        vdisk_core::Error::invalid(
+                            format!("snapshot {}: {}; nothing was changed", s.id, err.message()),
+                            e.l2,
+                        )
+                    })?;
                     if let Some((host, len)) = entry.host_range(cs) {
                         let start = host / cs * cs;
                         used.push((start..l.cluster_align(host + len), HostUse::FIXED));
