@@ -2,7 +2,6 @@
 //! clear lowercase reason, no panic, the file byte-identical.
 
 use super::util::{open, poke, qemu_create, qemu_io};
-use vdisk_core::BlockDevice;
 use vdisk_core::ErrorKind;
 
 /// Byte edits: (file offset, new bytes).
