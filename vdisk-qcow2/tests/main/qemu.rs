@@ -123,3 +123,47 @@ fn internal_snapshots_keep_their_content_while_the_active_layer_reads_like_qemu(
         assert!(map.is_err(), "compaction stays refused for now");
     }
 }
+
+/// Inserts an extension of `kind` with `data` before the end marker of the header
+/// extensions of the v3 image at `path`.
+fn add_extension(path: &std::path::Path, kind: u32, data: &[u8]) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mut at = u32::from_be_bytes(bytes[100..104].try_into().unwrap()) as usize;
+    while u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) != 0 {
+        let len = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += 8 + len.next_multiple_of(8);
+    }
+    let mut ext = kind.to_be_bytes().to_vec();
+    ext.extend((data.len() as u32).to_be_bytes());
+    ext.extend(data);
+    ext.resize(ext.len().next_multiple_of(8) + 8, 0);
+    bytes[at..at + ext.len()].copy_from_slice(&ext);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn unknown_extensions_and_compatible_bits_are_accepted_listed_and_left_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ext.qcow2");
+    qemu_create(&path, "", "4M");
+    qemu_io(&path, "qcow2", &["write -P 4 0 64k"]);
+    add_extension(&path, 0x1234_5678, b"hello");
+    super::util::poke(&path, 80, &(1u64 << 5).to_be_bytes());
+    super::util::poke(&path, 88, &(1u64 << 7).to_be_bytes());
+    let before = std::fs::read(&path).unwrap();
+    let img = super::util::open(&path).unwrap();
+    let details = img.details();
+    let get = |k: &str| details.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert!(
+        get("header extensions")
+            .unwrap()
+            .contains("unknown 0x12345678 (5 bytes"),
+        "{details:?}"
+    );
+    assert_eq!(get("compatible features").as_deref(), Some("bit 5"));
+    assert_eq!(get("autoclear features").as_deref(), Some("bit 7"));
+    assert_reads_like_qemu(&path);
+    assert!(check(&path).is_empty(), "{:?}", check(&path));
+    drop(img);
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
+}
