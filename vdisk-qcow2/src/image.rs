@@ -41,6 +41,8 @@ pub struct Qcow2Image {
     pub(crate) parent_path: Option<PathBuf>,
     /// Warnings found at open, reported again by `check`.
     pub(crate) notes: Vec<Problem>,
+    /// Entries of the allocation map ([`DiskImage::block_count`]), fixed at open.
+    blocks: u64,
     /// The last compressed cluster inflated: (guest cluster, its bytes).
     inflated: Mutex<Option<(u64, Vec<u8>)>>,
 }
@@ -95,7 +97,13 @@ impl Qcow2Image {
         } else {
             (Vec::new(), 0)
         };
+        // The guest clusters of the virtual size, and past it every cluster the L2 tables
+        // address (qemu keeps saved VM state there), so their host space is kept.
+        let last_table = l2.iter().rposition(Option::is_some);
+        let mapped = last_table.map_or(0, |i| (i as u64 + 1) * layout.l2_entries());
+        let blocks = layout.guest_clusters().max(mapped);
         Ok(Qcow2Image {
+            blocks,
             file,
             writable,
             header,
@@ -237,9 +245,7 @@ impl DiskImage for Qcow2Image {
     /// The guest clusters of the virtual size, and past it every cluster the L2 tables
     /// address (qemu keeps saved VM state there), so their host space is kept.
     fn block_count(&self) -> u64 {
-        let last_table = self.l2.iter().rposition(Option::is_some);
-        let mapped = last_table.map_or(0, |i| (i as u64 + 1) * self.layout.l2_entries());
-        self.layout.guest_clusters().max(mapped)
+        self.blocks
     }
 
     /// Standard clusters (and preallocated zero clusters) are allocated at their host cluster;

@@ -86,3 +86,28 @@ fn a_backing_file_outside_the_images_folder_is_refused_unless_allowed() {
         .unwrap();
     assert_eq!(reference.locators[0].path, s(&base));
 }
+
+#[test]
+fn past_the_end_of_a_smaller_backing_file_the_child_reads_zeros_like_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("small.qcow2");
+    qemu_create(&base, "", "3M");
+    qemu_io(&base, "qcow2", &["write -P 0x31 0 3M"]);
+    let child = dir.path().join("big.qcow2");
+    qemu_create(
+        &child,
+        "backing_file=small.qcow2,backing_fmt=qcow2,cluster_size=4096",
+        "8M",
+    );
+    qemu_io(
+        &child,
+        "qcow2",
+        &["write -P 0x32 2M 8k", "write -P 0x33 7M 4k"],
+    );
+    assert_reads_like_qemu(&child);
+    let problems = check(&child);
+    assert!(
+        problems.len() == 1 && problems[0].message.contains("smaller than the image"),
+        "{problems:?}"
+    );
+}
