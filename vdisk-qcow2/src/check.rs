@@ -156,6 +156,20 @@ pub(crate) fn check(image: &Qcow2Image) -> Result<Vec<Problem>> {
             Err(e) => return Err(e),
         }
     }
+    // Every compressed cluster of the active tables must inflate to a whole cluster: a guest
+    // read of it would fail otherwise.
+    for guest in 0..image.layout.guest_clusters() {
+        if let Entry::Compressed { offset, len } = image.entry(guest) {
+            match image.inflate_at(offset, len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::InvalidImage => r.problems.push(Problem::error(
+                    format!("guest cluster {guest}: {}", e.message()),
+                    Some(offset),
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+    }
     // Stored refcounts against references, for every cluster of the file and any refcount
     // block entry past it.
     let mut problems = std::mem::take(&mut r.problems);

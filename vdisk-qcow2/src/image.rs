@@ -198,6 +198,14 @@ impl Qcow2Image {
         Ok(())
     }
 
+    /// Inflates the compressed stream of `len` bytes at `offset` (for `check`).
+    pub(crate) fn inflate_at(&self, offset: u64, len: u64) -> Result<()> {
+        let mut stream = vec![0u8; idx(len)];
+        self.read_host(&mut stream, offset)?;
+        let mut out = vec![0u8; idx(self.layout.cluster_size)];
+        compressed::inflate(&stream, &mut out, offset)
+    }
+
     /// The path of the backing file as the header names it.
     pub fn backing_name(&self) -> Option<&str> {
         self.layout.backing.as_deref()

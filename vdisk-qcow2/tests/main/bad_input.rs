@@ -275,3 +275,34 @@ fn a_hostile_snapshot_table_is_refused_without_panic() {
     assert!(err.contains("extra data"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
+
+#[test]
+fn check_reports_a_compressed_cluster_that_does_not_inflate() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s.qcow2");
+    let path = dir.path().join("c.qcow2");
+    qemu_create(&src, "", "4M");
+    qemu_io(&src, "qcow2", &["write -P 5 0 64k"]);
+    super::util::tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            super::util::s(&src),
+            super::util::s(&path),
+        ],
+    );
+    assert!(super::util::check(&path).is_empty());
+    let l2 = super::util::peek64(&path, super::util::peek64(&path, 40)) & 0x00ff_ffff_ffff_fe00;
+    let offset = super::util::peek64(&path, l2) & ((1 << 54) - 1);
+    poke(&path, offset, &[0xff; 64]);
+    let problems = super::util::check(&path);
+    assert!(
+        problems.iter().any(|p| p
+            .message
+            .contains("guest cluster 0: the compressed cluster")),
+        "{problems:?}"
+    );
+}
