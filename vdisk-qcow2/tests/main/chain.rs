@@ -111,3 +111,17 @@ fn past_the_end_of_a_smaller_backing_file_the_child_reads_zeros_like_qemu() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn a_raw_backing_file_is_refused_as_unsupported_naming_its_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.raw");
+    std::fs::write(&base, vec![7u8; 1 << 20]).unwrap();
+    let child = dir.path().join("c.qcow2");
+    qemu_create(&child, "backing_file=base.raw,backing_fmt=raw", "1M");
+    let before = std::fs::read(&child).unwrap();
+    let err = open(&child).unwrap_err();
+    assert_eq!(err.kind(), vdisk_core::ErrorKind::Unsupported, "{err}");
+    assert!(err.message().contains("is a raw image"), "{err}");
+    assert_eq!(std::fs::read(&child).unwrap(), before);
+}
