@@ -21,8 +21,10 @@
 //!   DRIVER.create  header, refcount table and blocks, l1 table (like qemu-img create)
 //! ```
 //!
-//! Memory is bounded: the active L2 tables are loaded whole at open, at most
-//! 2^25 entries (256 MiB); `check` rebuilds refcounts for at most 2^26 host clusters.
+//! Memory is bounded: the active L2 tables are loaded whole at open, at most 2^25 entries
+//! (256 MiB); `check` rebuilds refcounts for at most 2^25 host clusters (192 MiB); every
+//! table read is bounded by the format's limits (L1 32 MiB, refcount table 8 MiB, snapshot
+//! table 64 MiB) and by the file's length.
 //! Refused with their reason, the file untouched: encryption, external data files,
 //! extended L2 entries, zstd compression, unknown incompatible features, and images whose
 //! dirty or corrupt bit is set (`qemu-img check -r all` repairs them first). Compaction is
