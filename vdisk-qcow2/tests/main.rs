@@ -9,6 +9,7 @@ mod main {
     mod chain;
     mod check;
     mod create;
+    mod mutation;
     mod qemu;
     mod space;
     pub mod util;
