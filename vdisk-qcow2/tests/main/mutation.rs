@@ -3,7 +3,6 @@
 //! panic, never allocate without bound, and a read-only open never writes.
 
 use vdisk_core::testing::open_bytes;
-use vdisk_core::{BlockDevice, DiskImage};
 
 use super::util::{peek64, qemu_create, qemu_io, s, tool};
 
