@@ -99,8 +99,16 @@ impl Qcow2Image {
         };
         // The guest clusters of the virtual size, and past it every cluster the L2 tables
         // address (qemu keeps saved VM state there), so their host space is kept.
-        let last_table = l2.iter().rposition(Option::is_some);
-        let mapped = last_table.map_or(0, |i| (i as u64 + 1) * layout.l2_entries());
+        let per = layout.l2_entries();
+        let mapped = l2
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(i, t)| {
+                let last = t.as_ref()?.iter().rposition(|&raw| raw != 0)?;
+                Some(i as u64 * per + last as u64 + 1)
+            })
+            .unwrap_or(0);
         let blocks = layout.guest_clusters().max(mapped);
         Ok(Qcow2Image {
             blocks,

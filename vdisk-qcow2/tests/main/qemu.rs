@@ -73,6 +73,8 @@ fn v3_zero_clusters_read_zeros_and_say_so_while_v2_zeroed_ranges_are_data_or_una
     let img = super::util::open(&path).unwrap();
     // Zeroing an unallocated cluster makes a zero cluster with no host space; zeroing an
     // allocated one keeps its host cluster (preallocated zero), which reads zeros all the same.
+    // The allocation map has one entry per guest cluster, not one per L2 table slot.
+    assert_eq!(img.block_count(), 64);
     assert_eq!(img.block_state(BlockIndex(32)).unwrap(), BlockState::Zero);
     assert!(matches!(
         img.block_state(BlockIndex(1)).unwrap(),
