@@ -154,6 +154,22 @@ impl Qcow2Image {
             .is_some_and(|e| e.copied)
     }
 
+    /// Whether guest `cluster` holds host space that only moves whole and is never freed:
+    /// a compressed cluster, or a cluster (or its L2 table) shared with an internal snapshot
+    /// (no COPIED flag). The one definition the allocation map, the guest extents and the host
+    /// space map share.
+    pub(crate) fn pinned(&self, cluster: u64) -> bool {
+        match self.entry(cluster) {
+            Entry::Compressed { .. } => true,
+            Entry::Standard { copied, .. }
+            | Entry::Zero {
+                host: Some(_),
+                copied,
+            } => !copied || !self.l2_copied(cluster),
+            Entry::Unallocated | Entry::Zero { host: None, .. } => false,
+        }
+    }
+
     /// Reads host bytes at `offset`; bytes past the end of the file read as zeros (a data
     /// cluster's tail qemu has not written yet).
     fn read_host(&self, buf: &mut [u8], offset: u64) -> Result<()> {
@@ -314,17 +330,20 @@ impl DiskImage for Qcow2Image {
             let cluster = at / cs;
             let within = at % cs;
             let end = ((cluster + 1) * cs).min(range.end);
-            let shared = !self.l2_copied(cluster);
+            let pinned = self.pinned(cluster);
             let kind = match self.entry(cluster) {
                 Entry::Unallocated if self.parent.is_some() || self.layout.backing.is_some() => {
                     GuestExtent::Backing
                 }
-                Entry::Unallocated | Entry::Zero { .. } => GuestExtent::Zero,
-                Entry::Standard { host, copied } if copied && !shared => GuestExtent::Data {
-                    host: Some(HostOffset(host + within)),
-                },
-                Entry::Standard { host, .. } => GuestExtent::Opaque {
+                Entry::Standard { host, .. }
+                | Entry::Zero {
+                    host: Some(host), ..
+                } if pinned => GuestExtent::Opaque {
                     host: host..host + cs,
+                },
+                Entry::Unallocated | Entry::Zero { .. } => GuestExtent::Zero,
+                Entry::Standard { host, .. } => GuestExtent::Data {
+                    host: Some(HostOffset(host + within)),
                 },
                 Entry::Compressed { offset, len } => GuestExtent::Opaque {
                     host: offset..offset + len,

@@ -65,11 +65,7 @@ impl Qcow2Image {
                 let Some((host, len)) = entry.host_range(cs) else {
                     continue;
                 };
-                let own = e.copied
-                    && matches!(
-                        entry,
-                        Entry::Standard { copied: true, .. } | Entry::Zero { copied: true, .. }
-                    );
+                let own = !self.pinned(guest);
                 let r = host..l.cluster_align(host + len);
                 let r = (r.start / cs * cs)..r.end;
                 used.push(match own {

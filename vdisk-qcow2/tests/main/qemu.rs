@@ -169,3 +169,25 @@ fn unknown_extensions_and_compatible_bits_are_accepted_listed_and_left_as_they_a
     drop(img);
     assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
 }
+
+#[test]
+fn a_zeroed_cluster_a_snapshot_still_holds_is_opaque_not_free_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sz.qcow2");
+    qemu_create(&path, "", "8M");
+    qemu_io(&path, "qcow2", &["write -P 1 0 2M"]);
+    tool("qemu-img", &["snapshot", "-c", "a", s(&path)]);
+    qemu_io(&path, "qcow2", &["write -z 1536k 64k", "write -P 2 0 64k"]);
+    assert_reads_like_qemu(&path);
+    assert!(check(&path).is_empty(), "{:?}", check(&path));
+    let img = super::util::open(&path).unwrap();
+    // The zeroed cluster keeps the snapshot's host cluster: it reads zeros but must stay.
+    let e = img.guest_extents(1536 << 10..1600 << 10).unwrap();
+    assert!(matches!(e[..], [(_, GuestExtent::Opaque { .. })]), "{e:?}");
+    // Rewritten after the snapshot: the active layer's own data again.
+    let e = img.guest_extents(0..64 << 10).unwrap();
+    assert!(
+        matches!(e[..], [(_, GuestExtent::Data { host: Some(_) })]),
+        "{e:?}"
+    );
+}
