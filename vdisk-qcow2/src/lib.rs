@@ -17,8 +17,10 @@
 //!               DiskImage    block_state from the tables loaded at open (no I/O)
 //!                            guest_extents: compressed and snapshot-shared clusters opaque
 //!                            check: every refcount rebuilt from every reference
-//!               space        the host space map: what every host cluster holds
+//!               host_map     what every host cluster holds (space; compressed and
+//!                            snapshot-shared clusters fixed)
 //!   DRIVER.create  header, refcount table and blocks, l1 table (like qemu-img create)
+//!   DRIVER.check   open (every active table checked), then check::check
 //! ```
 //!
 //! Memory is bounded: the active L2 tables are loaded whole at open, at most 2^25 entries
@@ -39,14 +41,13 @@ mod create;
 mod extension;
 mod format;
 mod header;
+mod image;
 mod info;
 mod l1;
 mod l2;
 mod refcount;
 mod snapshot;
 mod space;
-
-mod image;
 
 use vdisk_core::{
     CheckReport, Confidence, CreateSpec, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions,
