@@ -14,6 +14,9 @@ fn every_byte_of_qemu_images_of_each_version_cluster_size_and_refcount_width_rea
         "compat=1.1,cluster_size=65536,refcount_bits=16",
         "compat=1.1,cluster_size=2M,refcount_bits=64",
         "compat=1.1,cluster_size=512,refcount_bits=8",
+        "compat=1.1,cluster_size=65536,refcount_bits=32,preallocation=metadata",
+        "compat=1.1,cluster_size=16384,refcount_bits=2,lazy_refcounts=on",
+        "compat=1.1,cluster_size=8192,refcount_bits=4",
     ];
     for (i, opts) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.qcow2"));
