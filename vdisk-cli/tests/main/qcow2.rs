@@ -106,3 +106,35 @@ fn vdisk_create_makes_a_qcow2_that_qemu_img_checks_clean_with_the_cluster_size_a
     let v = info_ok(&file);
     assert_eq!(text(&v, "format"), "qcow2");
 }
+
+#[test]
+fn vdisk_create_makes_a_qcow2_child_of_a_qcow2_that_qemu_reads_through() {
+    let dir = tempdir();
+    let base = dir.path().join("base.qcow2");
+    let child = dir.path().join("child.qcow2");
+    qemu_create_as(&base, "qcow2", "cluster_size=65536", "8M");
+    qemu_io_as("qcow2", &base, &["write -P 7 0 1M".to_string()]);
+    run(vdisk_cmd()
+        .args(["create", "--type", "differencing", "--parent"])
+        .arg(&base)
+        .arg(&child))
+    .ok();
+    let info = super::support::qemu_img([
+        std::ffi::OsStr::new("info"),
+        std::ffi::OsStr::new("--output=json"),
+        child.as_os_str(),
+    ]);
+    assert!(
+        info.stdout.contains("\"backing-filename\": \"base.qcow2\""),
+        "{}",
+        info.stdout
+    );
+    let cmp = super::support::qemu_img([
+        std::ffi::OsStr::new("compare"),
+        base.as_os_str(),
+        child.as_os_str(),
+    ]);
+    cmp.ok();
+    let v = info_ok(&child);
+    assert_eq!(text(&v, "type"), "differencing");
+}
