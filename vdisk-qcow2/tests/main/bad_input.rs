@@ -306,3 +306,36 @@ fn check_reports_a_compressed_cluster_that_does_not_inflate() {
         "{problems:?}"
     );
 }
+
+/// A v3 header of 512-byte clusters with the L1 table at `l1` (`l1_size` entries) and a
+/// one-cluster refcount table at 512.
+fn header(size: u64, l1: u64, l1_size: u32) -> Vec<u8> {
+    let mut h = vec![0u8; 512];
+    h[0..4].copy_from_slice(b"QFI\xfb");
+    h[4..8].copy_from_slice(&3u32.to_be_bytes());
+    h[20..24].copy_from_slice(&9u32.to_be_bytes());
+    h[24..32].copy_from_slice(&size.to_be_bytes());
+    h[36..40].copy_from_slice(&l1_size.to_be_bytes());
+    h[40..48].copy_from_slice(&l1.to_be_bytes());
+    h[48..56].copy_from_slice(&512u64.to_be_bytes());
+    h[56..60].copy_from_slice(&1u32.to_be_bytes());
+    h[96..100].copy_from_slice(&4u32.to_be_bytes());
+    h[100..104].copy_from_slice(&104u32.to_be_bytes());
+    h
+}
+
+#[test]
+fn an_l1_table_naming_more_l2_entries_than_the_memory_cap_is_refused_before_loading_them() {
+    // 600,000 L1 entries all naming the same L2 table: 38 million L2 entries to load.
+    let entries = 600_000u32;
+    let l1 = 1536u64;
+    let mut bytes = header(512, l1, entries);
+    bytes.resize(l1 as usize + entries as usize * 8, 0);
+    let entry = ((1u64 << 63) | 1024).to_be_bytes();
+    for e in bytes[l1 as usize..].chunks_exact_mut(8) {
+        e.copy_from_slice(&entry);
+    }
+    let err = vdisk_core::testing::open_bytes(&vdisk_qcow2::DRIVER, bytes, false).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.message().contains("at most"), "{err}");
+}
