@@ -243,16 +243,39 @@ impl BlockDevice for Qcow2Image {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(self.layout.size, offset, buf.len())?;
+        // Standard clusters that follow each other in the file too are read in one request:
+        // (start in `buf`, host offset, length) of the run being gathered.
+        let mut run: Option<(usize, u64, usize)> = None;
         for span in block_spans(offset, buf.len(), self.layout.cluster_size) {
+            let entry = self.entry(span.block);
+            if let Entry::Standard { host, .. } = entry {
+                let at = host + span.within;
+                match &mut run {
+                    Some((_, h, n)) if *h + *n as u64 == at => *n += span.buf.len(),
+                    _ => {
+                        if let Some((b, h, n)) = run.take() {
+                            self.read_host(&mut buf[b..b + n], h)?;
+                        }
+                        run = Some((span.buf.start, at, span.buf.len()));
+                    }
+                }
+                continue;
+            }
+            if let Some((b, h, n)) = run.take() {
+                self.read_host(&mut buf[b..b + n], h)?;
+            }
             let part = &mut buf[span.buf];
-            match self.entry(span.block) {
-                Entry::Standard { host, .. } => self.read_host(part, host + span.within)?,
+            match entry {
+                Entry::Standard { .. } => {}
                 Entry::Zero { .. } => part.fill(0),
                 Entry::Unallocated => self.read_backing(part, span.offset)?,
                 Entry::Compressed { offset, len } => {
                     self.read_compressed(span.block, offset, len, part, span.within)?;
                 }
             }
+        }
+        if let Some((b, h, n)) = run {
+            self.read_host(&mut buf[b..b + n], h)?;
         }
         Ok(())
     }

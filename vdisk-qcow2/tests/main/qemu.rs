@@ -194,3 +194,33 @@ fn a_zeroed_cluster_a_snapshot_still_holds_is_opaque_not_free_zeros() {
         "{e:?}"
     );
 }
+
+#[test]
+fn reads_of_any_offset_and_length_equal_the_same_bytes_of_qemus_raw_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.qcow2");
+    qemu_create(&path, "cluster_size=4096", "8M");
+    qemu_io(&path, "qcow2", FILL);
+    // Two clusters written out of order, so neighbours in the guest are apart in the file.
+    qemu_io(
+        &path,
+        "qcow2",
+        &["write -P 0x77 2060k 4k", "write -P 0x78 2056k 4k"],
+    );
+    let raw = super::util::qemu_raw(&path);
+    let img = super::util::open(&path).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..400 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let offset = x % raw.len() as u64;
+        let len = ((x >> 32) % (300 << 10)).min(raw.len() as u64 - offset) as usize;
+        let mut buf = vec![0xa5u8; len];
+        img.read_at(&mut buf, offset).unwrap();
+        assert!(
+            buf[..] == raw[offset as usize..offset as usize + len],
+            "{len} bytes at {offset:#x} differ"
+        );
+    }
+}
