@@ -46,7 +46,8 @@ pub enum GuestExtent {
 /// [`GuestExtent::Data`] where the layout says its guest bytes lie
 /// ([`crate::HostLayout::data_offset`]; a fixed image's block is its data; without a layout,
 /// `host: None`); trimmed blocks are discarded; unallocated blocks read the
-/// backing image in a differencing image and zeros elsewhere. Nothing is opaque: only the
+/// backing image in a differencing image and zeros elsewhere; a pinned block is data with no
+/// host offset (its state does not say how its bytes are stored). Nothing is opaque: only the
 /// format knows what is compressed or shared. Neighbours of one kind (data contiguous in the
 /// host file) are merged.
 pub fn extents_from_block_states<I: DiskImage + ?Sized>(
@@ -87,6 +88,10 @@ pub fn extents_from_block_states<I: DiskImage + ?Sized>(
             BlockState::Unallocated if child => GuestExtent::Backing,
             BlockState::Unallocated => GuestExtent::Zero,
             BlockState::Trimmed { .. } => GuestExtent::Discarded,
+            // Stored, but the state says only where its bytes start, not how many there are
+            // nor whether they are the guest's in order: read through the guest view. A
+            // format with pinned blocks says [`GuestExtent::Opaque`] in its own extent map.
+            BlockState::Pinned { .. } => GuestExtent::Data { host: None },
         };
         push(&mut out, at..end, kind);
         at = end;

@@ -59,16 +59,37 @@ pub enum BlockState {
         /// Host space the block still occupies, if any.
         host: Option<HostOffset>,
     },
+    /// Stored in this image in a way the engine must leave exactly where it is: compressed,
+    /// sharing host bytes with other blocks, or shared with an internal snapshot (qcow2). Its
+    /// host bytes are the format's fixed metadata in the host space map
+    /// ([`crate::HostUse::FIXED`]), never a block footprint
+    /// ([`crate::HostUse::BlockData`]): the engine never frees, moves, scans for zeros or
+    /// punches it, whatever the mode or the file system says, and the file never ends before
+    /// its bytes. It reads what the format says (never zeros because of a host-file hole).
+    Pinned {
+        /// Where the block's stored bytes start in the host file (for reports); they are not
+        /// necessarily the guest's bytes in order, and their length is the format's to know.
+        host: HostOffset,
+    },
 }
 
 impl BlockState {
-    /// The start of the host space this block occupies, if any.
+    /// The start of the block's host footprint, the host space the engine may move, punch or
+    /// free with the block, if any. `None` for a [`BlockState::Pinned`] block: it has no
+    /// footprint (its bytes are the format's fixed metadata), so the engine never takes them
+    /// for the block's own.
     pub fn host(self) -> Option<HostOffset> {
         match self {
             BlockState::Allocated { host } => Some(host),
             BlockState::Trimmed { host } => host,
-            BlockState::Zero | BlockState::Unallocated => None,
+            BlockState::Zero | BlockState::Unallocated | BlockState::Pinned { .. } => None,
         }
+    }
+
+    /// Whether the block occupies host space in this image: a footprint ([`BlockState::host`])
+    /// or pinned bytes. What "allocated" counts in [`ImageInfo`] and compaction reports.
+    pub fn stored(self) -> bool {
+        self.host().is_some() || matches!(self, BlockState::Pinned { .. })
     }
 }
 
@@ -145,7 +166,7 @@ pub struct ImageInfo {
     pub block_size: u64,
     /// Number of blocks of the virtual disk.
     pub block_count: u64,
-    /// Blocks that occupy host space.
+    /// Blocks that occupy host space ([`BlockState::stored`]: pinned blocks included).
     pub allocated_blocks: u64,
     /// Size of the image file in bytes.
     pub file_size: u64,
@@ -315,7 +336,7 @@ pub trait DiskImage: BlockDevice {
 pub fn image_info(image: &dyn DiskImage) -> Result<ImageInfo> {
     let mut allocated_blocks = 0;
     for i in 0..image.block_count() {
-        if image.block_state(BlockIndex(i))?.host().is_some() {
+        if image.block_state(BlockIndex(i))?.stored() {
             allocated_blocks += 1;
         }
     }
@@ -344,6 +365,11 @@ pub fn image_info(image: &dyn DiskImage) -> Result<ImageInfo> {
 ///   same host footprint ([`HostLayout::block_footprint`]) from [`BlockState::host`]: all a
 ///   block owns in the host file (data, sector bitmap, trailer) lies in its footprint, and
 ///   nothing else does. Where the guest's bytes lie inside it is [`HostLayout::data_offset`].
+///   A block the engine must leave exactly where it is (compressed, sharing host bytes with
+///   other blocks, shared with an internal snapshot) is [`BlockState::Pinned`]: it has no
+///   footprint, its host bytes are fixed metadata in the host space map, and the format's
+///   [`DiskImage::guest_extents`] says [`GuestExtent::Opaque`] over them (the default extent
+///   map, which knows only where they start, says [`GuestExtent::Data`] with no host offset).
 /// - **Host space map.** [`DiskImage::host_space`] tags every host byte as one block's
 ///   footprint, fixed or movable metadata, the trailer a shrink rewrites, or free
 ///   ([`HostSpaceMap`]), and places the blocks where the allocation map does.
@@ -377,7 +403,9 @@ pub fn image_info(image: &dyn DiskImage) -> Result<ImageInfo> {
 ///   [`Compactable::truncate`] shortens the file.
 /// - It frees only whole blocks, and only for a reason ([`crate::Reason`]): trimmed, all
 ///   zero, free in the guest file system, or (differencing) the same as the parent. A block an
-///   opaque extent touches is never freed, never scanned for zeros and only moved whole.
+///   opaque extent touches is never freed, never scanned for zeros and only moved whole. A
+///   [`BlockState::Pinned`] block is never freed, moved, scanned for zeros or punched, in any
+///   mode; the rest compacts around its bytes.
 /// - Order: [`DiskImage::prepare_write`], [`DiskImage::begin_content_change`] (before content
 ///   may change), deallocate in batches, give freed space back, move metadata, relocate in
 ///   batches (giving each batch's sources back), punch (retrim), truncate.

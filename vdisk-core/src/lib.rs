@@ -12,7 +12,7 @@
 //!        │  open / create / check        a differencing image's parent: parent::open_backing
 //!        ▼                                  (policy, then detected with the same Registry)
 //!   Box<dyn DiskImage> ── BlockDevice: the guest view (read_at/write_at)
-//!        │               block_state(i): Allocated{host} | Zero | Unallocated | Trimmed
+//!        │               block_state(i): Allocated{host} | Zero | Unallocated | Trimmed | Pinned
 //!        │               guest_extents(range): Data | Zero | Backing | Discarded | Opaque
 //!        │               host_space(): every host byte BlockData | Metadata | Trailer | Free
 //!        │  as_compactable() / as_compactable_ref() (planning: read-only, asked once)

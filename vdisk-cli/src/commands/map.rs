@@ -8,6 +8,9 @@
 //! - `parent`: not stored in this differencing image; reads what its parent holds;
 //! - `trimmed`: released by the guest (its content is undefined); it may still take space in
 //!   the file at `host_offset` until a compaction gives it back;
+//! - `pinned`: stored in the image file in a way compaction leaves exactly where it is
+//!   (compressed, or shared with other blocks or an internal snapshot); its bytes there are
+//!   not the guest's in order, so it has no `host_offset`;
 //! - `other`: a state this version of vdisk does not name (a format brought it).
 //!
 //! `host_offset` is where the guest's bytes start, as the format's layout says
@@ -111,6 +114,7 @@ pub fn extents(image: &dyn DiskImage) -> Result<Vec<Extent>> {
             BlockState::Unallocated if child => ("parent", None),
             BlockState::Unallocated => ("unallocated", None),
             BlockState::Trimmed { host } => ("trimmed", host.and_then(at)),
+            BlockState::Pinned { .. } => ("pinned", None),
             _ => ("other", None),
         };
         if let Some(last) = out.last_mut()

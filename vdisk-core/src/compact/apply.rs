@@ -7,7 +7,7 @@ use std::ops::Range;
 use super::{CompactPlan, CompactReport, MetadataMove, RELOCATE_BATCH_BYTES, Reason, ownership};
 use crate::error::{Error, ErrorKind, Result};
 use crate::host_file::HostFile;
-use crate::image::{DiskImage, FreeAs, ImageKind, Relocation};
+use crate::image::{BlockState, DiskImage, FreeAs, ImageKind, Relocation};
 use crate::progress::{CancelToken, Phase, Progress};
 use crate::space::HostUse;
 use crate::units::BlockIndex;
@@ -39,6 +39,19 @@ pub(super) fn apply(
     };
     // Proven again on the image as it is now: the plan may be applied to another open.
     let owned = ownership::owned_ranges(image, footprint, &image.host_space()?)?;
+    // A pinned block is never freed or moved: a plan made on another open, where it was not
+    // pinned yet, is refused before anything is written.
+    let planned = plan.reclaim.iter().map(|&(b, _)| b);
+    for block in planned.chain(plan.moves.iter().map(|m| m.block)) {
+        if matches!(image.block_state(block)?, BlockState::Pinned { .. }) {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "the plan frees or moves block {block}, which the image keeps where it is                      (pinned); it was made for another image (nothing was changed)"
+                ),
+            ));
+        }
+    }
     let reclaimed = reclaimed_ranges(&plan.reclaim, &owned);
     let own: std::collections::HashSet<(u64, u64)> =
         reclaimed.iter().map(|r| (r.start, r.end)).collect();
@@ -77,7 +90,7 @@ pub(super) fn apply(
             // the moves below need no more free host space than one batch.
             let mut freed = Vec::with_capacity(reclaimed.len());
             for (&(block, _), range) in plan.reclaim.iter().zip(&reclaimed) {
-                if image.block_state(block)?.host().is_none() {
+                if !image.block_state(block)?.stored() {
                     freed.push(range.clone());
                 }
             }

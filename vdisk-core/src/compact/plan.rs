@@ -164,6 +164,9 @@ pub(super) fn plan(
             BlockState::Allocated { host } if mode.scans_for_zeros() => {
                 scan.push((block, data_within.and_then(|d| host.0.checked_add(d))));
             }
+            // Kept exactly where it is, in every mode, whatever the file system says: its
+            // bytes are the format's fixed metadata (compressed, shared).
+            BlockState::Pinned { .. } => {}
             _ => {}
         }
     }
@@ -191,7 +194,7 @@ pub(super) fn plan(
     }
     reclaim.sort_unstable_by_key(|&(b, _)| b);
 
-    let blocks_allocated = states.iter().filter(|s| s.host().is_some()).count() as u64;
+    let blocks_allocated = states.iter().filter(|s| s.stored()).count() as u64;
     let mut plan = CompactPlan {
         mode,
         block_size,

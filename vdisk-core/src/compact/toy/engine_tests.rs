@@ -20,37 +20,45 @@ use crate::units::BlockIndex;
 use crate::zero::is_zero;
 
 /// Five sectors: not a power of two.
-const BS: u64 = 5 * 512;
+pub(super) const BS: u64 = 5 * 512;
 
 /// What one block holds, in the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Model {
+pub(super) enum Model {
     Free,
     Data(Vec<u8>),
     Trimmed,
 }
 
-fn bytes_of(file: &SparseFile) -> Vec<u8> {
+pub(super) fn bytes_of(file: &SparseFile) -> Vec<u8> {
     file.0.to_vec()
 }
 
-fn reopen(bytes: Vec<u8>) -> ToyImage {
+pub(super) fn reopen(bytes: Vec<u8>) -> ToyImage {
     ToyImage::open(Box::new(SparseFile(MemFile::from_bytes(bytes)))).expect("toy opens")
 }
 
-fn whole(image: &dyn DiskImage) -> Vec<u8> {
+pub(super) fn whole(image: &dyn DiskImage) -> Vec<u8> {
     let mut v = vec![0u8; image.size() as usize];
     image.read_at(&mut v, 0).unwrap();
     v
 }
 
-fn plan(image: &dyn DiskImage, mode: Mode, fs_free: Option<&[Range<u64>]>) -> Result<CompactPlan> {
+pub(super) fn plan(
+    image: &dyn DiskImage,
+    mode: Mode,
+    fs_free: Option<&[Range<u64>]>,
+) -> Result<CompactPlan> {
     let mut opts = CompactOptions::new(mode);
     opts.fs_free = fs_free.map(<[_]>::to_vec);
     GenericCompactor.plan(image, &opts, &NoProgress, &CancelToken::new())
 }
 
-fn compact(image: &mut ToyImage, mode: Mode, fs_free: Option<&[Range<u64>]>) -> CompactPlan {
+pub(super) fn compact(
+    image: &mut ToyImage,
+    mode: Mode,
+    fs_free: Option<&[Range<u64>]>,
+) -> CompactPlan {
     let p = plan(image, mode, fs_free).expect("plan");
     GenericCompactor
         .apply(image, &p, &NoProgress, &CancelToken::new())
@@ -59,7 +67,12 @@ fn compact(image: &mut ToyImage, mode: Mode, fs_free: Option<&[Range<u64>]>) -> 
 }
 
 /// Builds a toy over a sparse file: `blocks[b]` held in `slots[b]` when it holds one.
-fn build(geo: Geometry, blocks: &[Model], slots: &[u64], fill: u8) -> (ToyImage, SparseFile) {
+pub(super) fn build(
+    geo: Geometry,
+    blocks: &[Model],
+    slots: &[u64],
+    fill: u8,
+) -> (ToyImage, SparseFile) {
     let file = SparseFile::default();
     let mut it = slots.iter();
     let table: Vec<Entry> = blocks

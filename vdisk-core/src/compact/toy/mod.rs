@@ -19,7 +19,9 @@
 //!   trimmed by the guest (reads zeros, still holds slot `k`).
 //! - A block's data comes first in its footprint, followed by a trailer naming the block; the
 //!   block size need not be a power of two. A trailer whose byte 16 is 1 marks the block
-//!   shared: its guest extent is opaque (moved only whole, never freed).
+//!   shared: its guest extent is opaque (moved only whole, never freed). A trailer whose byte
+//!   16 is 2 marks it pinned ([`BlockState::Pinned`]): its slot is fixed metadata, and the
+//!   toy's primitives refuse to free or move it.
 //!
 //! Its primitives are crash-safe the way VHD's are (no journal): a move copies the footprint
 //! into a free slot and syncs before a table sector points at it; every table sector is one
@@ -32,6 +34,7 @@
 
 mod crash_tests;
 mod engine_tests;
+mod pinned_tests;
 mod sparse;
 
 use std::collections::BTreeSet;
@@ -86,6 +89,10 @@ impl Entry {
             Entry::Free => None,
             Entry::Slot { slot, .. } => Some(slot),
         }
+    }
+
+    fn trimmed(self) -> bool {
+        matches!(self, Entry::Slot { trimmed: true, .. })
     }
 }
 
@@ -204,6 +211,8 @@ pub(crate) struct ToyImage {
     pub data_offset: Option<u64>,
     /// Blocks marked shared in their trailer: opaque guest extents.
     opaque: BTreeSet<u64>,
+    /// Blocks marked pinned in their trailer: kept exactly where they are.
+    pinned: BTreeSet<u64>,
     /// Makes the host space map give each block a sector less than its footprint, so a test
     /// can prove the engine refuses a map that disagrees with the allocation map.
     pub misreport_space: bool,
@@ -273,14 +282,16 @@ impl ToyImage {
                 }
             }
         }
-        let mut opaque = BTreeSet::new();
+        let (mut opaque, mut pinned) = (BTreeSet::new(), BTreeSet::new());
         for (b, e) in table.iter().enumerate() {
             if let Some(slot) = e.slot() {
                 let mut flag = [0u8];
                 file.read_at(&mut flag, geo.slot_range(slot).start + geo.block_size + 16)?;
-                if flag[0] == 1 {
-                    opaque.insert(b as u64);
-                }
+                match flag[0] {
+                    1 => opaque.insert(b as u64),
+                    2 if !e.trimmed() => pinned.insert(b as u64),
+                    _ => false,
+                };
             }
         }
         Ok(ToyImage {
@@ -289,8 +300,21 @@ impl ToyImage {
             table,
             data_offset: Some(0),
             opaque,
+            pinned,
             misreport_space: false,
         })
+    }
+
+    /// Marks `block` (which holds a slot, not trimmed) pinned, in its trailer: it becomes
+    /// [`BlockState::Pinned`], its slot fixed metadata.
+    pub fn make_pinned(&mut self, block: u64) -> Result<()> {
+        let e = self.table[block as usize];
+        let slot = e.slot().expect("a block holding a slot");
+        assert!(!e.trimmed(), "a pinned block holds data");
+        let at = self.geo.slot_range(slot).start + self.geo.block_size + 16;
+        self.file.write_at(&[2], at)?;
+        self.pinned.insert(block);
+        Ok(())
     }
 
     /// Marks `block` (which holds a slot) shared, in its trailer: its extent becomes opaque.
@@ -383,6 +407,9 @@ impl DiskImage for ToyImage {
         let host = |slot| HostOffset(self.geo.slot_range(slot).start);
         Ok(match *e {
             Entry::Free => BlockState::Unallocated,
+            Entry::Slot { slot, .. } if self.pinned.contains(&block.0) => {
+                BlockState::Pinned { host: host(slot) }
+            }
             Entry::Slot {
                 slot,
                 trimmed: false,
@@ -410,7 +437,7 @@ impl DiskImage for ToyImage {
             let b = at / bs;
             let end = ((b + 1) * bs).min(range.end);
             match self.table[b as usize].slot() {
-                Some(slot) if self.opaque.contains(&b) => {
+                Some(slot) if self.opaque.contains(&b) || self.pinned.contains(&b) => {
                     let host = self.geo.slot_range(slot);
                     out.push((at..end, GuestExtent::Opaque { host }));
                 }
@@ -427,7 +454,13 @@ impl DiskImage for ToyImage {
         };
         let fp = self.geo.footprint() - if self.misreport_space { SECTOR } else { 0 };
         let table = [(self.geo.table(), table)];
-        HostSpaceMap::of_image(self, fp, std::iter::once(0..HEADER_LEN), table)
+        // A pinned block's slot is fixed metadata, never its footprint.
+        let pinned = self.pinned.iter().filter_map(|&b| {
+            let slot = self.table[b as usize].slot()?;
+            Some(self.geo.slot_range(slot))
+        });
+        let fixed = std::iter::once(0..HEADER_LEN).chain(pinned);
+        HostSpaceMap::of_image(self, fp, fixed, table)
     }
 
     /// Every block's trailer names it.
@@ -438,7 +471,7 @@ impl DiskImage for ToyImage {
                 let at = self.geo.slot_range(slot).start + self.geo.block_size;
                 let mut t = vec![0u8; TRAILER_LEN as usize];
                 self.file.read_at(&mut t, at)?;
-                if t[..16] != trailer(b as u64)[..16] || t[16] > 1 {
+                if t[..16] != trailer(b as u64)[..16] || t[16] > 2 {
                     problems.push(Problem::error(
                         format!("block {b}'s trailer in slot {slot} does not name it"),
                         Some(at),
@@ -474,6 +507,11 @@ impl Compactable for ToyImage {
         if let Some(b) = blocks.iter().find(|b| b.0 >= self.geo.blocks) {
             return Err(Self::internal(format!("no block {b}")));
         }
+        if let Some(b) = blocks.iter().find(|b| self.pinned.contains(&b.0)) {
+            return Err(Self::internal(format!(
+                "block {b} is pinned; nothing was freed"
+            )));
+        }
         let (mut next, mut changed) = (self.table.clone(), BTreeSet::new());
         for b in blocks {
             if next[b.0 as usize] != Entry::Free {
@@ -491,7 +529,10 @@ impl Compactable for ToyImage {
         for m in moves {
             let e = self.table.get(m.block.0 as usize).copied();
             let from = e.and_then(Entry::slot);
-            if from.is_none() || from != self.geo.slot_at(m.from.0) {
+            if from.is_none()
+                || from != self.geo.slot_at(m.from.0)
+                || self.pinned.contains(&m.block.0)
+            {
                 return Err(Self::internal(format!(
                     "block {} is not at {}; nothing was moved",
                     m.block, m.from
