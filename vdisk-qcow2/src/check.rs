@@ -1,0 +1,250 @@
+//! `vdisk check`: the refcount of every host cluster rebuilt from every reference (header,
+//! L1 tables, L2 tables, data and compressed clusters, snapshots, the refcount table and
+//! blocks) and compared with the stored one, as `qemu-img check` does. A stored refcount
+//! below the references is corruption (a write would free a cluster still in use); above them
+//! a leak (harmless space). Clusters claimed by two structures that cannot share, COPIED flags
+//! that disagree with the refcount, and references past the end of the file are reported too.
+
+use vdisk_core::{Error, ErrorKind, Problem, Result};
+
+use crate::format::{MAX_CHECKED_CLUSTERS, idx};
+use crate::image::Qcow2Image;
+use crate::l1::{self, L1Entry};
+use crate::l2::{self, Entry};
+use crate::refcount::Refcounts;
+
+/// What references a host cluster, for overlap reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Free,
+    /// Header, L1 tables, the refcount table and blocks, the snapshot table: one owner each.
+    Meta(&'static str),
+    L2,
+    Data,
+    Compressed,
+}
+
+struct Rebuild {
+    cluster_size: u64,
+    file_clusters: u64,
+    counts: Vec<u32>,
+    uses: Vec<Use>,
+    problems: Vec<Problem>,
+}
+
+impl Rebuild {
+    /// Adds one reference to every cluster of `start..start + len`, used as `what`.
+    fn add(&mut self, start: u64, len: u64, what: Use, name: &str) {
+        if len == 0 {
+            return;
+        }
+        let first = start / self.cluster_size;
+        let last = (start.saturating_add(len) - 1) / self.cluster_size;
+        for c in first..=last {
+            if c >= self.file_clusters {
+                self.problems.push(Problem::error(
+                    format!("{name} at {start:#x} lies past the end of the file"),
+                    Some(start),
+                ));
+                return;
+            }
+            let i = idx(c);
+            let prev = self.uses[i];
+            let clash = match (prev, what) {
+                (Use::Free, _) => false,
+                (Use::Meta(_), _) | (_, Use::Meta(_)) => true,
+                (a, b) => a != b,
+            };
+            if clash {
+                let prev_name = match prev {
+                    Use::Meta(n) => n,
+                    Use::L2 => "an l2 table",
+                    Use::Data => "a data cluster",
+                    Use::Compressed => "a compressed cluster",
+                    Use::Free => "",
+                };
+                self.problems.push(Problem::error(
+                    format!(
+                        "{name} at {start:#x} overlaps {prev_name} in host cluster {:#x}",
+                        c * self.cluster_size
+                    ),
+                    Some(c * self.cluster_size),
+                ));
+            }
+            self.uses[i] = what;
+            self.counts[i] = self.counts[i].saturating_add(1);
+        }
+    }
+}
+
+/// Every problem of `image`'s refcounts and references.
+pub(crate) fn check(image: &Qcow2Image) -> Result<Vec<Problem>> {
+    let l = &image.layout;
+    let file = &*image.file;
+    let cs = l.cluster_size;
+    let file_clusters = file.len()?.div_ceil(cs);
+    if file_clusters > MAX_CHECKED_CLUSTERS {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the file has {file_clusters} clusters; this version checks the refcounts of at \
+                 most {MAX_CHECKED_CLUSTERS}"
+            ),
+        ));
+    }
+    let mut r = Rebuild {
+        cluster_size: cs,
+        file_clusters,
+        counts: vec![0; idx(file_clusters)],
+        uses: vec![Use::Free; idx(file_clusters)],
+        problems: Vec::new(),
+    };
+    r.add(0, cs, Use::Meta("the header cluster"), "the header cluster");
+    r.add(
+        l.l1_offset,
+        l.l1_bytes(),
+        Use::Meta("the l1 table"),
+        "the l1 table",
+    );
+    r.add(
+        l.reftable_offset,
+        l.reftable_bytes(),
+        Use::Meta("the refcount table"),
+        "the refcount table",
+    );
+    for (i, &b) in image.reftable.iter().enumerate() {
+        if b != 0 {
+            r.add(
+                b,
+                cs,
+                Use::Meta("a refcount block"),
+                &format!("refcount block {i}"),
+            );
+        }
+    }
+    if l.nb_snapshots > 0 {
+        r.add(
+            l.snapshots_offset,
+            image.snapshot_table_len,
+            Use::Meta("the snapshot table"),
+            "the snapshot table",
+        );
+    }
+    let mut refcounts = Refcounts::new(file, l, &image.reftable);
+    // The active tables, then each snapshot's.
+    walk(image, &image.l1, &mut r, "active", true, &mut refcounts)?;
+    for s in &image.snapshots {
+        r.add(
+            s.l1_offset,
+            s.l1_size * 8,
+            Use::Meta("a snapshot l1 table"),
+            &format!("the l1 table of snapshot {}", s.id),
+        );
+        let table = l1::read(file, l, s.l1_offset, s.l1_size, "a snapshot l1 table")?;
+        walk(image, &table, &mut r, &s.id, false, &mut refcounts)?;
+    }
+    // Stored refcounts against references, for every cluster of the file and any refcount
+    // block entry past it.
+    let mut problems = std::mem::take(&mut r.problems);
+    let per = l.refblock_entries();
+    let covered = image.reftable.len() as u64 * per;
+    for c in 0..file_clusters.max(covered.min(file_clusters + per)) {
+        let want = u64::from(r.counts.get(idx(c)).copied().unwrap_or(0));
+        let have = refcounts.get(c)?;
+        let at = c * cs;
+        if have < want {
+            problems.push(Problem::error(
+                format!(
+                    "host cluster {at:#x} has refcount {have} but {want} references: a write \
+                     could free it while in use (run `qemu-img check -r all`)"
+                ),
+                Some(at),
+            ));
+        } else if have > want {
+            let past = if c >= file_clusters {
+                " (past the end of the file)"
+            } else {
+                ""
+            };
+            problems.push(Problem::warning(
+                format!(
+                    "host cluster {at:#x}{past} has refcount {have} but {want} references: \
+                     leaked space"
+                ),
+                Some(at),
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// Adds the references of one L1 table's L2 tables and clusters; for the active table, also
+/// checks the COPIED flags against the stored refcounts.
+fn walk(
+    image: &Qcow2Image,
+    table: &[L1Entry],
+    r: &mut Rebuild,
+    name: &str,
+    active: bool,
+    refcounts: &mut Refcounts<'_>,
+) -> Result<()> {
+    let l = &image.layout;
+    let cs = l.cluster_size;
+    for (i, e) in table.iter().enumerate() {
+        if e.l2 == 0 {
+            continue;
+        }
+        r.add(
+            e.l2,
+            cs,
+            Use::L2,
+            &format!("l2 table {i} of the {name} l1 table"),
+        );
+        if active {
+            copied_matches(e.copied, refcounts.get(e.l2 / cs)?, e.l2, "l2 table", r);
+        }
+        let entries = match (active, image.l2.get(i)) {
+            (true, Some(Some(t))) => t.to_vec(),
+            _ => l2::read_table(&*image.file, l, e.l2)?,
+        };
+        for (j, raw) in entries.into_iter().enumerate() {
+            let guest = i as u64 * l.l2_entries() + j as u64;
+            let entry = match Entry::decode(raw, l) {
+                Ok(entry) => entry,
+                Err(err) => {
+                    r.problems.push(Problem::error(
+                        format!("guest cluster {guest} ({name}): {}", err.message()),
+                        Some(e.l2 + j as u64 * 8),
+                    ));
+                    continue;
+                }
+            };
+            let what = match entry {
+                Entry::Compressed { .. } => Use::Compressed,
+                _ => Use::Data,
+            };
+            if let Some((host, len)) = entry.host_range(cs) {
+                r.add(host, len, what, &format!("guest cluster {guest} ({name})"));
+                if let (true, Entry::Standard { copied, .. } | Entry::Zero { copied, .. }) =
+                    (active, entry)
+                {
+                    copied_matches(copied, refcounts.get(host / cs)?, host, "data cluster", r);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The COPIED flag must be set exactly when the refcount is one.
+fn copied_matches(copied: bool, refcount: u64, at: u64, what: &str, r: &mut Rebuild) {
+    if copied != (refcount == 1) {
+        r.problems.push(Problem::error(
+            format!(
+                "the {what} at {at:#x} has refcount {refcount} but its COPIED flag is {}",
+                if copied { "set" } else { "clear" }
+            ),
+            Some(at),
+        ));
+    }
+}

@@ -1,0 +1,105 @@
+//! The host space map: what every host byte of a qcow2 holds, for the compactor.
+//!
+//! ```text
+//!  header cluster, snapshot table, snapshot L1 tables,   FIXED (never moved, never freed)
+//!  snapshot-only L2 tables and data, compressed and
+//!  shared clusters, L2 tables shared with a snapshot
+//!  active L1 table (one range), refcount table (one     Metadata { movable: true }
+//!  range), each refcount block, each unshared L2 table
+//!  each unshared standard data cluster of the active    BlockData(guest cluster)
+//!  tables (COPIED on the entry and its L2 table)
+//! ```
+
+use std::ops::Range;
+
+use vdisk_core::{BlockIndex, HostSpaceMap, HostUse, Result};
+
+use crate::image::Qcow2Image;
+use crate::l1;
+use crate::l2::{self, Entry};
+
+const MOVABLE: HostUse = HostUse::Metadata { movable: true };
+
+impl Qcow2Image {
+    /// Every host byte range and what holds it (see the module doc). Refused
+    /// ([`vdisk_core::ErrorKind::InvalidImage`]) when a data cluster overlaps metadata or
+    /// another cluster, or lies past the end of the file.
+    pub fn host_map(&self) -> Result<HostSpaceMap> {
+        let l = &self.layout;
+        let cs = l.cluster_size;
+        let mut used: Vec<(Range<u64>, HostUse)> = vec![(0..cs, HostUse::FIXED)];
+        used.push((
+            l.l1_offset..l.l1_offset + l.cluster_align(l.l1_bytes()),
+            MOVABLE,
+        ));
+        used.push((
+            l.reftable_offset..l.reftable_offset + l.reftable_bytes(),
+            MOVABLE,
+        ));
+        used.extend(
+            self.reftable
+                .iter()
+                .filter(|&&b| b != 0)
+                .map(|&b| (b..b + cs, MOVABLE)),
+        );
+        if l.nb_snapshots > 0 {
+            let end = l.snapshots_offset + l.cluster_align(self.snapshot_table_len);
+            used.push((l.snapshots_offset..end, HostUse::FIXED));
+        }
+        // The active tables: unshared L2 tables are movable, unshared clusters blocks.
+        for (i, e) in self.l1.iter().enumerate() {
+            if e.l2 == 0 {
+                continue;
+            }
+            let table_use = if e.copied { MOVABLE } else { HostUse::FIXED };
+            used.push((e.l2..e.l2 + cs, table_use));
+            let base = i as u64 * l.l2_entries();
+            for j in 0..l.l2_entries() {
+                let guest = base + j;
+                let entry = self.entry(guest);
+                let Some((host, len)) = entry.host_range(cs) else {
+                    continue;
+                };
+                let own = e.copied
+                    && matches!(
+                        entry,
+                        Entry::Standard { copied: true, .. } | Entry::Zero { copied: true, .. }
+                    );
+                let r = host..l.cluster_align(host + len);
+                let r = (r.start / cs * cs)..r.end;
+                used.push(match own {
+                    true => (r, HostUse::BlockData(BlockIndex(guest))),
+                    false => (r, HostUse::FIXED),
+                });
+            }
+        }
+        // Snapshots: their L1 tables, and every cluster their L2 tables reach, fixed (the
+        // active tables' claims on shared clusters were fixed already and merge with these).
+        for s in &self.snapshots {
+            used.push((
+                s.l1_offset..s.l1_offset + l.cluster_align(s.l1_size * 8),
+                HostUse::FIXED,
+            ));
+            let table = l1::read(
+                &*self.file,
+                l,
+                s.l1_offset,
+                s.l1_size,
+                "a snapshot l1 table",
+            )?;
+            for e in table.iter().filter(|e| e.l2 != 0) {
+                used.push((e.l2..e.l2 + cs, HostUse::FIXED));
+                for raw in l2::read_table(&*self.file, l, e.l2)? {
+                    let Ok(entry) = Entry::decode(raw, l) else {
+                        continue;
+                    };
+                    if let Some((host, len)) = entry.host_range(cs) {
+                        let start = host / cs * cs;
+                        used.push((start..l.cluster_align(host + len), HostUse::FIXED));
+                    }
+                }
+            }
+        }
+        HostSpaceMap::new(self.file.len()?, used)
+    }
+}
