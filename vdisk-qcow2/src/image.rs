@@ -23,7 +23,6 @@ pub struct Qcow2Image {
     pub(crate) file: Box<dyn HostFile>,
     #[allow(dead_code, reason = "kept for the compaction primitives")]
     pub(crate) writable: bool,
-    #[allow(dead_code, reason = "kept for the compaction primitives")]
     pub(crate) header: Header,
     pub(crate) layout: Layout,
     /// The active L1 table.
@@ -242,11 +241,12 @@ impl DiskImage for Qcow2Image {
         self.layout.guest_clusters().max(mapped)
     }
 
-    /// Standard clusters (and preallocated zero clusters) are allocated at their host cluster;
-    /// zero clusters without one are [`BlockState::Zero`]; no entry (or no L2 table) is
-    /// [`BlockState::Unallocated`]. Compressed clusters and clusters shared with a snapshot
-    /// are reported allocated for now: compaction of qcow2 images is refused until core can
-    /// say they must stay where they are.
+    /// Standard clusters (and preallocated zero clusters) whose entry and L2 table both have
+    /// the COPIED flag are allocated at their host cluster; zero clusters without one are
+    /// [`BlockState::Zero`]; no entry (or no L2 table) is [`BlockState::Unallocated`].
+    /// Compressed clusters, and clusters shared with a snapshot (no COPIED flag on the entry
+    /// or on its L2 table), are [`BlockState::Pinned`]: compaction keeps them where they are
+    /// (the host space map calls their clusters fixed metadata).
     fn block_state(&self, block: BlockIndex) -> Result<BlockState> {
         if block.0 >= self.block_count() {
             return Err(Error::new(
@@ -257,16 +257,23 @@ impl DiskImage for Qcow2Image {
                 ),
             ));
         }
+        let own = self.l2_copied(block.0);
         Ok(match self.entry(block.0) {
             Entry::Unallocated => BlockState::Unallocated,
             Entry::Zero { host: None, .. } => BlockState::Zero,
             Entry::Zero {
-                host: Some(host), ..
+                host: Some(host),
+                copied,
             }
-            | Entry::Standard { host, .. } => BlockState::Allocated {
-                host: HostOffset(host),
+            | Entry::Standard { host, copied } => match own && copied {
+                true => BlockState::Allocated {
+                    host: HostOffset(host),
+                },
+                false => BlockState::Pinned {
+                    host: HostOffset(host),
+                },
             },
-            Entry::Compressed { offset, .. } => BlockState::Allocated {
+            Entry::Compressed { offset, .. } => BlockState::Pinned {
                 host: HostOffset(offset),
             },
         })
@@ -326,6 +333,21 @@ impl DiskImage for Qcow2Image {
 
     fn parent(&self) -> Option<&dyn DiskImage> {
         self.parent.as_deref()
+    }
+
+    fn host_space(&self) -> Result<vdisk_core::HostSpaceMap> {
+        self.host_map()
+    }
+
+    fn as_compactable(&mut self) -> Result<&mut dyn vdisk_core::Compactable> {
+        self.as_compactable_ref()?;
+        Ok(self)
+    }
+
+    /// Refused while persistent dirty bitmaps exist (see [`crate::compact`]).
+    fn as_compactable_ref(&self) -> Result<&dyn vdisk_core::Compactable> {
+        crate::compact::refusal(&self.layout)?;
+        Ok(self)
     }
 
     fn parent_path(&self) -> Option<&Path> {

@@ -8,6 +8,10 @@ mod main {
     mod bad_input;
     mod chain;
     mod check;
+    mod compact;
+    pub mod compact_util;
+    mod crash;
+    mod prop;
     mod qemu;
     pub mod util;
 }
