@@ -248,7 +248,8 @@ impl DiskImage for Qcow2Image {
     /// or on its L2 table), are [`BlockState::Pinned`]: compaction keeps them where they are
     /// (the host space map calls their clusters fixed metadata).
     fn block_state(&self, block: BlockIndex) -> Result<BlockState> {
-        if block.0 >= self.block_count() {
+        // O(1) inside the virtual size; block_count() scans the L1 table.
+        if block.0 >= self.layout.guest_clusters() && block.0 >= self.block_count() {
             return Err(Error::new(
                 ErrorKind::OutOfRange,
                 format!(

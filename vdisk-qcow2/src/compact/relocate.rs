@@ -102,8 +102,9 @@ pub(super) fn deallocate(img: &mut Qcow2Image, blocks: &[BlockIndex], to: FreeAs
     let mut rc = RefcountUpdate::load(&*img.file, &img.layout)?;
     let mut changes = BTreeMap::new();
     let mut freed = Vec::new();
+    let count = img.block_count();
     for &b in blocks {
-        if b.0 >= img.block_count() {
+        if b.0 >= count {
             return Err(internal(format!("no block {b}; nothing was freed")));
         }
         let host = match img.entry(b.0) {
@@ -144,9 +145,10 @@ pub(super) fn relocate(
     let mut rc = RefcountUpdate::load(&*img.file, &img.layout)?;
     let mut changes = BTreeMap::new();
     let mut targets = BTreeSet::new();
+    let count = img.block_count();
     for m in moves {
         let host = match img.entry(m.block.0) {
-            _ if m.block.0 >= img.block_count() => None,
+            _ if m.block.0 >= count => None,
             Entry::Standard { host, .. }
             | Entry::Zero {
                 host: Some(host), ..

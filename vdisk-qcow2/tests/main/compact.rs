@@ -7,7 +7,7 @@ use vdisk_core::{BlockIndex, BlockState, ErrorKind, Mode};
 
 use super::compact_util::{
     assert_identical, assert_qemu_clean, compact_path, compressed_copy, copy_as, len, made,
-    pattern, snapshot_raw,
+    metadata_high, pattern, snapshot_raw, structures,
 };
 use super::util::{open, qemu_io, tool};
 
@@ -244,5 +244,35 @@ fn an_image_with_persistent_bitmaps_is_refused_with_the_file_untouched() {
             std::fs::read(&path).unwrap() == before,
             "{mode}: the file changed"
         );
+    }
+}
+
+#[test]
+fn the_l1_table_refcount_table_refcount_blocks_and_l2_tables_above_the_holes_move_down() {
+    let dir = tempfile::tempdir().unwrap();
+    for l1_high in [true, false] {
+        let original = metadata_high(dir.path(), &format!("m{l1_high}.qcow2"), l1_high);
+        assert_qemu_clean(&original, "qemu's image");
+        let (l1, reftable, block, l2) = structures(&original);
+        for mode in [Mode::Full, Mode::Prezeroed] {
+            let what = format!("l1 high {l1_high} {mode}");
+            let copy = copy_as(&original, &format!("m{l1_high}-{mode}.qcow2"));
+            let r = compact_path(&copy, mode).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_qemu_clean(&copy, &what);
+            assert_identical(&original, &copy, &what);
+            assert_eq!(r.blocks_reclaimed_zero, 16, "{what}: {r:?}");
+            assert!(len(&copy) + 16 * 4096 <= len(&original), "{what}: {r:?}");
+            let (l1_2, reftable_2, block_2, l2_2) = structures(&copy);
+            assert!(
+                reftable_2 < reftable,
+                "{what}: the refcount table moves down"
+            );
+            assert!(block_2 < block, "{what}: the refcount block moves down");
+            match l1_high {
+                true => assert!(l1_2 < l1, "{what}: the l1 table moves down"),
+                false => assert!(l2_2 < l2, "{what}: the l2 table moves down"),
+            }
+            assert!(l1_2 + 2 * 4096 <= len(&copy) && l2_2 < len(&copy), "{what}");
+        }
     }
 }

@@ -134,3 +134,46 @@ pub fn snapshot_raw(path: &Path, snap: &str) -> Vec<u8> {
     );
     std::fs::read(&raw).unwrap()
 }
+
+/// A 2 GiB image of 4 KiB clusters whose metadata qemu left above clusters compaction frees:
+/// 32 data clusters, the first 16 of them written with zeros, a cluster at 1 GiB (a second L2
+/// table), the refcount table and its block rewritten at the end by `qemu-img amend` (16 to
+/// 64-bit refcounts). `l1_high`: the L1 table grew (`qemu-img resize`) after the data was
+/// written, so it lies above it; otherwise it grew first and the second L2 table lies at the
+/// end instead.
+pub fn metadata_high(dir: &Path, name: &str, l1_high: bool) -> PathBuf {
+    let path = dir.join(name);
+    qemu_create(&path, "cluster_size=4096,refcount_bits=16", "128k");
+    let grow = || tool("qemu-img", &["resize", "-q", s(&path), "2G"]);
+    if !l1_high {
+        grow();
+    }
+    qemu_io(&path, "qcow2", &["write -P 7 0 128k"]);
+    if l1_high {
+        grow();
+    }
+    qemu_io(&path, "qcow2", &["write -P 5 1G 4k", "write -P 0 0 64k"]);
+    tool("qemu-img", &["amend", "-o", "refcount_bits=64", s(&path)]);
+    path
+}
+
+/// Reads a big-endian u64 at `offset` of the file at `path`.
+pub fn be64_at(path: &Path, offset: u64) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    let at = offset as usize;
+    u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap())
+}
+
+/// Where the image's structures lie: (L1 table, refcount table, first refcount block, the
+/// L2 table of the cluster at 1 GiB).
+pub fn structures(path: &Path) -> (u64, u64, u64, u64) {
+    let l1 = be64_at(path, 40);
+    let reftable = be64_at(path, 48);
+    let mask = 0x00ff_ffff_ffff_fe00;
+    (
+        l1,
+        reftable,
+        be64_at(path, reftable),
+        be64_at(path, l1 + 512 * 8) & mask,
+    )
+}
