@@ -340,6 +340,13 @@ impl DiskImage for Qcow2Image {
         self.host_map()
     }
 
+    /// Refused when a cluster compaction may free or move has a stored refcount other than
+    /// one (see [`crate::compact::verify_exclusive`]).
+    fn compaction_allowed(&self) -> Result<()> {
+        crate::compact::refusal(&self.layout)?;
+        crate::compact::verify_exclusive(self)
+    }
+
     fn as_compactable(&mut self) -> Result<&mut dyn vdisk_core::Compactable> {
         self.as_compactable_ref()?;
         Ok(self)

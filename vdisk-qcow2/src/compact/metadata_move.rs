@@ -93,7 +93,8 @@ pub(super) fn move_metadata(img: &mut Qcow2Image, from: Range<u64>, to: u64) -> 
     let len = from.end.saturating_sub(from.start);
     let target = to..to.saturating_add(len);
     let space = img.host_space()?;
-    let fits = to % cs == 0 && to >= cs && target.end > to && space.is_free(target.clone());
+    let fits =
+        to.is_multiple_of(cs) && to >= cs && target.end > to && space.is_free(target.clone());
     let Some(what) = what.filter(|_| fits) else {
         return Err(internal(format!(
             "cannot move {from:?} to {to:#x}: not one movable qcow2 structure moving into free \

@@ -24,7 +24,7 @@ mod relocate;
 use std::ops::Range;
 
 use vdisk_core::{
-    BlockIndex, Compactable, DiskImage, Error, ErrorKind, FreeAs, HostLayout, ImageKind,
+    BlockIndex, Compactable, DiskImage, Error, ErrorKind, FreeAs, HostLayout, HostUse, ImageKind,
     Relocation, Result,
 };
 
@@ -42,6 +42,31 @@ pub(crate) fn refusal(layout: &Layout) -> Result<()> {
              once clusters move; remove them first (`qemu-img bitmap --remove`); nothing was \
              changed",
         ));
+    }
+    Ok(())
+}
+
+/// Proves, before planning and again before applying, that every cluster the compactor may
+/// free or move (each block's host cluster, each movable structure's clusters) has a stored
+/// refcount of exactly one: the COPIED flags that made them so in the host space map may lie
+/// in a hostile or damaged image, and a cluster with another reference must never be freed,
+/// moved or overwritten. Refused ([`ErrorKind::InvalidImage`]) with the file untouched.
+pub(crate) fn verify_exclusive(img: &Qcow2Image) -> Result<()> {
+    let cs = img.layout.cluster_size;
+    let space = img.host_map()?;
+    let mut rc = RefcountUpdate::load(&*img.file, &img.layout)?;
+    for (r, u) in space.ranges() {
+        let what = match u {
+            HostUse::BlockData(_) => "a data cluster",
+            HostUse::Metadata { movable: true } => "a metadata cluster",
+            _ => continue,
+        };
+        for c in r.start / cs..r.end.div_ceil(cs) {
+            let n = rc.get(&*img.file, c)?;
+            if n != 1 {
+                return Err(relocate::not_exclusive(what, c * cs, n));
+            }
+        }
     }
     Ok(())
 }

@@ -53,7 +53,8 @@ impl RefcountUpdate {
             _ => return Ok(None),
         };
         if !self.blocks.contains_key(&ti) {
-            let mut buf = vec![0u8; self.layout.cluster_size as usize];
+            // A cluster is at most 2 MiB (cluster_bits <= 21, checked at open).
+            let mut buf = vec![0u8; usize::try_from(self.layout.cluster_size).unwrap_or(0)];
             file.read_at(&mut buf, at)?;
             self.blocks.insert(ti, buf);
         }
@@ -79,7 +80,7 @@ impl RefcountUpdate {
         let mut next: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for &(cluster, value) in changes {
             let (ti, i) = self.site(cluster);
-            if !next.contains_key(&ti) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = next.entry(ti) {
                 let Some(block) = self.block(file, ti)? else {
                     return Err(Error::new(
                         ErrorKind::Unsupported,
@@ -89,7 +90,7 @@ impl RefcountUpdate {
                         ),
                     ));
                 };
-                next.insert(ti, block.clone());
+                slot.insert(block.clone());
             }
             let block = next.get_mut(&ti).expect("just inserted");
             refcount::set(block, order, i, value).ok_or_else(|| {
@@ -100,7 +101,7 @@ impl RefcountUpdate {
             })?;
         }
         for (ti, new) in next {
-            let at = self.table[ti as usize];
+            let at = self.table[usize::try_from(ti).expect("a block read above")];
             let old = self.blocks.get(&ti).expect("read above");
             write_changed_sectors(file, at, old, &new)?;
             self.blocks.insert(ti, new);
@@ -114,7 +115,9 @@ impl RefcountUpdate {
         let at = self.layout.reftable_offset + ti * 8;
         file.write_at(&to.to_be_bytes(), at)?;
         file.sync()?;
-        self.table[ti as usize] = to;
+        if let Some(e) = usize::try_from(ti).ok().and_then(|i| self.table.get_mut(i)) {
+            *e = to;
+        }
         Ok(())
     }
 }

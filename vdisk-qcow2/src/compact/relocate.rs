@@ -42,9 +42,9 @@ pub(super) fn not_exclusive(what: &str, at: u64, refcount: u64) -> Error {
 fn site(img: &Qcow2Image, cluster: u64) -> Result<(usize, usize, u64)> {
     let per = img.layout.l2_entries();
     let i = usize::try_from(cluster / per).unwrap_or(usize::MAX);
-    let j = (cluster % per) as usize;
+    let j = usize::try_from(cluster % per).unwrap_or(usize::MAX);
     match img.l2.get(i) {
-        Some(Some(t)) => Ok((i, j, t[j])),
+        Some(Some(t)) if j < t.len() => Ok((i, j, t[j])),
         _ => Err(internal(format!("guest cluster {cluster} has no l2 table"))),
     }
 }
@@ -162,7 +162,7 @@ pub(super) fn relocate(
             )));
         }
         let to = m.to.0;
-        let free = to % cs == 0
+        let free = to.is_multiple_of(cs)
             && to >= cs
             && to.checked_add(cs).is_some_and(|e| space.is_free(to..e))
             && targets.insert(to);

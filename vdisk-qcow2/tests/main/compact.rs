@@ -6,10 +6,10 @@
 use vdisk_core::{BlockIndex, BlockState, ErrorKind, Mode};
 
 use super::compact_util::{
-    assert_identical, assert_qemu_clean, compact_path, compressed_copy, copy_as, len, made,
-    metadata_high, pattern, snapshot_raw, structures,
+    assert_identical, assert_qemu_clean, be64_at, compact_path, compressed_copy, copy_as, len,
+    made, metadata_high, pattern, snapshot_raw, structures,
 };
-use super::util::{open, qemu_io, tool};
+use super::util::{open, poke, qemu_io, tool};
 
 const MOVING: [Mode; 4] = [Mode::Full, Mode::Quick, Mode::Prezeroed, Mode::Pretrimmed];
 
@@ -199,7 +199,7 @@ fn a_child_over_a_backing_file_compacts_without_showing_its_backing_data_where_i
         // The child's own zeros over the base's data must stay zeros; the same data as the
         // base may go back to reading the base.
         let cmds = [
-            format!("write -P 0 {} {cs}", 1 * cs),
+            format!("write -P 0 {cs} {cs}"),
             format!("write -P 0xbb {} {cs}", 3 * cs),
             format!("write -P 0xc1 {} {cs}", 5 * cs),
             format!("write -P 0 {} {cs}", 20 * cs),
@@ -274,5 +274,38 @@ fn the_l1_table_refcount_table_refcount_blocks_and_l2_tables_above_the_holes_mov
             }
             assert!(l1_2 + 2 * 4096 <= len(&copy) && l2_2 < len(&copy), "{what}");
         }
+    }
+}
+
+#[test]
+fn a_copied_flag_that_lies_about_a_shared_cluster_is_refused_before_anything_is_written() {
+    // A data cluster whose entry says COPIED (refcount one) while its stored refcount is 2:
+    // freeing or moving it would change what the other reference reads.
+    let dir = tempfile::tempdir().unwrap();
+    let path = made(
+        dir.path(),
+        "lie.qcow2",
+        "cluster_size=4096,refcount_bits=16",
+        "128k",
+        &pattern(4096)[..3],
+    );
+    let mask = 0x00ff_ffff_ffff_fe00u64;
+    let l2 = be64_at(&path, be64_at(&path, 40)) & mask;
+    let data = be64_at(&path, l2 + 8) & mask; // guest cluster 1: zeros, freed by a zero scan
+    assert!(
+        data != 0 && be64_at(&path, l2 + 8) >> 63 == 1,
+        "qemu set COPIED"
+    );
+    let block = be64_at(&path, be64_at(&path, 48));
+    poke(&path, block + data / 4096 * 2, &2u16.to_be_bytes());
+    let before = std::fs::read(&path).unwrap();
+    for mode in MOVING.into_iter().chain([Mode::Retrim]) {
+        let err = compact_path(&path, mode).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidImage, "{mode}: {err}");
+        assert!(err.to_string().contains("refcount 2"), "{mode}: {err}");
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "{mode}: the file changed"
+        );
     }
 }
