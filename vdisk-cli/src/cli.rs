@@ -61,7 +61,7 @@ pub enum Command {
 /// `vdisk info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Open the image as this format (vhd, vhdx, vdi) instead of detecting it: for a file vdisk
+    /// Open the image as this format (vhd, vhdx, vdi, qcow2) instead of detecting it: for a file vdisk
     /// refuses as ambiguous (it reads as both), after you have checked which it is.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
@@ -76,7 +76,7 @@ pub struct InfoArgs {
 /// `vdisk compact`.
 #[derive(Debug, Args)]
 pub struct CompactArgs {
-    /// Open the image as this format (vhd, vhdx, vdi) instead of detecting it: for a file vdisk
+    /// Open the image as this format (vhd, vhdx, vdi, qcow2) instead of detecting it: for a file vdisk
     /// refuses as ambiguous (it reads as both), after you have checked which it is.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
@@ -188,7 +188,7 @@ pub struct CreateArgs {
 /// `vdisk check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Open the image as this format (vhd, vhdx, vdi) instead of detecting it: for a file vdisk
+    /// Open the image as this format (vhd, vhdx, vdi, qcow2) instead of detecting it: for a file vdisk
     /// refuses as ambiguous (it reads as both), after you have checked which it is.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
@@ -203,7 +203,7 @@ pub struct CheckArgs {
 /// `vdisk map`.
 #[derive(Debug, Args)]
 pub struct MapArgs {
-    /// Open the image as this format (vhd, vhdx, vdi) instead of detecting it: for a file vdisk
+    /// Open the image as this format (vhd, vhdx, vdi, qcow2) instead of detecting it: for a file vdisk
     /// refuses as ambiguous (it reads as both), after you have checked which it is.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,

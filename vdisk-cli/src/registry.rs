@@ -7,8 +7,12 @@ use vdisk_core::{
 };
 
 /// Every supported format driver, in detection priority order.
-static DRIVERS: &[&dyn FormatDriver] =
-    &[&vdisk_vhd::DRIVER, &vdisk_vhdx::DRIVER, &vdisk_vdi::DRIVER];
+static DRIVERS: &[&dyn FormatDriver] = &[
+    &vdisk_vhd::DRIVER,
+    &vdisk_vhdx::DRIVER,
+    &vdisk_vdi::DRIVER,
+    &vdisk_qcow2::DRIVER,
+];
 
 /// Every file-system analyser, tried in this order on each volume; the first that recognises
 /// a volume decides about it.
@@ -33,10 +37,7 @@ pub fn analyzers() -> &'static [&'static dyn FsAnalyzer] {
 /// after [`DRIVERS`] in detection, so a real driver for the same format always wins. A bare
 /// magic number is only [`Confidence::Maybe`]: the same bytes are guest data at the start of a
 /// fixed VHD, whose proven footer ([`Confidence::Likely`]) must win.
-static RECOGNISED_ONLY: [Foreign; 2] = [
-    Foreign::new("qcow2", "qcow2", 0, b"QFI\xfb"),
-    Foreign::new("vmdk", "VMDK (sparse)", 0, b"KDMV"),
-];
+static RECOGNISED_ONLY: [Foreign; 1] = [Foreign::new("vmdk", "VMDK (sparse)", 0, b"KDMV")];
 
 /// The registry used to open and check files: the supported drivers, then the formats only
 /// recognised.
@@ -129,9 +130,9 @@ mod tests {
     use vdisk_core::MemFile;
 
     #[test]
-    fn a_qcow2_signature_is_unsupported_not_invalid() {
+    fn a_vmdk_signature_is_unsupported_not_invalid() {
         let mut bytes = vec![0u8; 4096];
-        bytes[..4].copy_from_slice(b"QFI\xfb");
+        bytes[..4].copy_from_slice(b"KDMV");
         let file = MemFile::from_bytes(bytes);
         let driver = registry().detect(&file).unwrap();
         let opened = driver.open(Box::new(file), &OpenOptions::read_only());
@@ -148,6 +149,7 @@ mod tests {
     #[test]
     fn recognised_only_formats_cannot_be_created() {
         assert!(supported().by_id("vhd").is_some());
-        assert!(supported().by_id("qcow2").is_none());
+        assert!(supported().by_id("qcow2").is_some());
+        assert!(supported().by_id("vmdk").is_none());
     }
 }

@@ -42,6 +42,7 @@ mod main {
     mod ntfs_crash;
     mod parent_policy;
     mod prop;
+    mod qcow2;
     mod quirks;
     mod read_only;
     mod read_only_vhdx;

@@ -49,6 +49,16 @@ impl Qcow2Image {
                 format!("the backing file {name:?} is a qemu protocol name, not a file path"),
             ));
         }
+        if let Some(fmt) = image.layout.backing_format()
+            && !matches!(fmt.as_str(), "qcow2" | "vpc" | "vhdx" | "vdi")
+        {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the backing file {name:?} is a {fmt} image, a format vdisk does not read                      (qcow2, vpc, vhdx and vdi backing files are supported)"
+                ),
+            ));
+        }
         let backing = open_backing(opts, child.as_deref(), &reference(&name), &crate::DRIVER)?;
         let shown = backing.path.display().to_string();
         if let Some(fmt) = image.layout.backing_format() {

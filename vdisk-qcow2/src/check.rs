@@ -7,7 +7,7 @@
 
 use vdisk_core::{Error, ErrorKind, Problem, Result};
 
-use crate::format::{MAX_CHECKED_CLUSTERS, idx};
+use crate::format::{AUTOCLEAR_BITMAPS, MAX_CHECKED_CLUSTERS, idx};
 use crate::image::Qcow2Image;
 use crate::l1::{self, L1Entry};
 use crate::l2::{self, Entry};
@@ -17,11 +17,31 @@ use crate::refcount::Refcounts;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Use {
     Free,
-    /// Header, L1 tables, the refcount table and blocks, the snapshot table: one owner each.
-    Meta(&'static str),
+    /// Header, L1 tables, the refcount table and blocks, the snapshot table, bitmaps: one
+    /// owner each (an index into [`META_NAMES`], so a cluster's use takes two bytes).
+    Meta(u8),
     L2,
     Data,
     Compressed,
+}
+
+/// The names of the [`Use::Meta`] kinds.
+const META_NAMES: [&str; 9] = [
+    "the header cluster",
+    "the l1 table",
+    "the refcount table",
+    "a refcount block",
+    "the snapshot table",
+    "a snapshot l1 table",
+    "the bitmap directory",
+    "a bitmap table",
+    "a bitmap data cluster",
+];
+
+/// The [`Use::Meta`] of the structure named `name` (one of [`META_NAMES`]).
+fn meta(name: &str) -> Use {
+    let i = META_NAMES.iter().position(|n| *n == name).unwrap_or(0);
+    Use::Meta(u8::try_from(i).unwrap_or(0))
 }
 
 struct Rebuild {
@@ -57,7 +77,7 @@ impl Rebuild {
             };
             if clash {
                 let prev_name = match prev {
-                    Use::Meta(n) => n,
+                    Use::Meta(n) => META_NAMES[usize::from(n)],
                     Use::L2 => "an l2 table",
                     Use::Data => "a data cluster",
                     Use::Compressed => "a compressed cluster",
@@ -99,17 +119,17 @@ pub(crate) fn check(image: &Qcow2Image) -> Result<Vec<Problem>> {
         uses: vec![Use::Free; idx(file_clusters)],
         problems: Vec::new(),
     };
-    r.add(0, cs, Use::Meta("the header cluster"), "the header cluster");
+    r.add(0, cs, meta("the header cluster"), "the header cluster");
     r.add(
         l.l1_offset,
         l.l1_bytes(),
-        Use::Meta("the l1 table"),
+        meta("the l1 table"),
         "the l1 table",
     );
     r.add(
         l.reftable_offset,
         l.reftable_bytes(),
-        Use::Meta("the refcount table"),
+        meta("the refcount table"),
         "the refcount table",
     );
     for (i, &b) in image.reftable.iter().enumerate() {
@@ -117,7 +137,7 @@ pub(crate) fn check(image: &Qcow2Image) -> Result<Vec<Problem>> {
             r.add(
                 b,
                 cs,
-                Use::Meta("a refcount block"),
+                meta("a refcount block"),
                 &format!("refcount block {i}"),
             );
         }
@@ -126,9 +146,16 @@ pub(crate) fn check(image: &Qcow2Image) -> Result<Vec<Problem>> {
         r.add(
             l.snapshots_offset,
             image.snapshot_table_len,
-            Use::Meta("the snapshot table"),
+            meta("the snapshot table"),
             "the snapshot table",
         );
+    }
+    // Persistent bitmaps count only while the autoclear bit says they are consistent (qemu
+    // ignores the extension otherwise, and their clusters are then leaks).
+    if l.autoclear & AUTOCLEAR_BITMAPS != 0 {
+        for (start, len, what) in crate::bitmap::host_ranges(file, l)? {
+            r.add(start, len, meta(what), what);
+        }
     }
     let mut refcounts = Refcounts::new(file, l, &image.reftable);
     // The active tables, then each snapshot's.
@@ -137,11 +164,31 @@ pub(crate) fn check(image: &Qcow2Image) -> Result<Vec<Problem>> {
         r.add(
             s.l1_offset,
             s.l1_size * 8,
-            Use::Meta("a snapshot l1 table"),
+            meta("a snapshot l1 table"),
             &format!("the l1 table of snapshot {}", s.id),
         );
-        let table = l1::read(file, l, s.l1_offset, s.l1_size, "a snapshot l1 table")?;
-        walk(image, &table, &mut r, &s.id, false, &mut refcounts)?;
+        match l1::read(file, l, s.l1_offset, s.l1_size, "a snapshot l1 table") {
+            Ok(table) => walk(image, &table, &mut r, &s.id, false, &mut refcounts)?,
+            Err(e) if e.kind() == ErrorKind::InvalidImage => r.problems.push(Problem::error(
+                format!("snapshot {}: {}", s.id, e.message()),
+                e.offset(),
+            )),
+            Err(e) => return Err(e),
+        }
+    }
+    // Every compressed cluster of the active tables must inflate to a whole cluster: a guest
+    // read of it would fail otherwise.
+    for guest in 0..image.layout.guest_clusters() {
+        if let Entry::Compressed { offset, len } = image.entry(guest) {
+            match image.inflate_at(offset, len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::InvalidImage => r.problems.push(Problem::error(
+                    format!("guest cluster {guest}: {}", e.message()),
+                    Some(offset),
+                )),
+                Err(e) => return Err(e),
+            }
+        }
     }
     // Stored refcounts against references, for every cluster of the file and any refcount
     // block entry past it.

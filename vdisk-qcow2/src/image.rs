@@ -40,6 +40,8 @@ pub struct Qcow2Image {
     pub(crate) parent_path: Option<PathBuf>,
     /// Warnings found at open, reported again by `check`.
     pub(crate) notes: Vec<Problem>,
+    /// Entries of the allocation map ([`DiskImage::block_count`]), fixed at open.
+    blocks: u64,
     /// The last compressed cluster inflated: (guest cluster, its bytes).
     inflated: Mutex<Option<(u64, Vec<u8>)>>,
 }
@@ -94,7 +96,21 @@ impl Qcow2Image {
         } else {
             (Vec::new(), 0)
         };
+        // The guest clusters of the virtual size, and past it every cluster the L2 tables
+        // address (qemu keeps saved VM state there), so their host space is kept.
+        let per = layout.l2_entries();
+        let mapped = l2
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(i, t)| {
+                let last = t.as_ref()?.iter().rposition(|&raw| raw != 0)?;
+                Some(i as u64 * per + last as u64 + 1)
+            })
+            .unwrap_or(0);
+        let blocks = layout.guest_clusters().max(mapped);
         Ok(Qcow2Image {
+            blocks,
             file,
             writable,
             header,
@@ -135,6 +151,22 @@ impl Qcow2Image {
             .ok()
             .and_then(|i| self.l1.get(i))
             .is_some_and(|e| e.copied)
+    }
+
+    /// Whether guest `cluster` holds host space that only moves whole and is never freed:
+    /// a compressed cluster, or a cluster (or its L2 table) shared with an internal snapshot
+    /// (no COPIED flag). The one definition the allocation map, the guest extents and the host
+    /// space map share.
+    pub(crate) fn pinned(&self, cluster: u64) -> bool {
+        match self.entry(cluster) {
+            Entry::Compressed { .. } => true,
+            Entry::Standard { copied, .. }
+            | Entry::Zero {
+                host: Some(_),
+                copied,
+            } => !copied || !self.l2_copied(cluster),
+            Entry::Unallocated | Entry::Zero { host: None, .. } => false,
+        }
     }
 
     /// Reads host bytes at `offset`; bytes past the end of the file read as zeros (a data
@@ -189,6 +221,14 @@ impl Qcow2Image {
         Ok(())
     }
 
+    /// Inflates the compressed stream of `len` bytes at `offset` (for `check`).
+    pub(crate) fn inflate_at(&self, offset: u64, len: u64) -> Result<()> {
+        let mut stream = vec![0u8; idx(len)];
+        self.read_host(&mut stream, offset)?;
+        let mut out = vec![0u8; idx(self.layout.cluster_size)];
+        compressed::inflate(&stream, &mut out, offset)
+    }
+
     /// The path of the backing file as the header names it.
     pub fn backing_name(&self) -> Option<&str> {
         self.layout.backing.as_deref()
@@ -202,16 +242,39 @@ impl BlockDevice for Qcow2Image {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         check_range(self.layout.size, offset, buf.len())?;
+        // Standard clusters that follow each other in the file too are read in one request:
+        // (start in `buf`, host offset, length) of the run being gathered.
+        let mut run: Option<(usize, u64, usize)> = None;
         for span in block_spans(offset, buf.len(), self.layout.cluster_size) {
+            let entry = self.entry(span.block);
+            if let Entry::Standard { host, .. } = entry {
+                let at = host + span.within;
+                match &mut run {
+                    Some((_, h, n)) if *h + *n as u64 == at => *n += span.buf.len(),
+                    _ => {
+                        if let Some((b, h, n)) = run.take() {
+                            self.read_host(&mut buf[b..b + n], h)?;
+                        }
+                        run = Some((span.buf.start, at, span.buf.len()));
+                    }
+                }
+                continue;
+            }
+            if let Some((b, h, n)) = run.take() {
+                self.read_host(&mut buf[b..b + n], h)?;
+            }
             let part = &mut buf[span.buf];
-            match self.entry(span.block) {
-                Entry::Standard { host, .. } => self.read_host(part, host + span.within)?,
+            match entry {
+                Entry::Standard { .. } => {}
                 Entry::Zero { .. } => part.fill(0),
                 Entry::Unallocated => self.read_backing(part, span.offset)?,
                 Entry::Compressed { offset, len } => {
                     self.read_compressed(span.block, offset, len, part, span.within)?;
                 }
             }
+        }
+        if let Some((b, h, n)) = run {
+            self.read_host(&mut buf[b..b + n], h)?;
         }
         Ok(())
     }
@@ -236,9 +299,7 @@ impl DiskImage for Qcow2Image {
     /// The guest clusters of the virtual size, and past it every cluster the L2 tables
     /// address (qemu keeps saved VM state there), so their host space is kept.
     fn block_count(&self) -> u64 {
-        let last_table = self.l2.iter().rposition(Option::is_some);
-        let mapped = last_table.map_or(0, |i| (i as u64 + 1) * self.layout.l2_entries());
-        self.layout.guest_clusters().max(mapped)
+        self.blocks
     }
 
     /// Standard clusters (and preallocated zero clusters) whose entry and L2 table both have
@@ -248,8 +309,7 @@ impl DiskImage for Qcow2Image {
     /// or on its L2 table), are [`BlockState::Pinned`]: compaction keeps them where they are
     /// (the host space map calls their clusters fixed metadata).
     fn block_state(&self, block: BlockIndex) -> Result<BlockState> {
-        // O(1) inside the virtual size; block_count() scans the L1 table.
-        if block.0 >= self.layout.guest_clusters() && block.0 >= self.block_count() {
+        if block.0 >= self.block_count() {
             return Err(Error::new(
                 ErrorKind::OutOfRange,
                 format!(
@@ -258,19 +318,18 @@ impl DiskImage for Qcow2Image {
                 ),
             ));
         }
-        let own = self.l2_copied(block.0);
+        let pinned = self.pinned(block.0);
         Ok(match self.entry(block.0) {
             Entry::Unallocated => BlockState::Unallocated,
             Entry::Zero { host: None, .. } => BlockState::Zero,
             Entry::Zero {
-                host: Some(host),
-                copied,
+                host: Some(host), ..
             }
-            | Entry::Standard { host, copied } => match own && copied {
-                true => BlockState::Allocated {
+            | Entry::Standard { host, .. } => match pinned {
+                false => BlockState::Allocated {
                     host: HostOffset(host),
                 },
-                false => BlockState::Pinned {
+                true => BlockState::Pinned {
                     host: HostOffset(host),
                 },
             },
@@ -300,17 +359,20 @@ impl DiskImage for Qcow2Image {
             let cluster = at / cs;
             let within = at % cs;
             let end = ((cluster + 1) * cs).min(range.end);
-            let shared = !self.l2_copied(cluster);
+            let pinned = self.pinned(cluster);
             let kind = match self.entry(cluster) {
                 Entry::Unallocated if self.parent.is_some() || self.layout.backing.is_some() => {
                     GuestExtent::Backing
                 }
-                Entry::Unallocated | Entry::Zero { .. } => GuestExtent::Zero,
-                Entry::Standard { host, copied } if copied && !shared => GuestExtent::Data {
-                    host: Some(HostOffset(host + within)),
-                },
-                Entry::Standard { host, .. } => GuestExtent::Opaque {
+                Entry::Standard { host, .. }
+                | Entry::Zero {
+                    host: Some(host), ..
+                } if pinned => GuestExtent::Opaque {
                     host: host..host + cs,
+                },
+                Entry::Unallocated | Entry::Zero { .. } => GuestExtent::Zero,
+                Entry::Standard { host, .. } => GuestExtent::Data {
+                    host: Some(HostOffset(host + within)),
                 },
                 Entry::Compressed { offset, len } => GuestExtent::Opaque {
                     host: offset..offset + len,

@@ -69,10 +69,18 @@ pub(crate) fn details(image: &Qcow2Image) -> Vec<(String, String)> {
         ),
         ("compression".to_string(), "zlib".to_string()),
     ];
-    for s in &image.snapshots {
+    // At most this many snapshots are listed one by one (a file may hold 65536).
+    const LISTED: usize = 32;
+    for s in image.snapshots.iter().take(LISTED) {
         d.push((
             format!("snapshot {}", s.id),
             format!("{:?}, {} bytes", s.name, s.disk_size),
+        ));
+    }
+    if image.snapshots.len() > LISTED {
+        d.push((
+            "more snapshots".to_string(),
+            (image.snapshots.len() - LISTED).to_string(),
         ));
     }
     if let Some(b) = &l.backing {

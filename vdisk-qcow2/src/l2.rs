@@ -136,3 +136,71 @@ pub(crate) fn read_table(
         .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn layout(cluster_bits: u32, version: u32, file_len: u64) -> Layout {
+        Layout {
+            version,
+            cluster_bits,
+            cluster_size: 1 << cluster_bits,
+            size: 1 << 30,
+            l1_size: 1,
+            l1_offset: 0,
+            reftable_offset: 0,
+            reftable_clusters: 1,
+            nb_snapshots: 0,
+            snapshots_offset: 0,
+            incompatible: 0,
+            compatible: 0,
+            autoclear: 0,
+            refcount_order: 4,
+            header_length: 112,
+            backing: None,
+            backing_offset: 0,
+            extensions: Vec::new(),
+            file_len,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_l2_entry_decodes_to_an_aligned_in_file_cluster_or_is_refused(
+            raw in any::<u64>(),
+            cluster_bits in 9u32..=21,
+            version in 2u32..=3,
+            file_len in 0u64..(1 << 40),
+        ) {
+            let l = layout(cluster_bits, version, file_len);
+            let cs = l.cluster_size;
+            match Entry::decode(raw, &l) {
+                Err(_) | Ok(Entry::Unallocated) | Ok(Entry::Zero { host: None, .. }) => {}
+                Ok(Entry::Standard { host, .. }) | Ok(Entry::Zero { host: Some(host), .. }) => {
+                    prop_assert!(host % cs == 0 && host >= cs && host < file_len);
+                }
+                Ok(Entry::Compressed { offset, len }) => {
+                    prop_assert!(offset >= cs && offset < file_len);
+                    // At most the sectors the descriptor can count, never more than two clusters.
+                    prop_assert!(len >= 1 && len <= 2 * cs);
+                }
+            }
+        }
+
+        #[test]
+        fn a_compressed_descriptor_round_trips_offset_and_sector_count(
+            cluster_bits in 9u32..=21,
+            offset in 0u64..(1 << 48),
+            extra in 0u64..(1 << 13),
+        ) {
+            let shift = 62 - (cluster_bits - 8);
+            let extra = extra & ((1 << (cluster_bits - 8)) - 1);
+            let raw = OFLAG_COMPRESSED | (extra << shift) | offset;
+            let (o, len) = compressed_range(raw, cluster_bits);
+            prop_assert_eq!(o, offset);
+            prop_assert_eq!(len, (extra + 1) * 512 - (offset & 511));
+        }
+    }
+}

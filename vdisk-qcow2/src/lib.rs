@@ -17,12 +17,16 @@
 //!               DiskImage    block_state from the tables loaded at open (no I/O)
 //!                            guest_extents: compressed and snapshot-shared clusters opaque
 //!                            check: every refcount rebuilt from every reference
-//!               space        the host space map: what every host cluster holds
+//!               host_map     what every host cluster holds (space; compressed and
+//!                            snapshot-shared clusters fixed)
 //!   DRIVER.create  header, refcount table and blocks, l1 table (like qemu-img create)
+//!   DRIVER.check   open (every active table checked), then check::check
 //! ```
 //!
-//! Memory is bounded: the active L2 tables are loaded whole at open, at most
-//! 2^25 entries (256 MiB); `check` rebuilds refcounts for at most 2^26 host clusters.
+//! Memory is bounded: the active L2 tables are loaded whole at open, at most 2^25 entries
+//! (256 MiB); `check` rebuilds refcounts for at most 2^25 host clusters (192 MiB); every
+//! table read is bounded by the format's limits (L1 32 MiB, refcount table 8 MiB, snapshot
+//! table 64 MiB) and by the file's length.
 //! Refused with their reason, the file untouched: encryption, external data files,
 //! extended L2 entries, zstd compression, unknown incompatible features, and images whose
 //! dirty or corrupt bit is set (`qemu-img check -r all` repairs them first).
@@ -33,13 +37,16 @@
 //! clusters pinned where they are; refused while persistent dirty bitmaps exist.
 #![forbid(unsafe_code)]
 
+mod bitmap;
 mod chain;
 mod check;
 mod compact;
 mod compressed;
+mod create;
 mod extension;
 mod format;
 mod header;
+mod image;
 mod info;
 mod l1;
 mod l2;
@@ -47,10 +54,8 @@ mod refcount;
 mod snapshot;
 mod space;
 
-mod image;
-
 use vdisk_core::{
-    CheckReport, Confidence, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions,
+    CheckReport, Confidence, CreateSpec, DiskImage, ErrorKind, FormatDriver, HostFile, OpenOptions,
     ParentReference, Problem, Result,
 };
 
@@ -74,6 +79,14 @@ impl FormatDriver for Qcow2Driver {
 
     fn probe(&self, file: &dyn HostFile) -> Result<Confidence> {
         header::probe(file)
+    }
+
+    fn check_spec(&self, spec: &CreateSpec) -> Result<()> {
+        create::check_spec(spec)
+    }
+
+    fn create(&self, file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Box<dyn DiskImage>> {
+        Ok(Box::new(create::create(file, spec)?))
     }
 
     fn open(&self, file: Box<dyn HostFile>, opts: &OpenOptions) -> Result<Box<dyn DiskImage>> {

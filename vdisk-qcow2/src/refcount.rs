@@ -25,7 +25,6 @@ pub(crate) fn get(block: &[u8], order: u32, index: u64) -> Option<u64> {
 
 /// Stores `value` as entry `index` of a refcount block of `order`. `None` (and nothing
 /// written) if the block is too short or `value` does not fit the width.
-#[cfg_attr(not(test), allow(dead_code, reason = "used by create"))]
 #[allow(
     clippy::cast_possible_truncation,
     reason = "values are masked to 8 bits"

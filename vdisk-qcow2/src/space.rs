@@ -3,7 +3,8 @@
 //! ```text
 //!  header cluster, snapshot table, snapshot L1 tables,   FIXED (never moved, never freed)
 //!  snapshot-only L2 tables and data, compressed and
-//!  shared clusters, L2 tables shared with a snapshot
+//!  shared clusters, L2 tables shared with a snapshot,
+//!  persistent bitmaps (directory, tables, data)
 //!  active L1 table (one range), refcount table (one     Metadata { movable: true }
 //!  range), each refcount block, each unshared L2 table
 //!  each unshared standard data cluster of the active    BlockData(guest cluster)
@@ -46,6 +47,10 @@ impl Qcow2Image {
             let end = l.snapshots_offset + l.cluster_align(self.snapshot_table_len);
             used.push((l.snapshots_offset..end, HostUse::FIXED));
         }
+        // Persistent bitmaps: kept where they are.
+        for (start, len, _) in crate::bitmap::host_ranges(&*self.file, l)? {
+            used.push((start..start + l.cluster_align(len), HostUse::FIXED));
+        }
         // The active tables: unshared L2 tables are movable, unshared clusters blocks.
         for (i, e) in self.l1.iter().enumerate() {
             if e.l2 == 0 {
@@ -60,11 +65,7 @@ impl Qcow2Image {
                 let Some((host, len)) = entry.host_range(cs) else {
                     continue;
                 };
-                let own = e.copied
-                    && matches!(
-                        entry,
-                        Entry::Standard { copied: true, .. } | Entry::Zero { copied: true, .. }
-                    );
+                let own = !self.pinned(guest);
                 let r = host..l.cluster_align(host + len);
                 let r = (r.start / cs * cs)..r.end;
                 used.push(match own {
@@ -90,9 +91,13 @@ impl Qcow2Image {
             for e in table.iter().filter(|e| e.l2 != 0) {
                 used.push((e.l2..e.l2 + cs, HostUse::FIXED));
                 for raw in l2::read_table(&*self.file, l, e.l2)? {
-                    let Ok(entry) = Entry::decode(raw, l) else {
-                        continue;
-                    };
+                    // A snapshot entry that does not decode could hold any cluster: no map.
+                    let entry = Entry::decode(raw, l).map_err(|err| {
+                        vdisk_core::Error::invalid(
+                            format!("snapshot {}: {}; nothing was changed", s.id, err.message()),
+                            e.l2,
+                        )
+                    })?;
                     if let Some((host, len)) = entry.host_range(cs) {
                         let start = host / cs * cs;
                         used.push((start..l.cluster_align(host + len), HostUse::FIXED));

@@ -11,7 +11,10 @@ mod main {
     mod compact;
     pub mod compact_util;
     mod crash;
+    mod create;
+    mod mutation;
     mod prop;
     mod qemu;
+    mod space;
     pub mod util;
 }

@@ -28,6 +28,8 @@ enum Seeds {
     Vhd,
     /// Raw VDI files (small blocks keep them small).
     Vdi,
+    /// Raw qcow2 files (512-byte clusters keep them small).
+    Qcow2,
     /// VHDX files in the sparse encoding (`fuzz/src/sparse.rs`).
     VhdxSparse,
     /// Raw disks (NTFS made by `mkntfs`, with and without an `sfdisk` MBR) in the sparse
@@ -51,6 +53,7 @@ const TARGETS: &[(&str, Seeds)] = &[
     ("vhd_open", Seeds::Vhd),
     ("vhdx_open", Seeds::VhdxSparse),
     ("vdi_open", Seeds::Vdi),
+    ("qcow2_open", Seeds::Qcow2),
     ("partition_scan", Seeds::DiskSparse),
     ("disk_analysis", Seeds::DiskSparse),
     ("ext4_analysis", Seeds::Ext4Sparse),
@@ -236,6 +239,7 @@ fn write_seeds(dir: &Path, seeds: Seeds) -> Result<usize, String> {
     let mut files = match seeds {
         Seeds::Vhd => vhd_seeds()?,
         Seeds::Vdi => vdi_seeds()?,
+        Seeds::Qcow2 => qcow2_seeds()?,
         Seeds::XfsSparse => encoded(volumes::xfs_seeds()?)?,
         Seeds::Ext4Sparse => encoded(volumes::ext4_seeds()?)?,
         Seeds::FatSparse => encoded(volumes::fat_family_seeds()?)?,
@@ -326,6 +330,23 @@ fn vhd_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
 }
 
 /// Our own VDIs: dynamic with 4 KiB blocks (data, empty) and a fixed one.
+/// qcow2 seeds our own `create` makes (qemu's, with data and a compressed cluster, come from
+/// [`qemu_seeds`]).
+fn qcow2_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
+    let d = &vdisk_qcow2::DRIVER;
+    let dynamic = |size, cs| CreateSpec::new(ImageKind::Dynamic, size).block_size(cs);
+    Ok(vec![
+        (
+            "ours-512-clusters".into(),
+            created(d, &dynamic(64 << 10, 512), &[])?,
+        ),
+        (
+            "ours-4k-clusters".into(),
+            created(d, &dynamic(1 << 20, 4096), &[])?,
+        ),
+    ])
+}
+
 fn vdi_seeds() -> Result<Vec<(String, Vec<u8>)>, String> {
     let d = &vdisk_vdi::DRIVER;
     let dynamic = |size| CreateSpec::new(ImageKind::Dynamic, size).block_size(4096);
@@ -390,6 +411,7 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
         }
         Seeds::Vhd => ("vpc", "subformat=dynamic", "4M", "qemu-dynamic-empty"),
         Seeds::Vdi => ("vdi", "static=off", "4M", "qemu-dynamic-empty"),
+        Seeds::Qcow2 => ("qcow2", "cluster_size=512", "64K", "qemu-data-compressed"),
         Seeds::VhdxSparse => ("vhdx", "block_size=1M", "4M", "qemu-dynamic-data"),
     };
     let path = dir.join("seed");
@@ -406,6 +428,14 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
             .stdout(Stdio::null())
             .status();
     }
+    if matches!(seeds, Seeds::Qcow2) && ok {
+        let _ = Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", "write -P 0x5c 4k 8k"])
+            .args(["-c", "write -c -P 0x3a 32k 512"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .status();
+    }
     let bytes = if ok { std::fs::read(&path).ok() } else { None };
     let _ = std::fs::remove_dir_all(&dir);
     let Some(bytes) = bytes else {
@@ -413,7 +443,7 @@ fn qemu_seeds(seeds: Seeds) -> Vec<(String, Vec<u8>)> {
         return Vec::new();
     };
     let bytes = match seeds {
-        Seeds::Vhd | Seeds::Vdi => Some(bytes),
+        Seeds::Vhd | Seeds::Vdi | Seeds::Qcow2 => Some(bytes),
         Seeds::VhdxSparse => sparse::encode(&bytes),
         Seeds::DiskSparse
         | Seeds::Ext4Sparse

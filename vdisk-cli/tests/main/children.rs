@@ -258,3 +258,52 @@ fn a_dry_run_full_compaction_opens_no_fifo_device_link_out_of_the_folder_or_busy
     }
     eprintln!("dry run over the folder took {took:?}");
 }
+
+/// A qcow2 naming a VHDX as its backing file (as `qemu-img create -b base.vhdx -F vhdx` makes
+/// it) is that VHDX's child: full-mode compaction of the VHDX withholds its file-system
+/// reclaim, and the qcow2 reads the same afterwards.
+#[test]
+fn a_qcow2_child_of_a_vhdx_is_found_and_kept_reading_the_same_when_its_parent_is_compacted() {
+    let disk = build(Table::Mbr, None);
+    let image = disk.image("vhdx", "dynamic");
+    let child = disk.dir.path().join("child.qcow2");
+    let name = image.file_name().unwrap().to_str().unwrap();
+    super::support::qemu_img([
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        name,
+        "-F",
+        "vhdx",
+        child.to_str().unwrap(),
+    ])
+    .ok();
+    let toolkit = Toolkit::new(
+        Registry::new(&[&vdisk_vhdx::DRIVER, &vdisk_qcow2::DRIVER]),
+        ANALYZERS,
+    );
+    assert_eq!(toolkit.children_of(&image).children, vec![child.clone()]);
+    let reads = |t: &Toolkit| {
+        let img = t
+            .registry()
+            .open_path(&child, &OpenOptions::read_only())
+            .unwrap();
+        let mut bytes = vec![0u8; usize::try_from(img.size()).unwrap()];
+        img.read_at(&mut bytes, 0).unwrap();
+        bytes
+    };
+    let before = reads(&toolkit);
+    let done = compact_path(
+        &image,
+        &toolkit,
+        &CompactRequest::new(Mode::Full),
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(done.report.blocks_reclaimed_fs, 0, "{:?}", done.report);
+    assert_eq!(done.withheld_for.children, vec![child.clone()]);
+    assert!(reads(&toolkit) == before, "the qcow2 child reads the same");
+}

@@ -187,8 +187,8 @@ fn info_check_and_compact_on_a_fifo_fail_instead_of_hanging() {
     );
 }
 
-/// qcow2 and VMDK are real disk images vdisk does not handle: "unsupported" (5), never
-/// "invalid" (4), and never touched.
+/// VMDK is a real disk image format vdisk does not handle, and qcow2 one it opens but does
+/// not compact yet: "unsupported" (5), never "invalid" (4), and never touched.
 #[test]
 fn other_image_formats_are_refused_as_unsupported_and_left_unchanged() {
     let dir = tempdir();

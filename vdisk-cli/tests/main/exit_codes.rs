@@ -154,7 +154,7 @@ fn create_over_an_existing_file_gives_exit_10_and_leaves_it_alone() {
     let dir = tempdir();
     let file = dir.path().join("keep.vhdx");
     std::fs::write(&file, b"precious").unwrap();
-    for format in ["vhd", "vhdx", "vdi"] {
+    for format in ["vhd", "vhdx", "vdi", "qcow2"] {
         let out = run(vdisk_cmd()
             .args([
                 "create", "--format", format, "--type", "dynamic", "--size", "64M",

@@ -238,10 +238,13 @@ fn a_fixed_vhd_whose_guest_wrote_a_vhdx_at_offset_0_is_never_opened_as_a_vhdx() 
     super::support::assert_qemu_identical(&file, &copy);
 }
 
-/// A signature only recognised (qcow2, VMDK) at the start of a fixed VHD is the guest's:
-/// the file opens, checks and compacts as the VHD it is.
+/// A fixed VHD whose guest wrote a whole qcow2 header at sector 0 (a nested VM's disk): like
+/// a VHDX there, offset 0 is guest data in a fixed VHD and the footer proves itself, so the
+/// file reads two ways and is refused untouched until the format is named; `--format vhd`
+/// opens it as the fixed VHD it is. (Before qcow2 was supported, its bare magic was only a
+/// weak claim and the VHD won; a supported qcow2 header is as strong a claim as a VHDX's.)
 #[test]
-fn a_fixed_vhd_whose_guest_wrote_a_qcow2_header_at_sector_0_still_opens_as_a_vhd() {
+fn a_fixed_vhd_whose_guest_wrote_a_qcow2_header_at_sector_0_is_ambiguous_until_format_is_named() {
     let dir = tempdir();
     let q = dir.path().join("inner.qcow2");
     qemu_img([
@@ -257,10 +260,32 @@ fn a_fixed_vhd_whose_guest_wrote_a_qcow2_header_at_sector_0_still_opens_as_a_vhd
     guest.truncate(4096);
     assert_eq!(&guest[..4], b"QFI\xfb");
     let file = fixed_vhd_with_guest_head(dir.path(), "fixed.vhd", "8M", &guest);
-    let v = info_ok(&file);
+    let before = std::fs::read(&file).unwrap();
+    for args in [
+        &["info"][..],
+        &["check"][..],
+        &["compact", "--mode", "full"][..],
+    ] {
+        let out = run(vdisk_cmd().args(args).arg(&file));
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert_eq!(out.code, EXIT_INVALID, "{args:?}: {all}");
+        assert!(
+            all.contains("--format vhd") && all.contains("reads two ways"),
+            "{all}"
+        );
+        assert!(
+            std::fs::read(&file).unwrap() == before,
+            "{args:?} changed the file"
+        );
+    }
+    let out = run(vdisk_cmd()
+        .args(["info", "--json", "--format", "vhd"])
+        .arg(&file));
+    out.ok();
+    let v = out.json();
     assert_eq!(text(&v, "format"), "vhd");
     assert_eq!(text(&v, "type"), "fixed");
-    run(vdisk_cmd().args(["check"]).arg(&file)).ok();
+    run(vdisk_cmd().args(["check", "--format", "vhd"]).arg(&file)).ok();
 }
 
 /// A forced format that does not fit is an error, not a fallback to detection; an unknown one

@@ -117,3 +117,225 @@ fn tables_that_overlap_each_other_or_the_header_are_refused() {
         "{err}"
     );
 }
+
+/// The offsets of a fresh test image's L1 table and its first L2 table.
+fn tables() -> (u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.qcow2");
+    qemu_create(&path, "cluster_size=65536", "4M");
+    qemu_io(&path, "qcow2", &["write -P 5 0 128k"]);
+    let l1 = super::util::peek64(&path, 40);
+    let l2 = super::util::peek64(&path, l1) & 0x00ff_ffff_ffff_fe00;
+    (l1, l2)
+}
+
+#[test]
+fn hostile_l1_and_l2_entries_are_refused_at_open_without_panic() {
+    let (l1, l2) = tables();
+    let copied = 1u64 << 63;
+    let cases: Vec<(Edits, &str)> = vec![
+        (
+            vec![(l1, (copied | 1 << 40).to_be_bytes().to_vec())],
+            "past the end",
+        ),
+        (
+            vec![(l1, (copied | 0x1000).to_be_bytes().to_vec())],
+            "unaligned",
+        ),
+        (
+            vec![(l1, (copied | 1 << 62).to_be_bytes().to_vec())],
+            "reserved bits",
+        ),
+        (
+            vec![(l2, (copied | 0x50002).to_be_bytes().to_vec())],
+            "reserved bits",
+        ),
+        (
+            vec![(l2, (copied | 0x58000).to_be_bytes().to_vec())],
+            "not cluster-aligned",
+        ),
+        (
+            vec![(l2, (copied | 1 << 45).to_be_bytes().to_vec())],
+            "past the end",
+        ),
+        (
+            vec![(l2, (copied | 0x100).to_be_bytes().to_vec())],
+            "reserved bits",
+        ),
+        (
+            vec![(l2, (copied | 1 << 62 | 0x50000).to_be_bytes().to_vec())],
+            "COPIED",
+        ),
+        (
+            vec![(l2 + 8, (3u64 << 62).to_be_bytes().to_vec())],
+            "compressed",
+        ),
+    ];
+    for (edits, words) in cases {
+        let err = refused_after(&edits);
+        assert_eq!(err.kind(), ErrorKind::InvalidImage, "{edits:?}: {err}");
+        assert!(err.message().contains(words), "{edits:?}: {err}");
+    }
+}
+
+#[test]
+fn a_zero_flag_in_a_version_2_image_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.qcow2");
+    qemu_create(&path, "compat=0.10,cluster_size=65536", "4M");
+    qemu_io(&path, "qcow2", &["write -P 5 0 64k"]);
+    let l2 = super::util::peek64(&path, super::util::peek64(&path, 40)) & 0x00ff_ffff_ffff_fe00;
+    poke(&path, l2 + 8 * 3, &1u64.to_be_bytes());
+    let before = std::fs::read(&path).unwrap();
+    let err = open(&path).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("version 2 images do not have"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_damaged_compressed_cluster_fails_its_read_cleanly_and_the_rest_still_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s.qcow2");
+    let path = dir.path().join("c.qcow2");
+    qemu_create(&src, "", "4M");
+    qemu_io(&src, "qcow2", &["write -P 5 0 64k", "write -P 6 64k 64k"]);
+    super::util::tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            super::util::s(&src),
+            super::util::s(&path),
+        ],
+    );
+    let l2 = super::util::peek64(&path, super::util::peek64(&path, 40)) & 0x00ff_ffff_ffff_fe00;
+    let entry = super::util::peek64(&path, l2);
+    let offset = entry & ((1 << 54) - 1);
+    poke(&path, offset, &[0xff; 64]);
+    let img = open(&path).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let err = img.read_at(&mut buf, 0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
+    assert!(err.message().contains("does not inflate"), "{err}");
+    img.read_at(&mut buf, 65536).unwrap();
+    assert!(buf.iter().all(|&b| b == 6));
+}
+
+#[test]
+fn a_data_cluster_pointed_into_the_l1_table_is_reported_as_an_overlap_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ov.qcow2");
+    qemu_create(&path, "cluster_size=65536", "4M");
+    qemu_io(&path, "qcow2", &["write -P 5 0 128k"]);
+    let l1 = super::util::peek64(&path, 40);
+    let l2 = super::util::peek64(&path, l1) & 0x00ff_ffff_ffff_fe00;
+    poke(&path, l2 + 8, &((1u64 << 63) | l1).to_be_bytes());
+    let before = std::fs::read(&path).unwrap();
+    let problems = super::util::check(&path);
+    let errors: Vec<_> = problems
+        .iter()
+        .filter(|p| p.severity == vdisk_core::Severity::Error)
+        .map(|p| p.message.clone())
+        .collect();
+    assert!(
+        errors.iter().any(|m| m.contains("overlaps the l1 table")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|m| m.contains("refcount 1 but 2 references")),
+        "{errors:?}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn a_hostile_snapshot_table_is_refused_without_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sn.qcow2");
+    qemu_create(&path, "cluster_size=65536", "4M");
+    qemu_io(&path, "qcow2", &["write -P 5 0 64k"]);
+    let end = std::fs::metadata(&path).unwrap().len();
+    // One snapshot entry at a new cluster at the end, claiming 4 GiB of extra data.
+    let mut entry = vec![0u8; 65536];
+    entry[36..40].copy_from_slice(&u32::MAX.to_be_bytes());
+    poke(&path, end, &entry);
+    let edits = [
+        (60, 1u32.to_be_bytes().to_vec()),
+        (64, end.to_be_bytes().to_vec()),
+    ];
+    for (at, bytes) in &edits {
+        poke(&path, *at, bytes);
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = open(&path).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("extra data"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn check_reports_a_compressed_cluster_that_does_not_inflate() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("s.qcow2");
+    let path = dir.path().join("c.qcow2");
+    qemu_create(&src, "", "4M");
+    qemu_io(&src, "qcow2", &["write -P 5 0 64k"]);
+    super::util::tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            super::util::s(&src),
+            super::util::s(&path),
+        ],
+    );
+    assert!(super::util::check(&path).is_empty());
+    let l2 = super::util::peek64(&path, super::util::peek64(&path, 40)) & 0x00ff_ffff_ffff_fe00;
+    let offset = super::util::peek64(&path, l2) & ((1 << 54) - 1);
+    poke(&path, offset, &[0xff; 64]);
+    let problems = super::util::check(&path);
+    assert!(
+        problems.iter().any(|p| p
+            .message
+            .contains("guest cluster 0: the compressed cluster")),
+        "{problems:?}"
+    );
+}
+
+/// A v3 header of 512-byte clusters with the L1 table at `l1` (`l1_size` entries) and a
+/// one-cluster refcount table at 512.
+fn header(size: u64, l1: u64, l1_size: u32) -> Vec<u8> {
+    let mut h = vec![0u8; 512];
+    h[0..4].copy_from_slice(b"QFI\xfb");
+    h[4..8].copy_from_slice(&3u32.to_be_bytes());
+    h[20..24].copy_from_slice(&9u32.to_be_bytes());
+    h[24..32].copy_from_slice(&size.to_be_bytes());
+    h[36..40].copy_from_slice(&l1_size.to_be_bytes());
+    h[40..48].copy_from_slice(&l1.to_be_bytes());
+    h[48..56].copy_from_slice(&512u64.to_be_bytes());
+    h[56..60].copy_from_slice(&1u32.to_be_bytes());
+    h[96..100].copy_from_slice(&4u32.to_be_bytes());
+    h[100..104].copy_from_slice(&104u32.to_be_bytes());
+    h
+}
+
+#[test]
+fn an_l1_table_naming_more_l2_entries_than_the_memory_cap_is_refused_before_loading_them() {
+    // 600,000 L1 entries all naming the same L2 table: 38 million L2 entries to load.
+    let entries = 600_000u32;
+    let l1 = 1536u64;
+    let mut bytes = header(512, l1, entries);
+    bytes.resize(l1 as usize + entries as usize * 8, 0);
+    let entry = ((1u64 << 63) | 1024).to_be_bytes();
+    for e in bytes[l1 as usize..].chunks_exact_mut(8) {
+        e.copy_from_slice(&entry);
+    }
+    let err = vdisk_core::testing::open_bytes(&vdisk_qcow2::DRIVER, bytes, false).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.message().contains("at most"), "{err}");
+}

@@ -1,0 +1,140 @@
+//! qcow2 through the `vdisk` binary: detected, described and checked; compaction refused
+//! (not yet offered) with the file untouched.
+
+use super::support::{
+    EXIT_INVALID, Snapshot, info_ok, qemu_create_as, qemu_io_as, run, tempdir, text, vdisk_cmd,
+    vdisk_compact,
+};
+
+#[test]
+fn a_qcow2_is_detected_described_and_checked_clean_and_compaction_is_refused_untouched() {
+    let dir = tempdir();
+    let file = dir.path().join("disk.img");
+    qemu_create_as(&file, "qcow2", "cluster_size=4096,refcount_bits=8", "8M");
+    qemu_io_as("qcow2", &file, &["write -P 3 0 1M".to_string()]);
+    let v = info_ok(&file);
+    assert_eq!(text(&v, "format"), "qcow2");
+    assert_eq!(text(&v, "type"), "dynamic");
+    let details = &v["details"];
+    assert_eq!(details["cluster size"].as_str(), Some("4096"), "{v}");
+    assert_eq!(details["refcount width"].as_str(), Some("8 bits"), "{v}");
+    assert_eq!(details["version"].as_str(), Some("3"), "{v}");
+    // No problems; "safe to compact: no" (exit 5) while compaction is not offered.
+    let out = run(vdisk_cmd().args(["check"]).arg(&file));
+    assert!(out.stdout.contains("no problems found"), "{}", out.stdout);
+    assert!(out.stdout.contains("not yet supported"), "{}", out.stdout);
+    out.expect_code(5);
+    let pristine = Snapshot::of(&file);
+    let out = vdisk_compact(&file, "prezeroed", &[]);
+    out.expect_code(5);
+    assert_eq!(out.json()["error"]["kind"].as_str(), Some("unsupported"));
+    pristine.assert_unchanged(&file, true, "qcow2");
+}
+
+#[test]
+fn a_qcow2_with_a_lowered_refcount_fails_check_and_a_dirty_one_names_qemu_img_check() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempdir();
+    let file = dir.path().join("d.qcow2");
+    qemu_create_as(&file, "qcow2", "cluster_size=65536", "8M");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&file)
+        .unwrap();
+    // Refcount of the header cluster (entry 0 of the first refcount block) set to 0.
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, 48).unwrap();
+    let reftable = u64::from_be_bytes(b);
+    f.read_exact_at(&mut b, reftable).unwrap();
+    f.write_all_at(&[0, 0], u64::from_be_bytes(b)).unwrap();
+    let out = run(vdisk_cmd().args(["check"]).arg(&file));
+    assert_ne!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("refcount 0 but 1 references"),
+        "{}",
+        out.stdout
+    );
+    f.write_all_at(&1u64.to_be_bytes(), 72).unwrap();
+    let pristine = Snapshot::of(&file);
+    let out = run(vdisk_cmd().args(["info"]).arg(&file));
+    assert_ne!(
+        out.code, EXIT_INVALID,
+        "a dirty image is unsupported, not damaged"
+    );
+    assert!(
+        out.stderr.contains("qemu-img check -r all"),
+        "{}",
+        out.stderr
+    );
+    pristine.assert_unchanged(&file, true, "dirty qcow2");
+}
+
+#[test]
+fn vdisk_create_makes_a_qcow2_that_qemu_img_checks_clean_with_the_cluster_size_asked() {
+    let dir = tempdir();
+    let file = dir.path().join("new.qcow2");
+    run(vdisk_cmd()
+        .args([
+            "create", "--format", "qcow2", "--type", "dynamic", "--size", "64M",
+        ])
+        .args(["--block-size", "4096"])
+        .arg(&file))
+    .ok();
+    let out = super::support::qemu_img([
+        std::ffi::OsStr::new("check"),
+        std::ffi::OsStr::new("-f"),
+        std::ffi::OsStr::new("qcow2"),
+        file.as_os_str(),
+    ]);
+    out.ok();
+    let info = super::support::qemu_img([
+        std::ffi::OsStr::new("info"),
+        std::ffi::OsStr::new("--output=json"),
+        file.as_os_str(),
+    ]);
+    assert!(
+        info.stdout.contains("\"cluster-size\": 4096"),
+        "{}",
+        info.stdout
+    );
+    assert!(
+        info.stdout.contains("\"virtual-size\": 67108864"),
+        "{}",
+        info.stdout
+    );
+    let v = info_ok(&file);
+    assert_eq!(text(&v, "format"), "qcow2");
+}
+
+#[test]
+fn vdisk_create_makes_a_qcow2_child_of_a_qcow2_that_qemu_reads_through() {
+    let dir = tempdir();
+    let base = dir.path().join("base.qcow2");
+    let child = dir.path().join("child.qcow2");
+    qemu_create_as(&base, "qcow2", "cluster_size=65536", "8M");
+    qemu_io_as("qcow2", &base, &["write -P 7 0 1M".to_string()]);
+    run(vdisk_cmd()
+        .args(["create", "--type", "differencing", "--parent"])
+        .arg(&base)
+        .arg(&child))
+    .ok();
+    let info = super::support::qemu_img([
+        std::ffi::OsStr::new("info"),
+        std::ffi::OsStr::new("--output=json"),
+        child.as_os_str(),
+    ]);
+    assert!(
+        info.stdout.contains("\"backing-filename\": \"base.qcow2\""),
+        "{}",
+        info.stdout
+    );
+    let cmp = super::support::qemu_img([
+        std::ffi::OsStr::new("compare"),
+        base.as_os_str(),
+        child.as_os_str(),
+    ]);
+    cmp.ok();
+    let v = info_ok(&child);
+    assert_eq!(text(&v, "type"), "differencing");
+}
