@@ -137,7 +137,13 @@ fn every_cut_of_a_compaction_that_moves_the_l1_table_refcount_table_refcount_blo
             img.read_at(&mut v[128 << 10..], 1 << 30).unwrap();
             v
         });
-        let cuts = run(&c, &ALL_FAULTS);
+        // Both images with a crash at every write; one also with a full disk.
+        let faults: &[Fault] = if l1_high {
+            &ALL_FAULTS
+        } else {
+            &[Fault::Crash]
+        };
+        let cuts = run(&c, faults);
         assert!(
             cuts >= 20,
             "four metadata moves of five writes each ({cuts} cut points)"
