@@ -309,3 +309,26 @@ fn a_copied_flag_that_lies_about_a_shared_cluster_is_refused_before_anything_is_
         );
     }
 }
+
+#[test]
+fn an_l2_table_named_by_two_l1_entries_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = made(
+        dir.path(),
+        "twice.qcow2",
+        "cluster_size=65536",
+        "1G",
+        &pattern(65536)[..3],
+    );
+    let l1 = be64_at(&path, 40);
+    poke(&path, l1 + 8, &be64_at(&path, l1).to_be_bytes());
+    let before = std::fs::read(&path).unwrap();
+    for mode in MOVING {
+        let err = compact_path(&path, mode).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidImage, "{mode}: {err}");
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "{mode}: the file changed"
+        );
+    }
+}
