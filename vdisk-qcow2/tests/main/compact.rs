@@ -386,3 +386,26 @@ fn a_relocation_cancelled_between_copies_leaves_no_leak_and_the_content_unchange
     assert_qemu_clean(&path, "after the re-run");
     assert_identical(&original, &path, "after the re-run");
 }
+
+#[test]
+fn a_metadata_preallocated_image_gives_back_every_cluster_the_guest_never_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    for opts in [
+        "preallocation=metadata,cluster_size=65536",
+        "preallocation=metadata,compat=0.10",
+    ] {
+        let writes = ["write -P 1 0 64k", "write -P 2 3M 100k"].map(String::from);
+        let original = made(dir.path(), "pre.qcow2", opts, "8M", &writes);
+        for mode in [Mode::Full, Mode::Prezeroed] {
+            let what = format!("{opts} {mode}");
+            let copy = copy_as(&original, &format!("pre-{mode}.qcow2"));
+            let r = compact_path(&copy, mode).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_qemu_clean(&copy, &what);
+            assert_identical(&original, &copy, &what);
+            // 128 clusters of 64 KiB, 3 of them written (0, 48, 49): the rest freed.
+            assert_eq!(r.blocks_reclaimed, 125, "{what}: {r:?}");
+            assert!(len(&copy) < 1 << 20, "{what}: {} bytes left", len(&copy));
+        }
+        std::fs::remove_file(&original).unwrap();
+    }
+}
