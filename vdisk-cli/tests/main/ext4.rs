@@ -4,7 +4,8 @@
 //! bytes, most files then removed with `debugfs -w` (their blocks keep the old data), put in
 //! a dynamic VHDX with 1 MiB blocks by `qemu-img convert -O vhdx -o
 //! subformat=dynamic,block_size=1M`. Then ext4 in a GPT partition, in a dynamic VHD and in a
-//! VHDX with 32 MiB blocks. Each image is compacted in `full`, `quick` and `retrim`.
+//! VHDX with 32 MiB blocks; and in qcow2 (version 3 with 64 KiB clusters, version 2 with
+//! 2 MiB). Each image is compacted in `full`, `quick` and `retrim`.
 //!
 //! The oracle for free space is e2fsprogs' own (`dumpe2fs`), not our analyser. After each run:
 //! qemu checks the image, every byte outside dumpe2fs's free blocks reads as before, `e2fsck
@@ -116,6 +117,15 @@ fn ext4_in_a_gpt_partition_of_a_32mib_block_vhdx_gives_back_its_deleted_files_in
 fn ext4_in_a_gpt_partition_of_a_qcow2_gives_back_its_deleted_files_in_every_mode() {
     let disk = gpt_disk(96);
     let image = disk.image("qcow2", "cluster_size=65536", "gpt.qcow2");
+    for mode in ["full", "quick", "retrim"] {
+        compact_and_check(&disk, &image, "qcow2", mode);
+    }
+}
+
+#[test]
+fn ext4_in_a_gpt_partition_of_a_version_2_qcow2_with_2mib_clusters_gives_back_its_deleted_files() {
+    let disk = gpt_disk(96);
+    let image = disk.image("qcow2", "compat=0.10,cluster_size=2M", "gpt-v2.qcow2");
     for mode in ["full", "quick", "retrim"] {
         compact_and_check(&disk, &image, "qcow2", mode);
     }

@@ -123,6 +123,11 @@ fn full_compaction_of_a_dynamic_vdi_with_gpt_ntfs_reclaims_free_clusters() {
 }
 
 #[test]
+fn full_compaction_of_a_qcow2_with_gpt_ntfs_reclaims_free_clusters() {
+    full_compaction_reclaims_ntfs_free_space(Table::Gpt, "qcow2");
+}
+
+#[test]
 fn quick_reclaims_the_same_ntfs_free_space_as_full_but_no_zero_blocks() {
     let disk = build(Table::Mbr, None);
     let image = disk.image("vpc", "dynamic");

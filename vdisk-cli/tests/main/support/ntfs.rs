@@ -236,6 +236,10 @@ impl Disk {
         if format == "vdi" {
             opts = format!("static={}", if subformat == "fixed" { "on" } else { "off" });
         }
+        if format == "qcow2" {
+            // qemu-img create's defaults: version 3, 64 KiB clusters, 16-bit refcounts.
+            opts = "cluster_size=64k".to_string();
+        }
         // Every block allocated, so the zero region is in the image.
         convert_allocated(&self.raw, format, &opts, &path);
         path
