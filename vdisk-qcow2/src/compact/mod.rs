@@ -63,7 +63,8 @@ pub(crate) fn verify_exclusive(img: &Qcow2Image) -> Result<()> {
         if !seen.insert(at) {
             return Err(Error::invalid(
                 format!(
-                    "the table cluster at {at:#x} is named by two l1 or refcount table entries                      (run `qemu-img check -r all`); nothing was changed"
+                    "the table cluster at {at:#x} is named by two l1 or refcount table entries \
+                     (run `qemu-img check -r all`); nothing was changed"
                 ),
                 at,
             ));
@@ -71,10 +72,40 @@ pub(crate) fn verify_exclusive(img: &Qcow2Image) -> Result<()> {
     }
     let space = img.host_map()?;
     let mut rc = RefcountUpdate::load(&*img.file, &img.layout)?;
+    // Every cluster that may become a move's target (a free one below the last live cluster,
+    // which lies under the last refcount block) must have a refcount block to raise its
+    // refcount in: this version adds none, and finding that out halfway through would stop a
+    // compaction that has already moved clusters.
+    let per = img.layout.refblock_entries().max(1);
+    let last_block = img.reftable.iter().rposition(|&b| b != 0).unwrap_or(0) as u64;
     for (r, u) in space.ranges() {
         let what = match u {
             HostUse::BlockData(_) => "a data cluster",
             HostUse::Metadata { movable: true } => "a metadata cluster",
+            HostUse::Free if r.start < r.end => {
+                let first = r.start.max(cs) / cs / per;
+                let last = ((r.end - 1) / cs / per).min(last_block);
+                let uncovered = (first..=last).find(|&ti| {
+                    usize::try_from(ti)
+                        .ok()
+                        .and_then(|i| img.reftable.get(i))
+                        .is_none_or(|&b| b == 0)
+                });
+                if let Some(ti) = uncovered.filter(|_| first <= last) {
+                    return Err(Error::invalid(
+                        format!(
+                            "the refcount table has no block for host clusters {:#x}.. \
+                             (entry {ti}) below clusters it does count, which qemu never \
+                             writes: compaction would have no refcount to raise for a cluster \
+                             moved there; nothing was changed (`qemu-img convert` writes a \
+                             clean copy)",
+                            ti * per * cs
+                        ),
+                        img.layout.reftable_offset + ti * 8,
+                    ));
+                }
+                continue;
+            }
             _ => continue,
         };
         for c in r.start / cs..r.end.div_ceil(cs) {

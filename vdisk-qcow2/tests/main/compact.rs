@@ -409,3 +409,50 @@ fn a_metadata_preallocated_image_gives_back_every_cluster_the_guest_never_wrote(
         std::fs::remove_file(&original).unwrap();
     }
 }
+
+#[test]
+fn free_clusters_no_refcount_block_covers_below_counted_ones_are_refused_before_anything_is_written()
+ {
+    // 512-byte clusters with 16-bit refcounts: one refcount block counts 256 clusters
+    // (128 KiB of the file), so a few hundred KiB of data need several.
+    let dir = tempfile::tempdir().unwrap();
+    // One write in each 32 KiB an L2 table maps puts all eight L2 tables at the start of
+    // the file; the data after them is then discarded, so the ranges of the later refcount
+    // blocks hold nothing live but the blocks themselves.
+    let mut cmds: Vec<String> = (0..8)
+        .map(|k| format!("write -P 0x33 {}k 512", k * 32))
+        .collect();
+    cmds.extend([
+        "write -P 0x11 0 256k".to_string(),
+        "write -P 0x22 512k 8k".to_string(),
+        "discard 0 256k".to_string(),
+    ]);
+    let path = made(
+        dir.path(),
+        "uncovered.qcow2",
+        "cluster_size=512",
+        "1M",
+        &cmds,
+    );
+    let reftable = be64_at(&path, 48);
+    let entries: Vec<u64> = (0..8).map(|i| be64_at(&path, reftable + i * 8)).collect();
+    let last = entries.iter().rposition(|&b| b != 0).unwrap();
+    assert!(last >= 2, "qemu used several refcount blocks: {entries:?}");
+    // Drop the block of a range the discard emptied, below the last one still counted.
+    poke(&path, reftable + 8 * (last as u64 - 1), &[0; 8]);
+    assert_eq!(
+        super::compact_util::qemu_check_counts(&path).0,
+        0,
+        "the range held nothing live, so qemu finds no corruption"
+    );
+    let before = std::fs::read(&path).unwrap();
+    for mode in MOVING {
+        let err = compact_path(&path, mode).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidImage, "{mode}: {err}");
+        assert!(err.to_string().contains("no block"), "{mode}: {err}");
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "{mode}: the file changed"
+        );
+    }
+}
