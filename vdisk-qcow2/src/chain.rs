@@ -55,7 +55,8 @@ impl Qcow2Image {
             return Err(Error::new(
                 ErrorKind::Unsupported,
                 format!(
-                    "the backing file {name:?} is a {fmt} image, a format vdisk does not read                      (qcow2, vpc, vhdx and vdi backing files are supported)"
+                    "the backing file {name:?} is a {fmt} image, a format vdisk does not read \
+                     (qcow2, vpc, vhdx and vdi backing files are supported)"
                 ),
             ));
         }
