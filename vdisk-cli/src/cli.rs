@@ -107,7 +107,8 @@ pub struct CompactArgs {
     #[arg(long, short = 'r', help_heading = BATCH)]
     pub recursive: bool,
     /// With --recursive: compact only files whose name matches GLOB (repeatable;
-    /// case-insensitive; default: *.vhd and *.vhdx). A GLOB containing "/" is matched against
+    /// case-insensitive; default: the file extensions of every supported format, such as
+    /// *.vhdx and *.qcow2). A GLOB containing "/" is matched against
     /// the path below the folder named instead of the file name.
     #[arg(long, value_name = "GLOB", requires = "recursive", help_heading = BATCH)]
     pub include: Vec<String>,

@@ -8,8 +8,19 @@ use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
-/// The default `--include`: VHD and VHDX images (case-insensitive, as on Windows shares).
-pub const DEFAULT_INCLUDE: [&str; 2] = ["*.vhd", "*.vhdx"];
+/// The default `--include`: the file extensions of every format this build supports
+/// ([`crate::registry::supported`]), matched case-insensitively as on Windows shares. A format
+/// added to the registry is picked up here with no other change.
+pub fn default_include() -> Vec<String> {
+    let registry = crate::registry::supported();
+    let mut globs: Vec<String> = registry
+        .drivers()
+        .iter()
+        .flat_map(|d| d.extensions().iter().map(|e| format!("*.{e}")))
+        .collect();
+    globs.dedup();
+    globs
+}
 
 /// The globs that choose files.
 #[derive(Debug)]
@@ -63,7 +74,7 @@ impl Selection {
     /// The selection of `include` (the default if empty) minus `exclude`.
     pub fn new(include: &[String], exclude: &[String]) -> Result<Selection, String> {
         let include = if include.is_empty() {
-            DEFAULT_INCLUDE.map(String::from).to_vec()
+            default_include()
         } else {
             include.to_vec()
         };
@@ -193,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn default_selection_takes_vhd_and_vhdx_in_any_case_and_nothing_else() {
+    fn default_selection_takes_every_supported_formats_images_in_any_case_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let r = dir.path();
         fs::create_dir_all(r.join("a/b")).unwrap();
@@ -204,11 +215,23 @@ mod tests {
             "notes.txt",
             "a/disk.vhd.bak",
             "a/b/q.qcow2",
+            "a/b/vm.VDI",
+            "a/b/raw.img",
+            "a/b/disk.vmdk",
         ] {
             fs::write(r.join(f), b"").unwrap();
         }
         let w = walk(&[r.to_path_buf()], true, &Selection::new(&[], &[]).unwrap());
-        assert_eq!(names(&w, r), ["a/Y.VHDX", "a/b/z.Vhd", "x.vhd"]);
+        assert_eq!(
+            names(&w, r),
+            [
+                "a/Y.VHDX",
+                "a/b/q.qcow2",
+                "a/b/vm.VDI",
+                "a/b/z.Vhd",
+                "x.vhd"
+            ]
+        );
     }
 
     #[test]
