@@ -93,14 +93,16 @@ pub fn extents_from_block_states<I: DiskImage + ?Sized>(
             // format with pinned blocks says [`GuestExtent::Opaque`] in its own extent map.
             BlockState::Pinned { .. } => GuestExtent::Data { host: None },
         };
-        push(&mut out, at..end, kind);
+        push_extent(&mut out, at..end, kind);
         at = end;
     }
     Ok(out)
 }
 
-/// Appends `(r, kind)`, merged into the last extent when it continues it.
-fn push(out: &mut Vec<(Range<u64>, GuestExtent)>, r: Range<u64>, kind: GuestExtent) {
+/// Appends `(r, kind)` to an extent map being built in guest order, merged into the last
+/// extent when it continues it (the same kind, right after it; data also contiguous in the
+/// host file). Opaque extents are never merged: each is one host range that moves whole.
+pub fn push_extent(out: &mut Vec<(Range<u64>, GuestExtent)>, r: Range<u64>, kind: GuestExtent) {
     if let Some((last, last_kind)) = out.last_mut() {
         let continues = match (&*last_kind, &kind) {
             (GuestExtent::Data { host: Some(a) }, GuestExtent::Data { host: Some(b) }) => {

@@ -79,7 +79,7 @@ pub use compact::{
     CompactOptions, CompactPlan, CompactReport, Compactor, GenericCompactor, Mode, Reason,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use extent::{GuestExtent, extents_from_block_states};
+pub use extent::{GuestExtent, extents_from_block_states, push_extent};
 pub use format::{Confidence, CreateSpec, FormatDriver, OpenOptions, ParentReference, Registry};
 pub use fs::{ContainerUsage, FsAnalyzer, FsUsage, FsVerdict, Hazard, InnerVolume};
 pub use host_file::{

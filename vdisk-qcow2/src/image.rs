@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use vdisk_core::{
     BlockDevice, BlockIndex, BlockState, DiskImage, Error, ErrorKind, GuestExtent, HostFile,
-    HostOffset, ImageKind, Problem, Result, block_spans, check_range,
+    HostOffset, ImageKind, Problem, Result, block_spans, check_range, push_extent,
 };
 
 use crate::compressed;
@@ -423,26 +423,4 @@ impl DiskImage for Qcow2Image {
     fn parent_path(&self) -> Option<&Path> {
         self.parent_path.as_deref()
     }
-}
-
-/// Appends an extent, merged into the last one when it continues it.
-fn push_extent(
-    out: &mut Vec<(std::ops::Range<u64>, GuestExtent)>,
-    r: std::ops::Range<u64>,
-    kind: GuestExtent,
-) {
-    if let Some((last, last_kind)) = out.last_mut() {
-        let continues = match (&*last_kind, &kind) {
-            (GuestExtent::Data { host: Some(a) }, GuestExtent::Data { host: Some(b) }) => {
-                a.0.checked_add(last.end - last.start) == Some(b.0)
-            }
-            (GuestExtent::Opaque { .. }, _) => false,
-            (a, b) => a == b,
-        };
-        if continues && last.end == r.start {
-            last.end = r.end;
-            return;
-        }
-    }
-    out.push((r, kind));
 }

@@ -95,17 +95,11 @@ pub fn check(path: &Path) -> Vec<Problem> {
 
 /// `qemu-img check` reports no errors and no leaks on the image at `path`.
 pub fn assert_qemu_check(path: &Path) {
-    let out = Command::new("qemu-img")
-        .args(["check", "-f", "qcow2"])
-        .arg(path)
-        .output()
-        .expect("qemu-img is needed for this test");
-    assert!(
-        out.status.success(),
-        "qemu-img check {}: {}{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    vdisk_core::testing::tool_succeeds(
+        Command::new("qemu-img")
+            .args(["check", "-f", "qcow2"])
+            .arg(path),
+        "qemu-utils",
     );
 }
 

@@ -40,17 +40,11 @@ pub fn qemu_io(path: &Path, commands: &[String]) {
 /// `qemu-img check` passes on the VDI at `path` (qemu's own check of the block map and of
 /// the header's allocated count).
 pub fn assert_qemu_check(path: &Path) {
-    let out = Command::new("qemu-img")
-        .args(["check", "-f", "vdi"])
-        .arg(path)
-        .output()
-        .expect("qemu-img is needed for this test");
-    assert!(
-        out.status.success(),
-        "qemu-img check {}: {}{}",
-        path.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    vdisk_core::testing::tool_succeeds(
+        Command::new("qemu-img")
+            .args(["check", "-f", "vdi"])
+            .arg(path),
+        "qemu-utils",
     );
 }
 
