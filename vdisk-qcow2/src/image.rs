@@ -23,7 +23,6 @@ pub struct Qcow2Image {
     pub(crate) file: Box<dyn HostFile>,
     #[allow(dead_code, reason = "kept for the compaction primitives")]
     pub(crate) writable: bool,
-    #[allow(dead_code, reason = "kept for the compaction primitives")]
     pub(crate) header: Header,
     pub(crate) layout: Layout,
     /// The active L1 table.
@@ -303,11 +302,12 @@ impl DiskImage for Qcow2Image {
         self.blocks
     }
 
-    /// Standard clusters (and preallocated zero clusters) are allocated at their host cluster;
-    /// zero clusters without one are [`BlockState::Zero`]; no entry (or no L2 table) is
-    /// [`BlockState::Unallocated`]. Compressed clusters and clusters shared with a snapshot
-    /// are reported allocated for now: compaction of qcow2 images is refused until core can
-    /// say they must stay where they are.
+    /// Standard clusters (and preallocated zero clusters) whose entry and L2 table both have
+    /// the COPIED flag are allocated at their host cluster; zero clusters without one are
+    /// [`BlockState::Zero`]; no entry (or no L2 table) is [`BlockState::Unallocated`].
+    /// Compressed clusters, and clusters shared with a snapshot (no COPIED flag on the entry
+    /// or on its L2 table), are [`BlockState::Pinned`]: compaction keeps them where they are
+    /// (the host space map calls their clusters fixed metadata).
     fn block_state(&self, block: BlockIndex) -> Result<BlockState> {
         if block.0 >= self.block_count() {
             return Err(Error::new(
@@ -318,16 +318,22 @@ impl DiskImage for Qcow2Image {
                 ),
             ));
         }
+        let pinned = self.pinned(block.0);
         Ok(match self.entry(block.0) {
             Entry::Unallocated => BlockState::Unallocated,
             Entry::Zero { host: None, .. } => BlockState::Zero,
             Entry::Zero {
                 host: Some(host), ..
             }
-            | Entry::Standard { host, .. } => BlockState::Allocated {
-                host: HostOffset(host),
+            | Entry::Standard { host, .. } => match pinned {
+                false => BlockState::Allocated {
+                    host: HostOffset(host),
+                },
+                true => BlockState::Pinned {
+                    host: HostOffset(host),
+                },
             },
-            Entry::Compressed { offset, .. } => BlockState::Allocated {
+            Entry::Compressed { offset, .. } => BlockState::Pinned {
                 host: HostOffset(offset),
             },
         })
@@ -392,31 +398,31 @@ impl DiskImage for Qcow2Image {
         self.parent.as_deref()
     }
 
-    /// Refused until core can keep compressed and snapshot-shared clusters where they are
-    /// (the map itself is [`Qcow2Image::host_map`]).
     fn host_space(&self) -> Result<vdisk_core::HostSpaceMap> {
-        Err(not_yet())
+        self.host_map()
+    }
+
+    /// Refused when a cluster compaction may free or move has a stored refcount other than
+    /// one (see [`crate::compact::verify_exclusive`]).
+    fn compaction_allowed(&self) -> Result<()> {
+        crate::compact::refusal(&self.layout)?;
+        crate::compact::verify_exclusive(self)
     }
 
     fn as_compactable(&mut self) -> Result<&mut dyn vdisk_core::Compactable> {
-        Err(not_yet())
+        self.as_compactable_ref()?;
+        Ok(self)
     }
 
+    /// Refused while persistent dirty bitmaps exist (see [`crate::compact`]).
     fn as_compactable_ref(&self) -> Result<&dyn vdisk_core::Compactable> {
-        Err(not_yet())
+        crate::compact::refusal(&self.layout)?;
+        Ok(self)
     }
 
     fn parent_path(&self) -> Option<&Path> {
         self.parent_path.as_deref()
     }
-}
-
-/// Why compaction is refused for now.
-fn not_yet() -> Error {
-    Error::new(
-        ErrorKind::Unsupported,
-        "compaction of qcow2 images is not yet supported",
-    )
 }
 
 /// Appends an extent, merged into the last one when it continues it.

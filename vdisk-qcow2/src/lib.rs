@@ -29,13 +29,18 @@
 //! table 64 MiB) and by the file's length.
 //! Refused with their reason, the file untouched: encryption, external data files,
 //! extended L2 entries, zstd compression, unknown incompatible features, and images whose
-//! dirty or corrupt bit is set (`qemu-img check -r all` repairs them first). Compaction is
-//! not offered yet.
+//! dirty or corrupt bit is set (`qemu-img check -r all` repairs them first).
+//!
+//! Compaction ([`vdisk_core::Compactable`], in `compact`): data clusters freed and moved,
+//! the L1 table, refcount table, refcount blocks and L2 tables moved down, in qcow2's crash
+//! order (refcounts raised before use, lowered after); compressed and snapshot-shared
+//! clusters pinned where they are; refused while persistent dirty bitmaps exist.
 #![forbid(unsafe_code)]
 
 mod bitmap;
 mod chain;
 mod check;
+mod compact;
 mod compressed;
 mod create;
 mod extension;

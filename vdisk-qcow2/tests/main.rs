@@ -8,8 +8,12 @@ mod main {
     mod bad_input;
     mod chain;
     mod check;
+    mod compact;
+    pub mod compact_util;
+    mod crash;
     mod create;
     mod mutation;
+    mod prop;
     mod qemu;
     mod space;
     pub mod util;

@@ -124,8 +124,19 @@ fn internal_snapshots_keep_their_content_while_the_active_layer_reads_like_qemu(
             matches!(e[0].1, GuestExtent::Opaque { .. }),
             "{opts}: {e:?}"
         );
-        let map = img.host_space();
-        assert!(map.is_err(), "compaction stays refused for now");
+        // And pinned: compaction keeps it where it is, its cluster fixed in the host map.
+        let state = img
+            .block_state(BlockIndex((512 << 10) / img.block_size()))
+            .unwrap();
+        let BlockState::Pinned { host } = state else {
+            panic!("{opts}: {state:?}");
+        };
+        let map = img.host_space().unwrap();
+        assert_eq!(
+            map.use_at(host.0),
+            Some(vdisk_core::HostUse::FIXED),
+            "{opts}"
+        );
     }
 }
 
