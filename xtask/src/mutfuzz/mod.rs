@@ -459,10 +459,13 @@ impl<'a> Worker<'a> {
         }
         if input.vdisk_check == Some(true) {
             let name = format!("case.{}", format.ext());
+            // Named, not detected: cutting trailing bytes past the last cluster may leave
+            // guest data that looks like a fixed VHD footer at the new end (a planted one),
+            // which detection rightly calls ambiguous; the rule is about the structure.
             let c = oracle::run_vdisk(
                 &self.cfg.vdisk,
                 &self.dir,
-                &["check", &name],
+                &["check", "--format", format.name(), &name],
                 &self.cfg.limits,
             );
             if c.code != Some(0) {
