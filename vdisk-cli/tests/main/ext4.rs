@@ -113,6 +113,15 @@ fn ext4_in_a_gpt_partition_of_a_32mib_block_vhdx_gives_back_its_deleted_files_in
 }
 
 #[test]
+fn ext4_in_a_gpt_partition_of_a_qcow2_gives_back_its_deleted_files_in_every_mode() {
+    let disk = gpt_disk(96);
+    let image = disk.image("qcow2", "cluster_size=65536", "gpt.qcow2");
+    for mode in ["full", "quick", "retrim"] {
+        compact_and_check(&disk, &image, "qcow2", mode);
+    }
+}
+
+#[test]
 fn a_wsl_disk_whose_journal_needs_recovery_is_only_zero_scanned_and_says_wsl_shutdown() {
     let fill = Fill {
         count: 8,

@@ -1,5 +1,4 @@
-//! qcow2 through the `vdisk` binary: detected, described and checked; compaction refused
-//! (not yet offered) with the file untouched.
+//! qcow2 through the `vdisk` binary: detected, described, checked and compacted.
 
 use super::support::{
     EXIT_INVALID, Snapshot, info_ok, qemu_create_as, qemu_io_as, run, tempdir, text, vdisk_cmd,
@@ -7,11 +6,12 @@ use super::support::{
 };
 
 #[test]
-fn a_qcow2_is_detected_described_and_checked_clean_and_compaction_is_refused_untouched() {
+fn a_qcow2_is_detected_described_checked_clean_and_compacted_to_an_image_qemu_checks_clean() {
     let dir = tempdir();
     let file = dir.path().join("disk.img");
     qemu_create_as(&file, "qcow2", "cluster_size=4096,refcount_bits=8", "8M");
-    qemu_io_as("qcow2", &file, &["write -P 3 0 1M".to_string()]);
+    let writes = ["write -P 3 0 1M", "write -P 0 0 512k", "write -P 4 7M 64k"];
+    qemu_io_as("qcow2", &file, &writes.map(String::from));
     let v = info_ok(&file);
     assert_eq!(text(&v, "format"), "qcow2");
     assert_eq!(text(&v, "type"), "dynamic");
@@ -19,16 +19,41 @@ fn a_qcow2_is_detected_described_and_checked_clean_and_compaction_is_refused_unt
     assert_eq!(details["cluster size"].as_str(), Some("4096"), "{v}");
     assert_eq!(details["refcount width"].as_str(), Some("8 bits"), "{v}");
     assert_eq!(details["version"].as_str(), Some("3"), "{v}");
-    // No problems; "safe to compact: no" (exit 5) while compaction is not offered.
     let out = run(vdisk_cmd().args(["check"]).arg(&file));
     assert!(out.stdout.contains("no problems found"), "{}", out.stdout);
-    assert!(out.stdout.contains("not yet supported"), "{}", out.stdout);
-    out.expect_code(5);
-    let pristine = Snapshot::of(&file);
+    out.expect_code(0);
+    let original = dir.path().join("original.qcow2");
+    std::fs::copy(&file, &original).unwrap();
+    let before = std::fs::metadata(&file).unwrap().len();
     let out = vdisk_compact(&file, "prezeroed", &[]);
-    out.expect_code(5);
-    assert_eq!(out.json()["error"]["kind"].as_str(), Some("unsupported"));
-    pristine.assert_unchanged(&file, true, "qcow2");
+    out.expect_code(0);
+    // The 128 clusters written with zeros are freed and the rest packed down.
+    assert!(
+        std::fs::metadata(&file).unwrap().len() + (512 << 10) <= before,
+        "{}",
+        out.stdout
+    );
+    let check = std::process::Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(&file)
+        .output()
+        .expect("qemu-img is needed for this test");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let cmp = std::process::Command::new("qemu-img")
+        .args(["compare", "-f", "qcow2", "-F", "qcow2"])
+        .arg(&original)
+        .arg(&file)
+        .output()
+        .expect("qemu-img is needed for this test");
+    assert!(
+        cmp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
 }
 
 #[test]

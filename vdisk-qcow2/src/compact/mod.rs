@@ -81,6 +81,22 @@ pub(crate) fn refuse_damaged(img: &Qcow2Image) -> Result<()> {
 /// moved or overwritten. Refused ([`ErrorKind::InvalidImage`]) with the file untouched.
 pub(crate) fn verify_exclusive(img: &Qcow2Image) -> Result<()> {
     let cs = img.layout.cluster_size;
+    // A structure named twice would be moved for one of its names only.
+    let mut seen = std::collections::BTreeSet::new();
+    let tables = img.l1.iter().map(|e| e.l2);
+    for at in tables
+        .chain(img.reftable.iter().copied())
+        .filter(|&at| at != 0)
+    {
+        if !seen.insert(at) {
+            return Err(Error::invalid(
+                format!(
+                    "the table cluster at {at:#x} is named by two l1 or refcount table entries                      (run `qemu-img check -r all`); nothing was changed"
+                ),
+                at,
+            ));
+        }
+    }
     let space = img.host_map()?;
     let mut rc = RefcountUpdate::load(&*img.file, &img.layout)?;
     for (r, u) in space.ranges() {

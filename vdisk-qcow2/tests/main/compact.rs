@@ -309,3 +309,103 @@ fn a_copied_flag_that_lies_about_a_shared_cluster_is_refused_before_anything_is_
         );
     }
 }
+
+#[test]
+fn an_l2_table_named_by_two_l1_entries_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = made(
+        dir.path(),
+        "twice.qcow2",
+        "cluster_size=65536",
+        "1G",
+        &pattern(65536)[..3],
+    );
+    let l1 = be64_at(&path, 40);
+    poke(&path, l1 + 8, &be64_at(&path, l1).to_be_bytes());
+    let before = std::fs::read(&path).unwrap();
+    for mode in MOVING {
+        let err = compact_path(&path, mode).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidImage, "{mode}: {err}");
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "{mode}: the file changed"
+        );
+    }
+}
+
+#[test]
+fn a_relocation_cancelled_between_copies_leaves_no_leak_and_the_content_unchanged() {
+    use vdisk_core::{CompactOptions, Compactor, GenericCompactor, NoProgress, OpenOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let path = made(
+        dir.path(),
+        "cancel.qcow2",
+        "cluster_size=4096",
+        "128k",
+        &pattern(4096),
+    );
+    let original = copy_as(&path, "original.qcow2");
+    let mut image = super::util::registry()
+        .open_path(&path, &OpenOptions::read_write())
+        .unwrap();
+    let plan = GenericCompactor
+        .plan(
+            &*image,
+            &CompactOptions::new(Mode::Prezeroed),
+            &NoProgress,
+            &vdisk_core::CancelToken::new(),
+        )
+        .unwrap();
+    assert!(plan.moves.len() >= 2, "{plan:?}");
+    // The zero clusters freed first, as the engine does, so the moves' targets are free.
+    let freed: Vec<vdisk_core::BlockIndex> = plan.reclaim.iter().map(|&(b, _)| b).collect();
+    image
+        .as_compactable()
+        .unwrap()
+        .deallocate(&freed, vdisk_core::FreeAs::Parent)
+        .unwrap();
+    let calls = std::cell::Cell::new(0);
+    let cancel = || {
+        calls.set(calls.get() + 1);
+        match calls.get() {
+            1 => Ok(()),
+            _ => Err(vdisk_core::Error::new(ErrorKind::Cancelled, "cancelled")),
+        }
+    };
+    let err = image
+        .as_compactable()
+        .unwrap()
+        .relocate(&plan.moves, &cancel)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    drop(image);
+    // The copies' refcounts were given back: not even a leak.
+    assert_qemu_clean(&path, "after a cancelled relocation");
+    assert_identical(&original, &path, "after a cancelled relocation");
+    compact_path(&path, Mode::Prezeroed).unwrap();
+    assert_qemu_clean(&path, "after the re-run");
+    assert_identical(&original, &path, "after the re-run");
+}
+
+#[test]
+fn a_metadata_preallocated_image_gives_back_every_cluster_the_guest_never_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    for opts in [
+        "preallocation=metadata,cluster_size=65536",
+        "preallocation=metadata,compat=0.10",
+    ] {
+        let writes = ["write -P 1 0 64k", "write -P 2 3M 100k"].map(String::from);
+        let original = made(dir.path(), "pre.qcow2", opts, "8M", &writes);
+        for mode in [Mode::Full, Mode::Prezeroed] {
+            let what = format!("{opts} {mode}");
+            let copy = copy_as(&original, &format!("pre-{mode}.qcow2"));
+            let r = compact_path(&copy, mode).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_qemu_clean(&copy, &what);
+            assert_identical(&original, &copy, &what);
+            // 128 clusters of 64 KiB, 3 of them written (0, 48, 49): the rest freed.
+            assert_eq!(r.blocks_reclaimed, 125, "{what}: {r:?}");
+            assert!(len(&copy) < 1 << 20, "{what}: {} bytes left", len(&copy));
+        }
+        std::fs::remove_file(&original).unwrap();
+    }
+}
