@@ -402,10 +402,12 @@ impl DiskImage for Qcow2Image {
         self.host_map()
     }
 
-    /// Refused when a cluster compaction may free or move has a stored refcount other than
-    /// one (see [`crate::compact::verify_exclusive`]).
+    /// Refused when the check finds an error (see [`crate::compact::refuse_damaged`]), or a
+    /// cluster compaction may free or move has a stored refcount other than one (see
+    /// [`crate::compact::verify_exclusive`]).
     fn compaction_allowed(&self) -> Result<()> {
         crate::compact::refusal(&self.layout)?;
+        crate::compact::refuse_damaged(self)?;
         crate::compact::verify_exclusive(self)
     }
 

@@ -44,18 +44,20 @@ pub const TASKS: &[Task] = &[
     },
     Task {
         name: "mutate",
-        synopsis: "[--time SECS | --cases N] [--seed N] [--format vhd|vhdx|vdi|all]\n         \
+        synopsis: "[--time SECS | --cases N] [--seed N] [--format vhd|vhdx|vdi|qcow2|all]\n         \
                    [--keep DIR] [--case N] [--workers N] [--vdisk PATH]",
         about: || {
-            "mutate VHD/VHDX/VDI seeds (made by qemu and vdisk) field by field and run info, \
+            "mutate VHD/VHDX/VDI/qcow2 seeds (made by qemu and vdisk) field by field and run info, \
              check, compact --dry-run and compact in every mode of the release vdisk on each (no \
              hang, panic, signal or memory blow-up; failed runs leave the file unchanged; \
-             compactions read the same (qemu-img compare; libvhdi for VHD/VHDX children, qemu \
-             block by block over the parent for VDI children)).\n\
+             compactions read the same (qemu-img compare, through the backing file for qcow2 \
+             children; libvhdi for VHD/VHDX children, qemu block by block over the parent for \
+             VDI children); qemu-img check finds no corruption and no leak it did not find in \
+             the input).\n\
              --time SECS     run for SECS seconds (default 60)\n\
              --cases N       run exactly N cases instead of for a time\n\
              --seed N        the random seed (default 1); the same seed gives the same cases\n\
-             --format F      vhd, vhdx, vdi or all (default all)\n\
+             --format F      vhd, vhdx, vdi, qcow2 or all (default all)\n\
              --keep DIR      write each failing input to DIR with a line that replays it\n\
              --case N        replay case N only (same --seed and --format)\n\
              --workers N     cases run in parallel (default 2)\n\
@@ -251,7 +253,7 @@ mod tests {
         }
         assert!(task("demo").unwrap().contains("--keep"));
         let mutate = task("mutate").unwrap();
-        for format in ["vhd", "vhdx", "vdi", "all"] {
+        for format in ["vhd", "vhdx", "vdi", "qcow2", "all"] {
             assert!(crate::mutate::mutfuzz::parse_formats(format).is_ok());
             assert!(mutate.contains(format), "{format}: {mutate}");
         }

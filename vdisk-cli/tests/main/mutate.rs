@@ -1,9 +1,10 @@
 //! The fast slice of the mutation fuzzer (`cargo xtask mutate`, same code included from
 //! `xtask/src/mutfuzz`): a fixed seed, a bounded number of mutations of qemu- and vdisk-made
-//! VHD/VHDX/VDI images (fixed, dynamic, differencing), each run through `info`, `check`,
-//! `compact --dry-run` and `compact` in every mode of the binary under test. Zero failures
-//! allowed: no hang, panic, signal or memory blow-up, failed runs leave the file unchanged,
-//! compactions read the same by qemu-img / libvhdi.
+//! VHD/VHDX/VDI/qcow2 images (fixed, dynamic, differencing or backed, compressed, with
+//! snapshots), each run through `info`, `check`, `compact --dry-run` and `compact` in every
+//! mode of the binary under test. Zero failures allowed: no hang, panic, signal or memory
+//! blow-up, failed runs leave the file unchanged, compactions read the same by qemu-img /
+//! libvhdi and add nothing to what `qemu-img check` finds.
 
 #[allow(dead_code, missing_docs)]
 #[path = "../../../xtask/src/mutfuzz/mod.rs"]
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use super::support::tempdir;
 
-/// Mutations per run (the three formats alternate): about 40 s on the 2-core CI machine.
+/// Mutations per run (the four formats alternate): about 40 s on the 2-core CI machine.
 const CASES: u64 = 48;
 
 #[test]

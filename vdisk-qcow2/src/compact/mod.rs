@@ -15,7 +15,9 @@
 //! [`vdisk_core::BlockState::Pinned`]: never freed or moved. Every cluster freed or moved is
 //! checked against the stored refcounts first (exactly one), whatever the COPIED flags say.
 //! Refused: images with persistent dirty bitmaps (their bitmaps would describe the wrong
-//! clusters after a move).
+//! clusters after a move), and images whose check finds an error (structures overlapping
+//! each other or guest data, refcounts lower than the references: the host map cannot be
+//! trusted, and rewriting a refcount block could rewrite guest data).
 
 mod metadata_move;
 mod refcount_update;
@@ -25,7 +27,7 @@ use std::ops::Range;
 
 use vdisk_core::{
     BlockIndex, Compactable, DiskImage, Error, ErrorKind, FreeAs, HostLayout, HostUse, ImageKind,
-    Relocation, Result,
+    Relocation, Result, Severity,
 };
 
 use crate::format::EXT_BITMAPS;
@@ -44,6 +46,32 @@ pub(crate) fn refusal(layout: &Layout) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Refuses ([`ErrorKind::InvalidImage`]) an image whose deep check finds an error, as
+/// [`vdisk_core::Severity::Error`] promises: naming the first, the file untouched. Leaks
+/// (warnings) are harmless and compaction reclaims them.
+pub(crate) fn refuse_damaged(img: &Qcow2Image) -> Result<()> {
+    let errors: Vec<_> = img
+        .check()?
+        .into_iter()
+        .filter(|p| p.severity == Severity::Error)
+        .collect();
+    let Some(first) = errors.first() else {
+        return Ok(());
+    };
+    let more = match errors.len() {
+        1 => String::new(),
+        n => format!(" and {} more (`vdisk check` lists them)", n - 1),
+    };
+    Err(Error::new(
+        ErrorKind::InvalidImage,
+        format!(
+            "the image is damaged: {}{more}; compaction refuses a damaged image (repair it \
+             with `qemu-img check -r all`); nothing was changed",
+            first.message
+        ),
+    ))
 }
 
 /// Proves, before planning and again before applying, that every cluster the compactor may

@@ -1,8 +1,9 @@
 //! Features this version does not handle, and damaged or hostile headers: refused with a
 //! clear lowercase reason, no panic, the file byte-identical.
 
-use super::util::{open, poke, qemu_create, qemu_io};
-use vdisk_core::ErrorKind;
+use super::compact_util::compact_path;
+use super::util::{open, peek64, poke, qemu_create, qemu_io};
+use vdisk_core::{ErrorKind, Mode};
 
 /// Byte edits: (file offset, new bytes).
 type Edits = Vec<(u64, Vec<u8>)>;
@@ -338,4 +339,37 @@ fn an_l1_table_naming_more_l2_entries_than_the_memory_cap_is_refused_before_load
     let err = vdisk_core::testing::open_bytes(&vdisk_qcow2::DRIVER, bytes, false).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(err.message().contains("at most"), "{err}");
+}
+
+#[test]
+fn an_l2_table_pointed_onto_the_refcount_table_is_refused_by_every_compaction_mode_and_the_file_unchanged()
+ {
+    // The mutation fuzzer's first qcow2 finding: with L1[0] naming the refcount table's
+    // cluster as an L2 table, guest cluster 0 read the refcount block, and compaction
+    // (nothing to reclaim, a truncation) rewrote that block: the guest content changed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.qcow2");
+    qemu_create(&path, "cluster_size=65536", "8M");
+    qemu_io(
+        &path,
+        "qcow2",
+        &["write -P 0x55 0 100k", "write -P 0x66 5M 4k"],
+    );
+    let (l1, refcount_table) = (peek64(&path, 40), peek64(&path, 48));
+    poke(&path, l1, &((1u64 << 63) | refcount_table).to_be_bytes());
+    let before = std::fs::read(&path).unwrap();
+    for mode in Mode::ALL {
+        let err = compact_path(&path, mode).expect_err("a damaged image was compacted");
+        assert_eq!(err.kind(), ErrorKind::InvalidImage, "{mode:?}: {err}");
+        let message = err.message();
+        assert!(
+            message.contains("damaged") && message.contains("overlaps the refcount table"),
+            "{mode:?}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "{mode:?}: the file changed"
+        );
+    }
 }

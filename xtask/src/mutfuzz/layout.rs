@@ -1,7 +1,8 @@
-//! Where the format-owned structures of a VHD, VHDX or VDI file lie, read with a few header fields
+//! Where the format-owned structures of a VHD, VHDX, VDI or qcow2 file lie, read with a few header fields
 //! (no validation: the mutator wants the ranges even of a half-broken file), and the checksums
 //! that guard them.
 
+pub mod qcow2;
 pub mod vdi;
 
 /// One structure of an image file: a byte range and how the mutator treats it.
@@ -32,6 +33,16 @@ pub enum Shape {
     VdiHeader,
     /// VDI block map: little-endian u32 slot numbers, free or zero.
     VdiMap,
+    /// qcow2 header: its named fields, each set to one of its boundary values.
+    Qcow2Header,
+    /// qcow2 L1 table: big-endian u64 L2 table offsets with the COPIED flag.
+    Qcow2L1,
+    /// qcow2 L2 table: big-endian u64 cluster entries (COPIED, compressed, zero).
+    Qcow2L2,
+    /// qcow2 refcount table: big-endian u64 refcount block offsets.
+    Qcow2RefcountTable,
+    /// qcow2 refcount block: big-endian refcounts of 2^refcount_order bits.
+    Qcow2RefcountBlock,
     /// Guest data: only bytes, no fields.
     Data,
 }
@@ -45,6 +56,8 @@ pub enum Format {
     Vhdx,
     /// VirtualBox VDI.
     Vdi,
+    /// qemu's qcow2 (versions 2 and 3).
+    Qcow2,
 }
 
 impl Format {
@@ -54,6 +67,7 @@ impl Format {
             Format::Vhd => "vhd",
             Format::Vhdx => "vhdx",
             Format::Vdi => "vdi",
+            Format::Qcow2 => "qcow2",
         }
     }
 
@@ -63,6 +77,7 @@ impl Format {
             Format::Vhd => "vpc",
             Format::Vhdx => "vhdx",
             Format::Vdi => "vdi",
+            Format::Qcow2 => "qcow2",
         }
     }
 
@@ -78,6 +93,7 @@ pub fn spans(format: Format, bytes: &[u8]) -> Vec<Span> {
         Format::Vhd => vhd_spans(bytes),
         Format::Vhdx => vhdx_spans(bytes),
         Format::Vdi => vdi::spans(bytes),
+        Format::Qcow2 => qcow2::spans(bytes),
     }
 }
 
@@ -324,7 +340,7 @@ fn vhd_sum(bytes: &[u8]) -> u32 {
 /// tables (CRC-32C), and the log entry at the head of the log. VDI has none.
 pub fn fix_checksums(format: Format, b: &mut [u8]) {
     match format {
-        Format::Vdi => {}
+        Format::Vdi | Format::Qcow2 => {}
         Format::Vhd => {
             let len = b.len();
             let mut footers = vec![0usize];

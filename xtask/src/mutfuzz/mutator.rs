@@ -1,10 +1,13 @@
 //! The field-aware mutator: picks a structure by weight and changes a field, an entry or some
 //! bytes of it; or cuts or extends the file; or plants the other format's signature in guest
 //! data. Half of the mutations get their checksums recomputed so they pass the checksum gates.
+//! The qcow2 field and entry mutations are in [`qcow2`].
 
 use std::fmt;
 
 use super::layout::{self, Format, Shape, Span};
+
+mod qcow2;
 
 /// Deterministic pseudo-random numbers (xorshift64*): a case is replayed from its seed.
 #[derive(Debug, Clone)]
@@ -146,8 +149,8 @@ impl Mutation {
             .apply(format, &current);
             edits.push(e);
         }
-        // VDI has no checksums: nothing to fix.
-        let fix = rng.chance(1, 2) && format != Format::Vdi;
+        // VDI and qcow2 have no checksums: nothing to fix.
+        let fix = rng.chance(1, 2) && !matches!(format, Format::Vdi | Format::Qcow2);
         Mutation { edits, fix }
     }
 }
@@ -199,6 +202,11 @@ fn draw_edit(rng: &mut Rng, format: Format, b: &[u8], spans: &[Span]) -> Edit {
         Shape::VhdxBat => vhdx_bat_entry(rng, s, b, &t),
         Shape::VdiHeader => vdi_field(rng, b, &t),
         Shape::VdiMap => vdi_map_entry(rng, s, b),
+        Shape::Qcow2Header => qcow2::header_field(rng, b, &t),
+        Shape::Qcow2L1 | Shape::Qcow2L2 | Shape::Qcow2RefcountTable => {
+            qcow2::table_entry(rng, s, b, &t)
+        }
+        Shape::Qcow2RefcountBlock => qcow2::refcount(rng, s, b),
         Shape::Fields if rng.chance(3, 4) => field(rng, format, s, b, &t),
         _ => bytes(rng, s, b, spans),
     }
@@ -217,11 +225,11 @@ fn truncation(rng: &mut Rng, len: u64) -> Edit {
 
 /// Another format's signature where guest data lies: a VHD footer (fixed, or dynamic with a
 /// header and a two-entry table) at the end of a VHDX; a fixed VHD footer at the end of a VDI
-/// (the last slot's data); `vhdxfile` or a VDI header at the start of a VHD (a fixed VHD's
+/// (the last slot's data) or a qcow2 (the last cluster's); `vhdxfile` or a VDI header at the start of a VHD (a fixed VHD's
 /// first guest sector).
 fn plant(rng: &mut Rng, format: Format, len: u64) -> Edit {
     match format {
-        Format::Vdi => Edit::Write {
+        Format::Vdi | Format::Qcow2 => Edit::Write {
             what: "planted-vhd-fixed-footer",
             at: len.saturating_sub(512),
             bytes: layout::vhd_footer(2, len.saturating_sub(512), u64::MAX).to_vec(),
@@ -304,7 +312,7 @@ fn read_int(format: Format, b: &[u8], at: usize, width: usize) -> u64 {
     };
     let mut v = [0u8; 8];
     match format {
-        Format::Vhd => {
+        Format::Vhd | Format::Qcow2 => {
             v[8 - width..].copy_from_slice(s);
             u64::from_be_bytes(v)
         }
@@ -317,7 +325,7 @@ fn read_int(format: Format, b: &[u8], at: usize, width: usize) -> u64 {
 
 fn int_bytes(format: Format, v: u64, width: usize) -> Vec<u8> {
     match format {
-        Format::Vhd => v.to_be_bytes()[8 - width..].to_vec(),
+        Format::Vhd | Format::Qcow2 => v.to_be_bytes()[8 - width..].to_vec(),
         Format::Vhdx | Format::Vdi => v.to_le_bytes()[..width].to_vec(),
     }
 }

@@ -173,16 +173,28 @@ pub fn qemu_compare(format: Format, a: &Path, b: &Path) -> (Option<i32>, String)
     )
 }
 
-/// `qemu-img check` passes (`vpc` has no checker and says so with exit 63: that counts as a
-/// pass, `qemu_compare` has read every byte).
-pub fn qemu_check(format: Format, file: &Path) -> (bool, String) {
+/// What `qemu-img check` finds: 0 nothing (`vpc` has no checker and says so with exit 63:
+/// that counts as nothing, `qemu_compare` has read every byte), 1 leaked clusters only
+/// (exit 3: harmless, a later run reclaims them), 2 corruption or a check that could not run.
+pub fn qemu_check_level(format: Format, file: &Path) -> (u8, String) {
     let (code, text) = quiet(
         Command::new("qemu-img")
             .args(["check", "-f", format.qemu()])
             .arg(file),
     );
-    let ok = code == Some(0) || (code == Some(63) && text.contains("does not support checks"));
-    (ok, text)
+    let level = match code {
+        Some(0) => 0,
+        Some(63) if text.contains("does not support checks") => 0,
+        Some(3) => 1,
+        _ => 2,
+    };
+    (level, text)
+}
+
+/// `qemu-img check` finds nothing ([`qemu_check_level`] 0).
+pub fn qemu_check(format: Format, file: &Path) -> (bool, String) {
+    let (level, text) = qemu_check_level(format, file);
+    (level == 0, text)
 }
 
 const PYVHDI: &str = "

@@ -1,6 +1,7 @@
 //! Seed images, made at run time by qemu-img/qemu-io and by `vdisk create` (+ qemu-io writes,
 //! or vdisk's own writer for differencing children, which qemu cannot open): small, with data,
-//! zero blocks and trimmed blocks. VHD, VHDX and VDI; the VDI ones are in [`vdi`].
+//! zero blocks and trimmed blocks. VHD, VHDX, VDI and qcow2; the VDI ones are in [`vdi`], the
+//! qcow2 ones in [`qcow2`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,6 +10,7 @@ use vdisk_core::{Access, FormatDriver, OpenOptions, StdFile};
 
 use super::layout::{self, Format};
 
+mod qcow2;
 mod vdi;
 
 /// One seed image.
@@ -104,6 +106,7 @@ pub fn write(format: Format, file: &Path, writes: &[(u64, u8, usize)]) -> Result
         Format::Vhd => &vdisk_vhd::DRIVER,
         Format::Vhdx => &vdisk_vhdx::DRIVER,
         Format::Vdi => &vdisk_vdi::DRIVER,
+        Format::Qcow2 => &vdisk_qcow2::DRIVER,
     };
     let f = StdFile::open(file, Access::ReadWrite).map_err(|e| e.to_string())?;
     let img = driver
@@ -308,6 +311,9 @@ pub fn make(vdisk: &Path, dir: &Path, formats: &[Format]) -> Result<Vec<Seed>, S
     }
     if formats.contains(&Format::Vdi) {
         vdi::make(vdisk, dir, &mut add)?;
+    }
+    if formats.contains(&Format::Qcow2) {
+        qcow2::make(vdisk, dir, &mut add)?;
     }
     Ok(seeds)
 }
