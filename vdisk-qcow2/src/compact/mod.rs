@@ -50,10 +50,10 @@ pub(crate) fn refusal(layout: &Layout) -> Result<()> {
 
 /// Refuses ([`ErrorKind::InvalidImage`]) an image whose deep check finds an error, as
 /// [`vdisk_core::Severity::Error`] promises: naming the first, the file untouched. Leaks
-/// (warnings) are harmless and compaction reclaims them.
+/// (warnings) are harmless and compaction reclaims them. Compressed clusters are not inflated
+/// here: compaction keeps them where they are and never reads them.
 pub(crate) fn refuse_damaged(img: &Qcow2Image) -> Result<()> {
-    let errors: Vec<_> = img
-        .check()?
+    let errors: Vec<_> = crate::check::check_with(img, false)?
         .into_iter()
         .filter(|p| p.severity == Severity::Error)
         .collect();
