@@ -5,6 +5,22 @@
 pub mod qcow2;
 pub mod vdi;
 
+/// One integer field of a format's header (VDI, qcow2).
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    /// Field name, for reports.
+    pub name: &'static str,
+    /// File offset.
+    pub at: u64,
+    /// Width in bytes (4 or 8).
+    pub width: usize,
+}
+
+/// A [`Field`] named `name`, `width` bytes at `at`.
+const fn f(name: &'static str, at: u64, width: usize) -> Field {
+    Field { name, at, width }
+}
+
 /// One structure of an image file: a byte range and how the mutator treats it.
 #[derive(Debug, Clone)]
 pub struct Span {

@@ -17,6 +17,8 @@
 //!   vm clock (u64), vm state size, extra size, extra, id, name, padded to 8
 //! ```
 
+use super::{Field, f};
+
 use super::{Shape, Span, be32, be64, inside, span};
 
 /// The qcow2 magic at 0.
@@ -29,21 +31,6 @@ pub const COMPRESSED: u64 = 1 << 62;
 pub const ZERO: u64 = 1;
 /// Host offset bits of an L1/L2 entry.
 pub const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
-
-/// One integer field of the header.
-#[derive(Debug, Clone, Copy)]
-pub struct Field {
-    /// Field name, for reports.
-    pub name: &'static str,
-    /// File offset.
-    pub at: u64,
-    /// Width in bytes (4 or 8).
-    pub width: usize,
-}
-
-const fn f(name: &'static str, at: u64, width: usize) -> Field {
-    Field { name, at, width }
-}
 
 /// The header fields a reader acts on, with a weight each.
 pub const FIELDS: [(Field, u32); 19] = [

@@ -14,6 +14,8 @@
 //!   slot n at offset_data + n * (block_extra + block_size): extra data, then the block
 //! ```
 
+use super::{Field, f};
+
 use super::{Shape, Span, inside, le32, le64, span};
 
 /// The VDI signature at 0x40.
@@ -30,21 +32,6 @@ pub const LINKS: usize = 0x1a8;
 pub const TYPE_DIFFERENCING: u32 = 4;
 /// Image type of a dynamic image.
 pub const TYPE_DYNAMIC: u32 = 1;
-
-/// One integer field of the header.
-#[derive(Debug, Clone, Copy)]
-pub struct Field {
-    /// Field name, for reports.
-    pub name: &'static str,
-    /// File offset.
-    pub at: u64,
-    /// Width in bytes (4 or 8).
-    pub width: usize,
-}
-
-const fn f(name: &'static str, at: u64, width: usize) -> Field {
-    Field { name, at, width }
-}
 
 /// The header fields a reader acts on, with a weight each (sum of a run of picks).
 pub const FIELDS: [(Field, u32); 13] = [
