@@ -138,6 +138,11 @@ pub struct CreateSpec {
     /// Folders from which the parent's own parents may be opened, besides each image's own
     /// folder (as [`ParentPolicy::allowed_dirs`] for an open).
     pub parent_dirs: Vec<PathBuf>,
+    /// The formats the parent may be in, as [`OpenOptions::registry`] for an open: a driver
+    /// whose children may have a parent of another format opens it through
+    /// [`crate::parent::open_named_parent`], which detects it with these. `None`: the
+    /// creating driver's own format only.
+    pub registry: Option<Registry>,
 }
 
 impl CreateSpec {
@@ -151,6 +156,7 @@ impl CreateSpec {
             parent: None,
             path: None,
             parent_dirs: Vec::new(),
+            registry: None,
         }
     }
 
@@ -175,6 +181,13 @@ impl CreateSpec {
     #[must_use]
     pub fn parent_dirs(mut self, dirs: Vec<PathBuf>) -> CreateSpec {
         self.parent_dirs = dirs;
+        self
+    }
+
+    /// Sets the registry a parent's format is detected with ([`CreateSpec::registry`]).
+    #[must_use]
+    pub fn with_registry(mut self, registry: Registry) -> CreateSpec {
+        self.registry = Some(registry);
         self
     }
 

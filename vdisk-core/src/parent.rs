@@ -20,7 +20,7 @@ use crate::host_file::{Access, StdFile};
 
 mod gate;
 
-pub use gate::{Backing, Identity, open_backing, own_format_only};
+pub use gate::{Backing, Identity, open_backing, open_named_parent, own_format_only};
 
 /// The deepest parent chain opened (child plus this many ancestors).
 pub const MAX_CHAIN_DEPTH: usize = 32;

@@ -26,6 +26,10 @@ pub(crate) fn reference(name: &str) -> ParentReference {
     }])
 }
 
+/// The backing formats (qemu's names) vdisk reads, and so the ones a child vdisk creates may
+/// name.
+pub(crate) const BACKING_FORMATS: &[&str] = &["qcow2", "vpc", "vhdx", "vdi"];
+
 /// qemu's name of a vdisk format id, as the backing-format extension writes it.
 pub(crate) fn qemu_format_name(id: &str) -> &str {
     match id {
@@ -50,7 +54,7 @@ impl Qcow2Image {
             ));
         }
         if let Some(fmt) = image.layout.backing_format()
-            && !matches!(fmt.as_str(), "qcow2" | "vpc" | "vhdx" | "vdi")
+            && !BACKING_FORMATS.contains(&fmt.as_str())
         {
             return Err(Error::new(
                 ErrorKind::Unsupported,

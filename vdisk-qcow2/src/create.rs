@@ -9,21 +9,23 @@
 //! ```
 //!
 //! A child image (`CreateSpec::differencing`) names its backing file by the path given
-//! (relative to the child's folder when it lies there), records its format, and takes its
-//! size. The backing file must be a qcow2 for now: the driver sees no registry at create time
-//! to open other formats with (`qemu-img create -b base.vhdx -F vhdx` makes one, and vdisk
-//! opens it).
+//! (relative to the child's folder when it lies there), records its format in the
+//! backing-format extension under qemu's name (`vpc` for a VHD), and takes its size. The
+//! backing file may be in any format of `CreateSpec::registry` that a qcow2 can name (qcow2,
+//! VHD, VHDX, VDI), as `qemu-img create -f qcow2 -b base -F <format>` makes it; it is opened
+//! through core's gate ([`vdisk_core::parent::open_named_parent`]).
 
 use std::path::{Path, PathBuf};
 
-use vdisk_core::parent::MAX_CHAIN_DEPTH;
+use vdisk_core::parent::{MAX_CHAIN_DEPTH, open_named_parent};
 use vdisk_core::{
-    Access, BlockDevice, ChainContext, Confidence, CreateSpec, DiskImage, Error, ErrorKind,
-    HostFile, ImageKind, OpenOptions, ParentPolicy, Result, StdFile,
+    ChainContext, CreateSpec, Error, ErrorKind, HostFile, ImageKind, OpenOptions, ParentPolicy,
+    Result,
 };
 use zerocopy::byteorder::big_endian::{U32, U64};
 use zerocopy::{FromZeros, IntoBytes};
 
+use crate::chain::{BACKING_FORMATS, qemu_format_name};
 use crate::format::{
     EXT_BACKING_FORMAT, HEADER_LEN, Header, MAGIC, MAX_BACKING_NAME, MAX_CLUSTER_BITS,
     MAX_L1_BYTES, MIN_CLUSTER_BITS, idx,
@@ -112,8 +114,20 @@ pub(crate) fn create(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Qcow2
             "a differencing image needs its parent's path and its own path".to_string(),
         ));
     };
-    let parent = open_parent(parent_path, &spec.parent_dirs)?;
-    let depth = std::iter::successors(Some(&parent as &dyn DiskImage), |p| p.parent()).count();
+    let parent = open_named_parent(spec, &crate::DRIVER)?.image;
+    let format = qemu_format_name(parent.format());
+    if !BACKING_FORMATS.contains(&format) {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "the parent is a {} image, which a qcow2 cannot name as its backing file \
+                 (qcow2, vpc, vhdx and vdi can be)",
+                parent.format()
+            ),
+        )
+        .with_path(parent_path));
+    }
+    let depth = std::iter::successors(Some(&*parent), |p| p.parent()).count();
     if depth >= MAX_CHAIN_DEPTH {
         return Err(invalid(format!(
             "{} heads a chain of {depth} images; a child would make it deeper than the \
@@ -122,33 +136,16 @@ pub(crate) fn create(file: Box<dyn HostFile>, spec: &CreateSpec) -> Result<Qcow2
         )));
     }
     let name = backing_name(parent_path, child_path)?;
-    write_new(&*file, parent.size(), cluster_size, Some(&name))?;
-    let opts = OpenOptions::read_only().with_parents(ParentPolicy {
+    write_new(&*file, parent.size(), cluster_size, Some((&name, format)))?;
+    let mut opts = OpenOptions::read_only().with_parents(ParentPolicy {
         explicit: Some(parent_path.clone()),
         allowed_dirs: spec.parent_dirs.clone(),
     });
-    let mut opts = opts;
+    if let Some(registry) = &spec.registry {
+        opts = opts.with_registry(registry.clone());
+    }
     opts.chain = ChainContext::root(child_path);
     Qcow2Image::open_with(file, &opts)
-}
-
-/// Opens the qcow2 a child is created over.
-fn open_parent(path: &Path, parent_dirs: &[PathBuf]) -> Result<Qcow2Image> {
-    let file = StdFile::open(path, Access::ReadOnly)?;
-    if crate::header::probe(&file)? != Confidence::Yes {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            "vdisk creates qcow2 children of qcow2 images only; for another backing format use \
-             `qemu-img create -f qcow2 -b <parent> -F <format>`",
-        )
-        .with_path(path));
-    }
-    let opts = OpenOptions::read_only().with_parents(ParentPolicy {
-        explicit: None,
-        allowed_dirs: parent_dirs.to_vec(),
-    });
-    Qcow2Image::open_with(Box::new(file), &opts.for_parent(ChainContext::root(path)))
-        .map_err(|e| e.with_path(path))
 }
 
 /// The backing file name to store: the parent's file name when it lies in the child's
@@ -182,7 +179,7 @@ fn write_new(
     file: &dyn HostFile,
     size: u64,
     cluster_size: u64,
-    backing: Option<&str>,
+    backing: Option<(&str, &str)>,
 ) -> Result<()> {
     let bits = cluster_bits(cluster_size)?;
     let l1_size = l1_entries(size, cluster_size)?;
@@ -220,8 +217,8 @@ fn write_new(
     h.refcount_order = U32::new(REFCOUNT_ORDER);
     h.header_length = U32::new(u32::try_from(HEADER_LEN).unwrap_or(112));
     let at = idx(HEADER_LEN);
-    if let Some(name) = backing {
-        let fmt = b"qcow2";
+    if let Some((name, fmt)) = backing {
+        let fmt = fmt.as_bytes();
         let ext_len = 8 + fmt.len().next_multiple_of(8);
         let name_at = at + ext_len + 8;
         if name_at + name.len() > cluster0.len() {
@@ -262,7 +259,7 @@ fn write_new(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vdisk_core::MemFile;
+    use vdisk_core::{BlockDevice, DiskImage, MemFile};
 
     #[test]
     fn a_created_image_opens_reads_zeros_and_its_refcounts_check_clean() {

@@ -72,8 +72,9 @@ fn spec_for(
                 .to_string()
         }
     };
-    let spec =
-        CreateSpec::differencing(parent, &args.file).parent_dirs(parents.allowed_dirs.clone());
+    let spec = CreateSpec::differencing(parent, &args.file)
+        .parent_dirs(parents.allowed_dirs.clone())
+        .with_registry(registry.clone());
     Ok((spec, format))
 }
 

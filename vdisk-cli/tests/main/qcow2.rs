@@ -163,3 +163,67 @@ fn vdisk_create_makes_a_qcow2_child_of_a_qcow2_that_qemu_reads_through() {
     let v = info_ok(&child);
     assert_eq!(text(&v, "type"), "differencing");
 }
+
+/// `vdisk create --format qcow2 --type differencing` over a VHD, a VHDX and a VDI: qemu reads
+/// the child as its parent, with the format recorded under qemu's name, and the child then
+/// compacts to an image qemu checks clean and reads unchanged.
+#[test]
+fn vdisk_create_makes_qcow2_children_of_vhd_vhdx_and_vdi_parents_that_qemu_reads_and_vdisk_compacts()
+ {
+    use std::ffi::OsStr;
+    let dir = tempdir();
+    for (fmt, options) in [
+        ("vpc", "subformat=dynamic"),
+        ("vhdx", "block_size=1048576"),
+        ("vdi", "static=off"),
+    ] {
+        let base = dir.path().join(format!("base-{fmt}.img"));
+        let child = dir.path().join(format!("child-of-{fmt}.qcow2"));
+        qemu_create_as(&base, fmt, options, "8M");
+        qemu_io_as(fmt, &base, &["write -P 7 0 2M".to_string()]);
+        run(vdisk_cmd()
+            .args(["create", "--format", "qcow2", "--block-size", "4096"])
+            .args(["--type", "differencing", "--parent"])
+            .arg(&base)
+            .arg(&child))
+        .ok();
+        let info = super::support::qemu_img([
+            OsStr::new("info"),
+            OsStr::new("--output=json"),
+            child.as_os_str(),
+        ]);
+        assert!(
+            info.stdout
+                .contains(&format!("\"backing-filename-format\": \"{fmt}\"")),
+            "{}",
+            info.stdout
+        );
+        super::support::qemu_img([OsStr::new("check"), child.as_os_str()]).ok();
+        super::support::qemu_img([OsStr::new("compare"), base.as_os_str(), child.as_os_str()]).ok();
+        // The child's own clusters: data, zeros over the parent's data, data again.
+        let writes = [
+            "write -P 8 1M 1M",
+            "write -P 0 0 512k",
+            "write -P 9 6M 256k",
+        ];
+        qemu_io_as("qcow2", &child, &writes.map(String::from));
+        let original = dir.path().join(format!("original-of-{fmt}.qcow2"));
+        std::fs::copy(&child, &original).unwrap();
+        let before = std::fs::metadata(&child).unwrap().len();
+        vdisk_compact(&child, "prezeroed", &[]).expect_code(0);
+        // The 128 zero-written 4 KiB clusters become zero clusters and the file shrinks.
+        assert!(
+            std::fs::metadata(&child).unwrap().len() + (512 << 10) <= before,
+            "{fmt}"
+        );
+        super::support::qemu_img([OsStr::new("check"), child.as_os_str()]).ok();
+        super::support::qemu_img([
+            OsStr::new("compare"),
+            original.as_os_str(),
+            child.as_os_str(),
+        ])
+        .ok();
+        let v = info_ok(&child);
+        assert_eq!(text(&v, "type"), "differencing", "{fmt}");
+    }
+}

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use super::{ChainContext, find_parent, find_parent_by_id};
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::{Confidence, FormatDriver, OpenOptions, ParentReference, Registry};
-use crate::host_file::HostFile;
+use crate::format::{Confidence, CreateSpec, FormatDriver, OpenOptions, ParentReference, Registry};
+use crate::host_file::{Access, HostFile, StdFile};
 use crate::image::DiskImage;
 
 /// What a differencing child may record about its parent to know it again, as the parent's
@@ -107,6 +107,38 @@ pub fn open_backing(
     let image = driver
         .open(Box::new(found.file), &opts.for_parent(found.chain))
         .map_err(|e| e.with_path(&path))?;
+    Ok(Backing { image, path })
+}
+
+/// Opens the image the user named as the parent of a new differencing image
+/// ([`CreateSpec::parent`]), read-only, by whichever driver of [`CreateSpec::registry`]
+/// recognises it (`asking` alone when it is `None`), from bytes its format owns
+/// ([`Confidence::Likely`] or better, as [`open_backing`]). Its own parents are opened through
+/// the gate, from their children's folders and [`CreateSpec::parent_dirs`], with the same
+/// registry. The caller decides whether it accepts a parent of that [`DiskImage::format`].
+///
+/// Errors: [`ErrorKind::InvalidInput`] when the spec names no parent; the file's open error;
+/// [`ErrorKind::InvalidImage`] naming the path for a file no registered driver recognises;
+/// the parent driver's own open errors, with the path. Never writes to any file.
+pub fn open_named_parent(spec: &CreateSpec, asking: &'static dyn FormatDriver) -> Result<Backing> {
+    let path = spec.parent.as_deref().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            "a differencing image needs its parent image to be named",
+        )
+    })?;
+    let file = StdFile::open(path, Access::ReadOnly)?;
+    let registry = spec
+        .registry
+        .clone()
+        .unwrap_or_else(|| Registry::new(&[asking]));
+    let driver = recognise(&registry, &file).map_err(|e| e.with_path(path))?;
+    let mut opts = OpenOptions::read_only().with_registry(registry);
+    opts.parents.allowed_dirs.clone_from(&spec.parent_dirs);
+    let image = driver
+        .open(Box::new(file), &opts.for_parent(ChainContext::root(path)))
+        .map_err(|e| e.with_path(path))?;
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     Ok(Backing { image, path })
 }
 

@@ -74,14 +74,47 @@ fn a_created_child_names_its_backing_file_and_reads_through_it_like_qemu() {
 }
 
 #[test]
-fn a_child_of_a_non_qcow2_parent_is_refused_naming_qemu_img() {
+fn a_child_of_a_vdi_or_vhdx_parent_names_qemus_format_and_reads_through_it_like_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    for fmt in ["vdi", "vhdx"] {
+        let base = dir.path().join(format!("base.{fmt}"));
+        let child = dir.path().join(format!("child-of-{fmt}.qcow2"));
+        tool("qemu-img", &["create", "-q", "-f", fmt, s(&base), "6M"]);
+        qemu_io(&base, fmt, &["write -P 5 0 1M", "write -P 6 5M 512k"]);
+        let spec = CreateSpec::differencing(&base, &child)
+            .block_size(4096)
+            .with_registry(super::util::registry());
+        create(&child, &spec);
+        assert_qemu_check(&child);
+        let info = qemu_info(&child);
+        assert!(
+            info.contains(&format!("\"backing-filename-format\": \"{fmt}\"")),
+            "{info}"
+        );
+        assert!(info.contains("\"virtual-size\": 6291456"), "{info}");
+        assert!(info.contains("\"cluster-size\": 4096"), "{info}");
+        tool("qemu-img", &["compare", "-q", s(&base), s(&child)]);
+        qemu_io(&child, "qcow2", &["write -P 9 512k 1M"]);
+        assert_reads_like_qemu(&child);
+        assert!(super::util::check(&child).is_empty());
+    }
+}
+
+#[test]
+fn a_child_of_a_format_the_registry_lacks_is_refused_and_no_image_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base.vdi");
     tool("qemu-img", &["create", "-q", "-f", "vdi", s(&base), "4M"]);
     let child = dir.path().join("child.qcow2");
     let file = StdFile::create_new(&child).unwrap();
+    // No registry: the qcow2 driver alone, which does not recognise a VDI.
     let err = vdisk_qcow2::DRIVER
         .create(Box::new(file), &CreateSpec::differencing(&base, &child))
         .unwrap_err();
-    assert!(err.message().contains("qemu-img create"), "{err}");
+    assert_eq!(err.kind(), vdisk_core::ErrorKind::InvalidImage, "{err}");
+    assert!(
+        err.message().contains("not a disk image this tool knows"),
+        "{err}"
+    );
+    assert_eq!(std::fs::metadata(&child).unwrap().len(), 0);
 }

@@ -429,3 +429,49 @@ fn a_library_caller_with_one_driver_opens_chains_of_that_format_only() {
     let opts = OpenOptions::read_only().with_registry(both());
     ALPHA.open(Box::new(file), &opts).unwrap();
 }
+
+#[test]
+fn a_parent_named_for_a_create_is_detected_with_the_specs_registry_and_opens_its_own_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make(&BETA, &d.join("base.beta"), 4, 1, Link::None, &[(0, 0xb0)]);
+    make(
+        &ALPHA,
+        &d.join("mid.alpha"),
+        4,
+        2,
+        Link::Path("base.beta"),
+        &[(1, 0xa1)],
+    );
+    let mid = d.join("mid.alpha");
+    let child = d.join("new.beta");
+    let bytes = std::fs::read(&mid).unwrap();
+
+    // With both formats: the alpha parent opens, with its beta parent under it.
+    let spec = CreateSpec::differencing(&mid, &child).with_registry(both());
+    let found = open_named_parent(&spec, &BETA).unwrap();
+    assert_eq!(found.image.format(), "alpha");
+    assert_eq!(read_all(&*found.image), sectors([0xb0, 0xa1, 0, 0]));
+    assert_eq!(found.path, mid.canonicalize().unwrap());
+    assert_eq!(found.image.parent().map(|p| p.format()), Some("beta"));
+
+    // Without a registry only the asking driver's format is recognised.
+    let err = open_named_parent(&CreateSpec::differencing(&mid, &child), &BETA).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
+    assert!(err.to_string().contains("mid.alpha"), "{err}");
+
+    // A spec naming no parent is a usage error; a missing file is not found.
+    let err = open_named_parent(&CreateSpec::new(ImageKind::Dynamic, 512), &BETA).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let gone = CreateSpec::differencing(d.join("gone.alpha"), &child).with_registry(both());
+    assert_eq!(
+        open_named_parent(&gone, &BETA).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        std::fs::read(&mid).unwrap(),
+        bytes,
+        "the parent is never written"
+    );
+    assert!(!child.exists());
+}
