@@ -27,7 +27,49 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where the help of a `--format` option lists the formats: filled in from the registry by
+/// [`Cli::parse_with_formats`], so a new format needs no edit here.
+const FORMATS: &str = "FORMATS";
+
 impl Cli {
+    /// Parses the command line as [`Parser::parse`] does, with `formats` (the ids of the
+    /// registered formats) in the help of every `--format` option; exits on a usage error or
+    /// after printing help.
+    pub fn parse_with_formats(formats: &str) -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let fill = |mut arg: clap::Arg| {
+            if let Some(help) = arg
+                .get_help()
+                .map(|h| h.to_string().replace(FORMATS, formats))
+            {
+                arg = arg.help(help);
+            }
+            if let Some(long) = arg
+                .get_long_help()
+                .map(|h| h.to_string().replace(FORMATS, formats))
+            {
+                arg = arg.long_help(long);
+            }
+            arg
+        };
+        let mut command = Cli::command();
+        let names: Vec<String> = command
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        for name in names {
+            command = command.mut_subcommand(name, |sub| {
+                if sub.get_arguments().any(|a| a.get_id() == "format") {
+                    sub.mut_arg("format", fill)
+                } else {
+                    sub
+                }
+            });
+        }
+        let mut matches = command.clone().get_matches();
+        Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut command).exit())
+    }
+
     /// The parent policy for every open, from `--parent` and `--parent-dir`.
     pub fn parent_policy(&self) -> ParentPolicy {
         ParentPolicy {
@@ -61,7 +103,7 @@ pub enum Command {
 /// `vdisk info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Open the image as this format (vhd, vhdx, vdi, qcow2) instead of detecting it: for a file vdisk
+    /// Open the image as this format (FORMATS) instead of detecting it: for a file vdisk
     /// refuses as ambiguous (it reads as both), after you have checked which it is.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
@@ -76,7 +118,7 @@ pub struct InfoArgs {
 /// `vdisk compact`.
 #[derive(Debug, Args)]
 pub struct CompactArgs {
-    /// Open the image as this format (vhd, vhdx, vdi, qcow2) instead of detecting it: for a file vdisk
+    /// Open the image as this format (FORMATS) instead of detecting it: for a file vdisk
     /// refuses as ambiguous (it reads as both), after you have checked which it is.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
@@ -167,7 +209,7 @@ impl CompactArgs {
 /// `vdisk create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Image format id (e.g. vhd, vhdx); for differencing images, default: the parent's.
+    /// Image format (FORMATS); for differencing images, default: the parent's.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
     /// Fixed (all space allocated now), dynamic (grows on write) or differencing (a child of
@@ -189,7 +231,7 @@ pub struct CreateArgs {
 /// `vdisk check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Open the image as this format (vhd, vhdx, vdi, qcow2) instead of detecting it: for a file vdisk
+    /// Open the image as this format (FORMATS) instead of detecting it: for a file vdisk
     /// refuses as ambiguous (it reads as both), after you have checked which it is.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
@@ -204,7 +246,7 @@ pub struct CheckArgs {
 /// `vdisk map`.
 #[derive(Debug, Args)]
 pub struct MapArgs {
-    /// Open the image as this format (vhd, vhdx, vdi, qcow2) instead of detecting it: for a file vdisk
+    /// Open the image as this format (FORMATS) instead of detecting it: for a file vdisk
     /// refuses as ambiguous (it reads as both), after you have checked which it is.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,

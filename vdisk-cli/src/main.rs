@@ -25,7 +25,6 @@ mod volumes;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use vdisk_core::CancelToken;
 
 use crate::cli::{Cli, Command};
@@ -36,7 +35,7 @@ fn main() -> ExitCode {
     if let Err(e) = vdisk_core::survive_file_size_limit() {
         report::err(&format!("vdisk: note: {e}"));
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_formats(&registry::known_ids(&registry::supported()));
     let registry = registry::registry();
     let parents = cli.parent_policy();
     let code = match &cli.command {

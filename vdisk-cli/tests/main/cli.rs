@@ -246,3 +246,37 @@ fn several_files_are_each_handled_and_the_exit_code_is_the_first_failures() {
     );
     crate::main::support::assert_qemu_identical(&good.pristine, &good.image);
 }
+
+/// The help of every `--format` option lists the formats this build creates and opens, the
+/// same list `create` names when refusing an unknown one (both come from the registry).
+#[test]
+fn every_format_option_help_lists_the_registered_formats() {
+    let dir = tempdir();
+    let out = run(vdisk_cmd()
+        .args([
+            "create", "--format", "nonesuch", "--type", "dynamic", "--size", "1M",
+        ])
+        .arg(dir.path().join("x.img")));
+    let known = out
+        .stderr
+        .split("formats it knows: ")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .unwrap_or_else(|| panic!("no list of formats in: {}", out.stderr))
+        .to_string();
+    assert!(known.contains("qcow2"), "{known}");
+    for command in ["info", "check", "map", "compact", "create"] {
+        let help = run(vdisk_cmd().args([command, "--help"]));
+        help.expect_code(0);
+        assert!(
+            help.stdout.contains(&format!("({known})")),
+            "{command}: {}",
+            help.stdout
+        );
+        assert!(
+            !help.stdout.contains("FORMATS"),
+            "{command}: {}",
+            help.stdout
+        );
+    }
+}
