@@ -5,6 +5,8 @@
 //! a leak (harmless space). Clusters claimed by two structures that cannot share, COPIED flags
 //! that disagree with the refcount, and references past the end of the file are reported too.
 
+use std::collections::BTreeMap;
+
 use vdisk_core::{Error, ErrorKind, Problem, Result};
 
 use crate::format::{AUTOCLEAR_BITMAPS, MAX_CHECKED_CLUSTERS, idx};
@@ -55,6 +57,12 @@ struct Rebuild {
 impl Rebuild {
     /// Adds one reference to every cluster of `start..start + len`, used as `what`.
     fn add(&mut self, start: u64, len: u64, what: Use, name: &str) {
+        self.add_times(start, len, what, name, 1);
+    }
+
+    /// Adds `times` references to every cluster of `start..start + len`, used as `what` (an
+    /// L2 table that `times` L1 entries name references its clusters that often).
+    fn add_times(&mut self, start: u64, len: u64, what: Use, name: &str, times: u32) {
         if len == 0 {
             return;
         }
@@ -92,7 +100,7 @@ impl Rebuild {
                 ));
             }
             self.uses[i] = what;
-            self.counts[i] = self.counts[i].saturating_add(1);
+            self.counts[i] = self.counts[i].saturating_add(times);
         }
     }
 }
@@ -167,27 +175,13 @@ pub(crate) fn check_with(image: &Qcow2Image, inflate: bool) -> Result<Vec<Proble
         }
     }
     let mut refcounts = Refcounts::new(file, l, &image.reftable);
-    // The active tables, then each snapshot's.
+    // The active tables, then the snapshots'.
     walk(image, &image.l1, &mut r, "active", true, &mut refcounts)?;
-    for s in &image.snapshots {
-        r.add(
-            s.l1_offset,
-            s.l1_size * 8,
-            meta("a snapshot l1 table"),
-            &format!("the l1 table of snapshot {}", s.id),
-        );
-        match l1::read(file, l, s.l1_offset, s.l1_size, "a snapshot l1 table") {
-            Ok(table) => walk(image, &table, &mut r, &s.id, false, &mut refcounts)?,
-            Err(e) if e.kind() == ErrorKind::InvalidImage => r.problems.push(Problem::error(
-                format!("snapshot {}: {}", s.id, e.message()),
-                e.offset(),
-            )),
-            Err(e) => return Err(e),
-        }
-    }
+    walk_snapshots(image, &mut r)?;
     // Every compressed cluster of the active tables must inflate to a whole cluster: a guest
     // read of it would fail otherwise.
-    for guest in (0..image.layout.guest_clusters()).filter(|_| inflate) {
+    let inflated = if inflate { l.guest_clusters() } else { 0 };
+    for guest in 0..inflated {
         if let Entry::Compressed { offset, len } = image.entry(guest) {
             match image.inflate_at(offset, len) {
                 Ok(()) => {}
@@ -286,6 +280,82 @@ fn walk(
                 {
                     copied_matches(copied, refcounts.get(host / cs)?, host, "data cluster", r);
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds the references of every snapshot's L1 table, L2 tables and clusters. An L2 table is
+/// read once however many snapshot L1 entries name it, its clusters counted once per name (as
+/// qemu counts them): the work is bounded by the file's size (the snapshot L1 tables fit in
+/// the file, see [`crate::snapshot::read_table`], and so do the distinct L2 tables), never by
+/// how often a hostile image repeats a table.
+fn walk_snapshots(image: &Qcow2Image, r: &mut Rebuild) -> Result<()> {
+    let l = &image.layout;
+    let cs = l.cluster_size;
+    // L2 table offset → (L1 entries naming it, the first one's guest cluster and snapshot).
+    let mut tables: BTreeMap<u64, (u32, u64, String)> = BTreeMap::new();
+    for s in &image.snapshots {
+        r.add(
+            s.l1_offset,
+            s.l1_size * 8,
+            meta("a snapshot l1 table"),
+            &format!("the l1 table of snapshot {}", s.id),
+        );
+        let table = match l1::read(
+            &*image.file,
+            l,
+            s.l1_offset,
+            s.l1_size,
+            "a snapshot l1 table",
+        ) {
+            Ok(table) => table,
+            Err(e) if e.kind() == ErrorKind::InvalidImage => {
+                r.problems.push(Problem::error(
+                    format!("snapshot {}: {}", s.id, e.message()),
+                    e.offset(),
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for (i, e) in table.iter().enumerate().filter(|(_, e)| e.l2 != 0) {
+            let name = format!("l2 table {i} of the {} l1 table", s.id);
+            r.add(e.l2, cs, Use::L2, &name);
+            let first_guest = i as u64 * l.l2_entries();
+            let t = tables
+                .entry(e.l2)
+                .or_insert_with(|| (0, first_guest, s.id.clone()));
+            t.0 = t.0.saturating_add(1);
+        }
+    }
+    for (l2_at, (times, first_guest, id)) in tables {
+        if l2_at.saturating_add(cs) > r.file_clusters * cs {
+            continue; // reported past the end of the file by `add` above
+        }
+        for (j, raw) in l2::read_table(&*image.file, l, l2_at)?
+            .into_iter()
+            .enumerate()
+        {
+            let guest = first_guest + j as u64;
+            let entry = match Entry::decode(raw, l) {
+                Ok(entry) => entry,
+                Err(err) => {
+                    r.problems.push(Problem::error(
+                        format!("guest cluster {guest} ({id}): {}", err.message()),
+                        Some(l2_at + j as u64 * 8),
+                    ));
+                    continue;
+                }
+            };
+            let what = match entry {
+                Entry::Compressed { .. } => Use::Compressed,
+                _ => Use::Data,
+            };
+            if let Some((host, len)) = entry.host_range(cs) {
+                let name = format!("guest cluster {guest} ({id})");
+                r.add_times(host, len, what, &name, times);
             }
         }
     }

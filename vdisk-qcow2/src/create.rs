@@ -28,7 +28,7 @@ use zerocopy::{FromZeros, IntoBytes};
 use crate::chain::{BACKING_FORMATS, qemu_format_name};
 use crate::format::{
     EXT_BACKING_FORMAT, HEADER_LEN, Header, MAGIC, MAX_BACKING_NAME, MAX_CLUSTER_BITS,
-    MAX_L1_BYTES, MIN_CLUSTER_BITS, idx,
+    MAX_GUEST_CLUSTERS, MAX_L1_BYTES, MIN_CLUSTER_BITS, idx,
 };
 use crate::image::Qcow2Image;
 use crate::refcount;
@@ -82,6 +82,16 @@ fn l1_entries(size: u64, cluster_size: u64) -> Result<u64> {
         return Err(invalid(format!(
             "a qcow2 holds whole 512-byte sectors and at least one; {size} bytes were asked for"
         )));
+    }
+    if size.div_ceil(cluster_size) > MAX_GUEST_CLUSTERS {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{size} bytes are more than the {MAX_GUEST_CLUSTERS} clusters of \
+                 {cluster_size} bytes vdisk handles in a qcow2 (4 TiB with 64 KiB clusters, \
+                 128 TiB with 2 MiB clusters)"
+            ),
+        ));
     }
     let per_l2 = cluster_size / 8 * cluster_size;
     let entries = size.div_ceil(per_l2);
@@ -295,6 +305,10 @@ mod tests {
         );
         assert!(check_spec(&CreateSpec::new(ImageKind::Dynamic, 100)).is_err());
         assert!(check_spec(&CreateSpec::new(ImageKind::Fixed, 8 << 20)).is_err());
+        // More clusters than an image may have (4 TiB at 64 KiB clusters is the most).
+        assert!(check_spec(&CreateSpec::new(ImageKind::Dynamic, 4 << 40)).is_ok());
+        let err = check_spec(&CreateSpec::new(ImageKind::Dynamic, (4 << 40) + 512)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
         assert!(check_spec(&CreateSpec::new(ImageKind::Dynamic, 1 << 60).block_size(512)).is_err());
     }
 }

@@ -42,6 +42,13 @@ pub(crate) const MAX_BACKING_NAME: u32 = 1023;
 /// bytes each: 256 MiB). A larger table set is refused rather than exhausting memory: that is
 /// 2 TiB of allocated guest space at 64 KiB clusters, 128 GiB at 4 KiB clusters.
 pub(crate) const MAX_LOADED_L2_ENTRIES: u64 = 1 << 25;
+/// Most guest clusters (blocks) an image may have, virtual size and clusters the L2 tables
+/// address past it together. Core plans a compaction with one state per block (16 bytes each:
+/// 1 GiB) and `info` counts them all, so a header alone (a few bytes can claim 256 TiB) must not
+/// decide how much memory and time vdisk spends. As many blocks as the largest VHDX has (64 TiB
+/// in 1 MiB blocks): 4 TiB at 64 KiB clusters, 128 TiB at 2 MiB, 256 GiB at 4 KiB. A larger
+/// image is refused as not supported (yet), its file unchanged.
+pub(crate) const MAX_GUEST_CLUSTERS: u64 = 1 << 26;
 /// Most host clusters whose refcounts `check` rebuilds (6 bytes each: 192 MiB; a 2 TiB file
 /// at 64 KiB clusters, 16 GiB at 512 bytes).
 pub(crate) const MAX_CHECKED_CLUSTERS: u64 = 1 << 25;

@@ -10,7 +10,7 @@ use vdisk_core::{
 };
 
 use crate::compressed;
-use crate::format::{Header, MAX_LOADED_L2_ENTRIES, idx};
+use crate::format::{Header, MAX_GUEST_CLUSTERS, MAX_LOADED_L2_ENTRIES, idx};
 use crate::header::{Layout, inspect};
 use crate::l1::{self, L1Entry};
 use crate::l2::{self, Entry};
@@ -109,6 +109,18 @@ impl Qcow2Image {
             })
             .unwrap_or(0);
         let blocks = layout.guest_clusters().max(mapped);
+        if blocks > MAX_GUEST_CLUSTERS {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "the image has {blocks} guest clusters of {} bytes ({} bytes of virtual \
+                     disk), more than the {MAX_GUEST_CLUSTERS} this version handles (4 TiB with \
+                     64 KiB clusters, 128 TiB with 2 MiB clusters); nothing was changed",
+                    layout.cluster_size,
+                    blocks.saturating_mul(layout.cluster_size)
+                ),
+            ));
+        }
         Ok(Qcow2Image {
             blocks,
             file,

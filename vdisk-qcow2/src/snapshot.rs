@@ -31,6 +31,9 @@ pub(crate) struct Snapshot {
 pub(crate) fn read_table(file: &dyn HostFile, l: &Layout) -> Result<(Vec<Snapshot>, u64)> {
     let mut out = Vec::with_capacity(l.nb_snapshots.min(1024) as usize);
     let mut at = l.snapshots_offset;
+    // Each snapshot's L1 table has clusters of its own, so together they fit in the file: a
+    // bound on the work of every walk over them (check, host space map).
+    let mut l1_bytes = 0u64;
     for n in 0..l.nb_snapshots {
         let used = at - l.snapshots_offset;
         let fixed_end = at.saturating_add(SNAPSHOT_ENTRY_LEN);
@@ -87,6 +90,17 @@ pub(crate) fn read_table(file: &dyn HostFile, l: &Layout) -> Result<(Vec<Snapsho
                 format!(
                     "the l1 table of snapshot {n} ({l1_size} entries at {l1_offset:#x}) is \
                      unaligned, too large, in the header cluster or past the end of the file"
+                ),
+                at,
+            ));
+        }
+        l1_bytes += l1_size * 8;
+        if l1_bytes > l.file_len {
+            return Err(Error::invalid(
+                format!(
+                    "the l1 tables of snapshots 0 to {n} take {l1_bytes} bytes, more than the \
+                     {}-byte file holds: some of them share clusters, which qemu never writes",
+                    l.file_len
                 ),
                 at,
             ));

@@ -11,6 +11,7 @@
 //!  tables (COPIED on the entry and its L2 table)
 //! ```
 
+use std::collections::HashSet;
 use std::ops::Range;
 
 use vdisk_core::{BlockIndex, HostSpaceMap, HostUse, Result};
@@ -76,6 +77,9 @@ impl Qcow2Image {
         }
         // Snapshots: their L1 tables, and every cluster their L2 tables reach, fixed (the
         // active tables' claims on shared clusters were fixed already and merge with these).
+        // Each distinct L2 table is read once, however many snapshot L1 entries name it: the
+        // work is bounded by the file's size, not by how often a hostile image repeats one.
+        let mut seen = HashSet::new();
         for s in &self.snapshots {
             used.push((
                 s.l1_offset..s.l1_offset + l.cluster_align(s.l1_size * 8),
@@ -89,6 +93,9 @@ impl Qcow2Image {
                 "a snapshot l1 table",
             )?;
             for e in table.iter().filter(|e| e.l2 != 0) {
+                if !seen.insert(e.l2) {
+                    continue;
+                }
                 used.push((e.l2..e.l2 + cs, HostUse::FIXED));
                 for raw in l2::read_table(&*self.file, l, e.l2)? {
                     // A snapshot entry that does not decode could hold any cluster: no map.

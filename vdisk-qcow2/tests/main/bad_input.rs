@@ -373,3 +373,152 @@ fn an_l2_table_pointed_onto_the_refcount_table_is_refused_by_every_compaction_mo
         );
     }
 }
+
+/// Runs `f` on a thread and fails if it has not returned after two minutes: a guard against
+/// an unbounded walk (never a measure of speed).
+fn finishes<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("{what} did not finish: an unbounded walk"))
+}
+
+#[test]
+fn a_snapshot_l1_table_naming_one_l2_table_4m_times_is_checked_once_and_compaction_refused() {
+    // A 34 MiB image: a snapshot whose 32 MiB L1 table (qemu's largest) names one crafted L2
+    // table 4M times, that table naming one data cluster 8192 times: 3.4e10 references.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.qcow2");
+    let cs = 65536u64;
+    qemu_create(&path, "cluster_size=65536", "64M");
+    qemu_io(&path, "qcow2", &["write -P 5 0 64k"]);
+    super::util::tool(
+        "qemu-img",
+        &["snapshot", "-c", "s1", path.to_str().unwrap()],
+    );
+    let snapshot_table = peek64(&path, 64);
+    let l2 = peek64(&path, peek64(&path, 40)) & 0x00ff_ffff_ffff_fe00;
+    let data = peek64(&path, l2) & 0x00ff_ffff_ffff_fe00;
+    let x = std::fs::metadata(&path).unwrap().len().div_ceil(cs) * cs;
+    let table: Vec<u8> = (0..cs / 8).flat_map(|_| data.to_be_bytes()).collect();
+    poke(&path, x, &table);
+    let entries = 4u64 << 20;
+    let l1: Vec<u8> = (0..entries).flat_map(|_| x.to_be_bytes()).collect();
+    poke(&path, x + cs, &l1);
+    poke(&path, snapshot_table, &(x + cs).to_be_bytes());
+    poke(&path, snapshot_table + 8, &(entries as u32).to_be_bytes());
+    let before = std::fs::read(&path).unwrap();
+
+    let image = vdisk_qcow2::Qcow2Image::open_with(
+        Box::new(vdisk_core::StdFile::open(&path, vdisk_core::Access::ReadOnly).unwrap()),
+        &vdisk_core::OpenOptions::read_only(),
+    )
+    .unwrap();
+    let (problems, map) = finishes("the check and the host space map", move || {
+        let problems = vdisk_core::DiskImage::check(&image).unwrap();
+        (problems, image.host_map().map(|_| ()))
+    });
+    // Counted as qemu counts them: the crafted table 4M times, the data cluster far more
+    // often than its refcount says.
+    let errors: Vec<String> = problems
+        .iter()
+        .filter(|p| p.severity == vdisk_core::Severity::Error)
+        .map(|p| p.message.clone())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|m| m.contains(&format!("{x:#x} has refcount 0 but"))),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|m| m.contains(&format!("{data:#x} has refcount 2 but"))),
+        "{errors:?}"
+    );
+    let _ = map; // refused or not, it returned
+    let p = path.clone();
+    let err = finishes("compaction", move || {
+        compact_path(&p, Mode::Full).unwrap_err()
+    });
+    assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
+}
+
+#[test]
+fn snapshot_l1_tables_that_together_need_more_bytes_than_the_file_are_refused_at_open() {
+    // Two snapshots each naming the same 32 MiB L1 table (4M unallocated entries): each fits
+    // in the 33 MiB file, both together cannot, so they share clusters (qemu never does that)
+    // and every walk over them would repeat the work.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.qcow2");
+    let cs = 65536u64;
+    qemu_create(&path, "cluster_size=65536", "64M");
+    qemu_io(&path, "qcow2", &["write -P 5 0 64k"]);
+    for name in ["a", "b"] {
+        super::util::tool(
+            "qemu-img",
+            &["snapshot", "-c", name, path.to_str().unwrap()],
+        );
+    }
+    let x = std::fs::metadata(&path).unwrap().len().div_ceil(cs) * cs;
+    let entries = 4u64 << 20;
+    poke(&path, x, &vec![0u8; (entries * 8) as usize]);
+    let bytes = std::fs::read(&path).unwrap();
+    let be = |at: u64, n: usize| -> u64 {
+        bytes[at as usize..at as usize + n]
+            .iter()
+            .fold(0, |v, &b| (v << 8) | u64::from(b))
+    };
+    let first = peek64(&path, 64);
+    // Entry: l1 offset (8), l1 entries (4), id length (2), name length (2), ..., extra data
+    // length at 36; then extra data, id and name, padded to 8 bytes.
+    let second = (first + 40 + be(first + 36, 4) + be(first + 12, 2) + be(first + 14, 2))
+        .next_multiple_of(8);
+    let mut edits: Edits = Vec::new();
+    for at in [first, second] {
+        edits.push((at, x.to_be_bytes().to_vec()));
+        edits.push((at + 8, (entries as u32).to_be_bytes().to_vec()));
+    }
+    for (at, b) in &edits {
+        poke(&path, *at, b);
+    }
+    let before = std::fs::read(&path).unwrap();
+    let Err(err) = open(&path) else {
+        panic!("snapshot l1 tables sharing clusters were not refused");
+    };
+    assert_eq!(err.kind(), ErrorKind::InvalidImage, "{err}");
+    assert!(err.message().contains("more than the"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
+}
+
+#[test]
+fn a_virtual_size_of_more_clusters_than_vdisk_plans_with_is_refused_as_unsupported() {
+    // qemu makes these in a few MiB: a header can claim 256 TiB at 64 KiB clusters (2^32
+    // blocks) or 2 EiB at 2 MiB clusters; vdisk would plan with one state per block.
+    let dir = tempfile::tempdir().unwrap();
+    for (opts, size) in [("cluster_size=65536", "256T"), ("cluster_size=4096", "2T")] {
+        let path = dir.path().join("big.qcow2");
+        let _ = std::fs::remove_file(&path);
+        qemu_create(&path, opts, size);
+        qemu_io(&path, "qcow2", &["write -P 5 0 64k"]);
+        let before = std::fs::read(&path).unwrap();
+        let Err(err) = open(&path) else {
+            panic!("{size} with {opts} was not refused");
+        };
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        assert!(err.message().contains("more than the 67108864"), "{err}");
+        assert_eq!(
+            err.kind(),
+            compact_path(&path, Mode::Full).unwrap_err().kind()
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
+    }
+    // The largest that opens: 4 TiB at 64 KiB clusters.
+    let path = dir.path().join("4t.qcow2");
+    qemu_create(&path, "cluster_size=65536", "4T");
+    assert!(open(&path).is_ok());
+}

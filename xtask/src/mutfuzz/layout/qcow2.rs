@@ -229,7 +229,14 @@ pub fn spans(b: &[u8]) -> Vec<Span> {
 /// file: each limit a reader must check, and one past it.
 pub fn boundary_values(field: &Field, h: &Header, file_len: u64) -> Vec<u64> {
     let cluster = h.cluster().unwrap_or(65536);
-    let in_file = |x: u64| [x, x + cluster, file_len, file_len - file_len % cluster];
+    let in_file = |x: u64| {
+        [
+            x,
+            x.wrapping_add(cluster),
+            file_len,
+            file_len - file_len % cluster,
+        ]
+    };
     let mut v = match field.name {
         "magic" => vec![u64::from(MAGIC) ^ 1],
         "version" => vec![1, 2, 3, 4, u64::from(h.version ^ 1)],
@@ -238,17 +245,20 @@ pub fn boundary_values(field: &Field, h: &Header, file_len: u64) -> Vec<u64> {
             cluster - 1,
             cluster - 8,
             file_len,
-            h.backing.0 + 1,
+            h.backing.0.wrapping_add(1),
             h.l1,
         ],
-        "backing-file-size" => vec![1, 1023, 1024, 1025, h.backing.1 + 1, 0x10000],
+        "backing-file-size" => vec![1, 1023, 1024, 1025, h.backing.1.wrapping_add(1), 0x10000],
         "cluster-bits" => vec![8, 9, 12, 16, 20, 21, 22, 31, 63],
         "size" => vec![
-            h.size + 1,
-            h.size + cluster,
+            h.size.wrapping_add(1),
+            h.size.wrapping_add(cluster),
             h.size.saturating_sub(cluster),
-            h.l1_size * (cluster / 8) * cluster,
-            h.l1_size * (cluster / 8) * cluster + 1,
+            h.l1_size.wrapping_mul(cluster / 8).wrapping_mul(cluster),
+            h.l1_size
+                .wrapping_mul(cluster / 8)
+                .wrapping_mul(cluster)
+                .wrapping_add(1),
             1 << 55,
             1 << 62,
             u64::MAX,
@@ -256,8 +266,8 @@ pub fn boundary_values(field: &Field, h: &Header, file_len: u64) -> Vec<u64> {
         "crypt-method" => vec![1, 2, 3],
         "l1-size" => vec![
             h.l1_size.saturating_sub(1),
-            h.l1_size + 1,
-            h.l1_size * 2,
+            h.l1_size.wrapping_add(1),
+            h.l1_size.wrapping_mul(2),
             (32 << 20) / 8,
             (32 << 20) / 8 + 1,
             0x0200_0000,
@@ -265,23 +275,40 @@ pub fn boundary_values(field: &Field, h: &Header, file_len: u64) -> Vec<u64> {
         ],
         "l1-table-offset" | "refcount-table-offset" | "snapshots-offset" => {
             let mut v = in_file(h.refcount_table).to_vec();
-            v.extend([h.l1, h.l1 + 1, h.l1 + 8, h.snapshots_offset, 1 << 56]);
-            v.extend([h.refcount_table + 512, cluster]);
+            v.extend([
+                h.l1,
+                h.l1.wrapping_add(1),
+                h.l1.wrapping_add(8),
+                h.snapshots_offset,
+                1 << 56,
+            ]);
+            v.extend([h.refcount_table.wrapping_add(512), cluster]);
             v
         }
         "refcount-table-clusters" => vec![
             h.refcount_clusters.saturating_sub(1),
-            h.refcount_clusters + 1,
+            h.refcount_clusters.wrapping_add(1),
             (8 << 20) / cluster,
             (8 << 20) / cluster + 1,
             0x0100_0000,
         ],
-        "nb-snapshots" => vec![1, h.snapshots + 1, 65536, 65537],
+        "nb-snapshots" => vec![1, h.snapshots.wrapping_add(1), 65536, 65537],
         "incompatible-features" => vec![1, 2, 4, 8, 16, 32, 1 << 63],
         "compatible-features" => vec![1, 2, 1 << 63],
         "autoclear-features" => vec![1, 2, 1 << 63],
         "refcount-order" => vec![0, 3, 4, 5, 6, 7, 64],
-        "header-length" => vec![71, 72, 100, 103, 104, 105, 112, 113, cluster, cluster + 8],
+        "header-length" => vec![
+            71,
+            72,
+            100,
+            103,
+            104,
+            105,
+            112,
+            113,
+            cluster,
+            cluster.wrapping_add(8),
+        ],
         "compression-type" => vec![1, 2],
         _ => vec![],
     };
@@ -333,7 +360,13 @@ pub fn entry_values(old: u64, other: u64, targets: &[u64], cluster: u64, l2: boo
 /// The values a hostile refcount table entry takes (block offsets: 0, another block, a
 /// table, unaligned, past the end).
 pub fn refcount_table_values(old: u64, other: u64, targets: &[u64]) -> Vec<u64> {
-    let mut v = vec![0, other, old + 512, old + 1, 1 << 63];
+    let mut v = vec![
+        0,
+        other,
+        old.wrapping_add(512),
+        old.wrapping_add(1),
+        1 << 63,
+    ];
     v.extend(targets);
     v
 }
