@@ -319,7 +319,8 @@ mod tests {
                 let a = i as u64 * unit;
                 let b = (a + unit).min(len);
                 let inside = r.start <= a && b <= r.end;
-                let touches = r.start < b && a < r.end;
+                // An empty range touches nothing (it marks no byte).
+                let touches = r.start < r.end && r.start < b && a < r.end;
                 if *free && inside {
                     *u = true;
                 } else if !*free && touches {
