@@ -389,9 +389,8 @@ pub fn image_info(image: &dyn DiskImage) -> Result<ImageInfo> {
 /// - **After an error, open the image again.** A primitive that fails part-way (a failed
 ///   write or sync) may leave the file a step ahead of what the open image remembers; the
 ///   file is a valid image (as at any cut, above), but the in-memory tables are not to be
-///   trusted.
-///   The engine stops at the first error; a library caller must drop the image and reopen
-///   the file before it calls another primitive.
+///   trusted. The engine stops at the first error; a library caller must drop the image and
+///   reopen the file before it calls another primitive.
 /// - **One host file.** The image this trait compacts is stored in [`DiskImage::host_file`];
 ///   a backing image is another image ([`DiskImage::parent`]), compacted on its own. A format
 ///   spread over several files (VMDK extents) is not covered by this contract yet.

@@ -52,7 +52,7 @@ fn identify(img: &Qcow2Image, rc: &RefcountUpdate, from: &Range<u64>) -> Option<
     if *from == (l.reftable_offset..l.reftable_offset + l.reftable_bytes()) {
         return Some(Structure::RefcountTable);
     }
-    if from.end - from.start != cs {
+    if from.end.checked_sub(from.start) != Some(cs) {
         return None;
     }
     let one = |mut it: Box<dyn Iterator<Item = usize> + '_>| match (it.next(), it.next()) {
