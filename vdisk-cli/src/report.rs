@@ -3,6 +3,7 @@
 //! Results go to stdout; errors, notes and progress to stderr. Write errors (a closed pipe) are
 //! ignored so that `vdisk ... | head` never panics.
 
+use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::io::Write;
 use std::path::Path;
@@ -15,22 +16,52 @@ use crate::exit;
 use crate::host_space::HostSpace;
 use crate::volumes::VolumeJson;
 
-/// Prints one line on stdout.
+/// Whether `c` is escaped before it reaches a terminal: a control character other than a
+/// line break or tab, or a bidirectional override or zero-width character. Messages quote
+/// names and paths read from images (snapshot ids, parent locators), which must not drive
+/// the user's terminal or disguise a line.
+fn needs_escape(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `line` with every character [`needs_escape`] names escaped as Rust writes it (`\u{1b}`).
+fn terminal_safe(line: &str) -> Cow<'_, str> {
+    if !line.chars().any(needs_escape) {
+        return Cow::Borrowed(line);
+    }
+    let mut safe = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if needs_escape(c) {
+            safe.extend(c.escape_default());
+        } else {
+            safe.push(c);
+        }
+    }
+    Cow::Owned(safe)
+}
+
+/// Prints one line on stdout, escaped for the terminal ([`terminal_safe`]).
 pub fn out(line: &str) {
+    out_raw(&terminal_safe(line));
+}
+
+/// Prints one line on stdout as it is (JSON, whose encoder escapes control characters).
+fn out_raw(line: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}");
     let _ = stdout.flush();
 }
 
-/// Prints one line on stderr.
+/// Prints one line on stderr, escaped for the terminal ([`terminal_safe`]).
 pub fn err(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    let _ = writeln!(std::io::stderr().lock(), "{}", terminal_safe(line));
 }
 
 /// Prints `value` as one JSON line on stdout.
 pub fn json_line(value: &impl Serialize) {
     match serde_json::to_string(value) {
-        Ok(s) => out(&s),
+        Ok(s) => out_raw(&s),
         Err(e) => err(&format!("vdisk: cannot encode the JSON report: {e}")),
     }
 }
@@ -251,8 +282,46 @@ impl InfoJson {
     }
 }
 
+/// Longest detail name shown (a snapshot id, say, can be 65535 bytes long).
+const MAX_DETAIL_NAME: usize = 64;
+/// Longest detail value shown.
+const MAX_DETAIL_VALUE: usize = 4096;
+
+/// Text read from an image (a detail, a path a parent was found at) for one aligned line:
+/// escaped as [`terminal_safe`] does (line breaks and tabs too), at most `max` characters as
+/// shown, the rest cut with "…".
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    let mut shown = 0;
+    for c in text.chars() {
+        let piece: String = if needs_escape(c) || c == '\n' || c == '\t' {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        let n = piece.chars().count();
+        if shown + n > max {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+        shown += n;
+    }
+    out
+}
+
 /// The human form of `info`: a few aligned lines, then the parent chain if there is one.
 pub fn info_human(file: &Path, info: &ImageInfo, chain: &[ChainMember]) -> String {
+    let details: Vec<(String, String)> = info
+        .details
+        .iter()
+        .map(|(k, v)| {
+            (
+                printable(k, MAX_DETAIL_NAME),
+                printable(v, MAX_DETAIL_VALUE),
+            )
+        })
+        .collect();
     let rows: Vec<(String, String)> = vec![
         ("format".into(), info.format.into()),
         ("type".into(), info.kind.as_str().into()),
@@ -276,8 +345,8 @@ pub fn info_human(file: &Path, info: &ImageInfo, chain: &[ChainMember]) -> Strin
     ];
     let width = rows
         .iter()
-        .chain(&info.details)
-        .map(|(k, _)| k.len())
+        .chain(&details)
+        .map(|(k, _)| k.chars().count())
         .max()
         .unwrap_or(0)
         + 1;
@@ -292,15 +361,15 @@ pub fn info_human(file: &Path, info: &ImageInfo, chain: &[ChainMember]) -> Strin
             text.push_str(&format!(
                 "\n    {}. {} ({} {})",
                 i + 1,
-                m.path,
+                printable(&m.path, MAX_DETAIL_VALUE),
                 m.format,
                 m.kind
             ));
         }
     }
-    if !info.details.is_empty() {
+    if !details.is_empty() {
         text.push_str(&format!("\n  {} details:", info.format));
-        for (k, v) in &info.details {
+        for (k, v) in &details {
             text.push_str(&format!("\n    {:<width$} {v}", format!("{k}:")));
         }
     }
@@ -585,6 +654,36 @@ mod tests {
     use super::*;
     use std::io;
     use vdisk_core::{ErrorKind, Mode};
+
+    #[test]
+    fn text_from_images_reaches_the_terminal_escaped_and_details_are_cut() {
+        assert_eq!(terminal_safe("plain\nline\tok"), "plain\nline\tok");
+        assert_eq!(
+            terminal_safe("a\u{1b}[2Jb\rc\u{202e}d\u{0}"),
+            "a\\u{1b}[2Jb\\rc\\u{202e}d\\u{0}"
+        );
+        assert!(matches!(terminal_safe("ok"), Cow::Borrowed(_)));
+        assert_eq!(printable("ab\ncd", 10), "ab\\ncd");
+        assert_eq!(printable("abcdef", 4), "abcd…");
+        // An escape is never cut in half.
+        assert_eq!(printable("ab\u{1b}", 4), "ab…");
+        let long = "x".repeat(70_000);
+        let info = ImageInfo {
+            format: "qcow2",
+            kind: vdisk_core::ImageKind::Dynamic,
+            virtual_size: 1 << 20,
+            block_size: 65536,
+            block_count: 16,
+            allocated_blocks: 0,
+            file_size: 1 << 18,
+            details: vec![(long.clone(), long)],
+        };
+        let text = info_human(Path::new("a.qcow2"), &info, &[]);
+        assert!(
+            text.lines().all(|l| l.chars().count() < 4300),
+            "a line is too long"
+        );
+    }
 
     #[test]
     fn sizes_use_binary_units_with_one_decimal() {

@@ -227,3 +227,51 @@ fn vdisk_create_makes_qcow2_children_of_vhd_vhdx_and_vdi_parents_that_qemu_reads
         assert_eq!(text(&v, "type"), "differencing", "{fmt}");
     }
 }
+
+/// A snapshot id 65535 bytes long holding terminal escape sequences (what a hostile image can
+/// store): `info` prints it escaped and cut, `check` and `compact` quote it escaped, nothing
+/// panics and the file is unchanged.
+#[test]
+fn a_snapshot_id_of_65535_bytes_with_escape_sequences_is_shown_escaped_and_cut() {
+    use std::io::Write;
+    let dir = tempdir();
+    let file = dir.path().join("s.qcow2");
+    qemu_create_as(&file, "qcow2", "cluster_size=65536", "4M");
+    qemu_io_as("qcow2", &file, &["write -P 3 0 64k".to_string()]);
+    super::support::qemu_img([
+        std::ffi::OsStr::new("snapshot"),
+        std::ffi::OsStr::new("-c"),
+        std::ffi::OsStr::new("s1"),
+        file.as_os_str(),
+    ])
+    .ok();
+    let bytes = std::fs::read(&file).unwrap();
+    let table = usize::try_from(u64::from_be_bytes(bytes[64..72].try_into().unwrap())).unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    let mut edited = bytes.clone();
+    edited[table + 12..table + 14].copy_from_slice(&0xffffu16.to_be_bytes());
+    edited.extend(b"\x1b]0;owned\x07\x1b[2J\r\xe2\x80\xae".repeat(5000));
+    f.write_all(&edited).unwrap();
+    drop(f);
+    let pristine = Snapshot::of(&file);
+    let info = run(vdisk_cmd().arg("info").arg(&file));
+    info.expect_code(0);
+    let check = run(vdisk_cmd().arg("check").arg(&file));
+    let compact = vdisk_compact(&file, "full", &["--dry-run"]);
+    for (what, out) in [("info", &info), ("check", &check), ("compact", &compact)] {
+        for text in [&out.stdout, &out.stderr] {
+            assert!(
+                !text.contains(['\u{1b}', '\u{7}', '\r', '\u{202e}']),
+                "{what} printed a control character: {text:?}"
+            );
+        }
+    }
+    let line = info
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("snapshot 1"))
+        .unwrap_or_else(|| panic!("no snapshot line: {}", info.stdout));
+    assert!(line.contains("\\u{1b}") && line.contains('…'), "{line}");
+    assert!(line.chars().count() < 4300, "{line}");
+    pristine.assert_unchanged(&file, true, "hostile snapshot id");
+}
