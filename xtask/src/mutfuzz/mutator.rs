@@ -441,10 +441,11 @@ fn vhdx_bat_entry(rng: &mut Rng, s: &Span, b: &[u8], t: &[u64]) -> Edit {
     }
 }
 
-fn vdi_field(rng: &mut Rng, b: &[u8], t: &[u64]) -> Edit {
-    let total: u64 = layout::vdi::FIELDS.iter().map(|(_, w)| u64::from(*w)).sum();
+/// One of `fields`, each drawn in proportion to its weight.
+fn weighted_field(rng: &mut Rng, fields: &[(layout::Field, u32)]) -> layout::Field {
+    let total: u64 = fields.iter().map(|(_, w)| u64::from(*w)).sum();
     let mut r = rng.below(total);
-    let (field, _) = layout::vdi::FIELDS
+    let (field, _) = fields
         .iter()
         .find(|(_, w)| {
             if r < u64::from(*w) {
@@ -455,7 +456,12 @@ fn vdi_field(rng: &mut Rng, b: &[u8], t: &[u64]) -> Edit {
             }
         })
         .copied()
-        .unwrap_or(layout::vdi::FIELDS[0]);
+        .unwrap_or(fields[0]);
+    field
+}
+
+fn vdi_field(rng: &mut Rng, b: &[u8], t: &[u64]) -> Edit {
+    let field = weighted_field(rng, &layout::vdi::FIELDS);
     let h = layout::vdi::Header::read(b);
     let len = b.len() as u64;
     let at = usize::try_from(field.at).unwrap_or(usize::MAX);

@@ -12,20 +12,7 @@ fn at(x: u64) -> usize {
 
 /// A header field: a boundary value three times in four, else any interesting value.
 pub(super) fn header_field(rng: &mut Rng, b: &[u8], t: &[u64]) -> Edit {
-    let total: u64 = qcow2::FIELDS.iter().map(|(_, w)| u64::from(*w)).sum();
-    let mut r = rng.below(total);
-    let (field, _) = qcow2::FIELDS
-        .iter()
-        .find(|(_, w)| {
-            if r < u64::from(*w) {
-                true
-            } else {
-                r -= u64::from(*w);
-                false
-            }
-        })
-        .copied()
-        .unwrap_or(qcow2::FIELDS[0]);
+    let field = super::weighted_field(rng, &qcow2::FIELDS);
     let h = Header::read(b);
     let len = b.len() as u64;
     let old = read_int(Format::Qcow2, b, at(field.at), field.width);
