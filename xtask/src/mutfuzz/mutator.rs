@@ -461,20 +461,41 @@ fn weighted_field(rng: &mut Rng, fields: &[(layout::Field, u32)]) -> layout::Fie
 }
 
 fn vdi_field(rng: &mut Rng, b: &[u8], t: &[u64]) -> Edit {
-    let field = weighted_field(rng, &layout::vdi::FIELDS);
     let h = layout::vdi::Header::read(b);
+    header_field(
+        rng,
+        b,
+        t,
+        Format::Vdi,
+        &layout::vdi::FIELDS,
+        |field, len| layout::vdi::boundary_values(field, &h, len),
+    )
+}
+
+/// A write to one header field of `format`, drawn from `fields` by weight: three times in
+/// four one of the field's `boundary` values (given the file's length), else an interesting
+/// value near the old one or a structure offset of `t`.
+pub(super) fn header_field(
+    rng: &mut Rng,
+    b: &[u8],
+    t: &[u64],
+    format: Format,
+    fields: &[(layout::Field, u32)],
+    boundary: impl Fn(&layout::Field, u64) -> Vec<u64>,
+) -> Edit {
+    let field = weighted_field(rng, fields);
     let len = b.len() as u64;
     let at = usize::try_from(field.at).unwrap_or(usize::MAX);
-    let old = read_int(Format::Vdi, b, at, field.width);
+    let old = read_int(format, b, at, field.width);
     let v = if rng.chance(3, 4) {
-        rng.pick(&layout::vdi::boundary_values(&field, &h, len))
+        rng.pick(&boundary(&field, len))
     } else {
         interesting(rng, field.width, old, t, len)
     };
     Edit::Write {
         what: field.name,
         at: field.at,
-        bytes: int_bytes(Format::Vdi, v, field.width),
+        bytes: int_bytes(format, v, field.width),
     }
 }
 

@@ -12,20 +12,10 @@ fn at(x: u64) -> usize {
 
 /// A header field: a boundary value three times in four, else any interesting value.
 pub(super) fn header_field(rng: &mut Rng, b: &[u8], t: &[u64]) -> Edit {
-    let field = super::weighted_field(rng, &qcow2::FIELDS);
     let h = Header::read(b);
-    let len = b.len() as u64;
-    let old = read_int(Format::Qcow2, b, at(field.at), field.width);
-    let v = if rng.chance(3, 4) {
-        rng.pick(&qcow2::boundary_values(&field, &h, len))
-    } else {
-        interesting(rng, field.width, old, t, len)
-    };
-    Edit::Write {
-        what: field.name,
-        at: field.at,
-        bytes: int_bytes(Format::Qcow2, v, field.width),
-    }
+    super::header_field(rng, b, t, Format::Qcow2, &qcow2::FIELDS, |field, len| {
+        qcow2::boundary_values(field, &h, len)
+    })
 }
 
 /// An entry of an L1, L2 or refcount table: mostly the used ones (the first entries of a
